@@ -1,0 +1,39 @@
+# Two commands: `make demo` and `make test`. Each does the whole set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch is pinned so no resolver ever pulls several GB of CUDA wheels.
+# Override on a GPU machine, e.g. `make test TORCH_SPEC="torch==2.5.1 --index-url ..."`.
+TORCH_SPEC ?= torch==2.13.0
+# The stamp is keyed on pyproject.toml's hash and TORCH_SPEC: a second run skips installation.
+HASH := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(HASH)
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test setup bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) $(TORCH_SPEC)
+	$(PIP) -e ".[dev]"
+	@# Reference libraries: --no-deps so they cannot replace the pinned torch (see README).
+	$(PIP) --no-deps captum==0.9.0 zennit==0.5.1 quantus==0.6.0
+	$(PIP) packaging tqdm click pillow cachetools scikit-image opencv-python-headless
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/neuroxai demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_attribution.py --quick
+	$(PY) benchmarks/bench_scoring.py --quick
+
+clean-venv:
+	rm -rf $(VENV)

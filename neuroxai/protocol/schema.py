@@ -1,0 +1,295 @@
+"""The validation protocol: a versioned YAML file, validated by pydantic at load time.
+
+A bad key or value is a :class:`~neuroxai.errors.ConfigError` naming the key path, the YAML line,
+the allowed values and what was found. The protocol's content hash (of its canonical JSON form)
+goes into every result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+
+PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocols"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class CohortSpec(_Strict):
+    """Parameters of the embedded cohort (see ``neuroxai.data.cohort``)."""
+
+    n: int = Field(200, ge=12)
+    spacing_mm: float = Field(4.0, gt=0)
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSpec(_Strict):
+    source: Literal["embedded", "manifest", "bids"] = "embedded"
+    manifest: Optional[str] = None
+    cohort: CohortSpec = Field(default_factory=CohortSpec)
+    spacing_mm: Optional[float] = Field(None, gt=0, description="model grid spacing (mm)")
+    shape: Optional[tuple[int, int, int]] = None
+    normalize: Optional[Literal["zscore", "percentile"]] = "zscore"
+
+    @model_validator(mode="after")
+    def _need_manifest(self):
+        if self.source != "embedded" and not self.manifest:
+            raise ValueError("data.manifest is required when data.source is 'manifest' or 'bids'")
+        return self
+
+
+class TaskSpec(_Strict):
+    id: str
+    type: str = Field(description="a TASKS registry key, e.g. region_volume, lesion")
+    params: dict[str, Any] = Field(default_factory=dict)
+    null_control: bool = Field(True, description="also train a random-label model (chance floor)")
+
+
+class ModelSpec(_Strict):
+    architecture: str = "small_cnn"
+    params: dict[str, Any] = Field(default_factory=dict)
+    config: Optional[str] = Field(None, description="YAML under configs/models/ merged under params")
+    training: dict[str, Any] = Field(default_factory=dict)
+    training_config: Optional[str] = None
+    checkpoint: Optional[str] = Field(None, description="load this checkpoint instead of training")
+
+
+class MethodSpec(_Strict):
+    name: str = Field(description="a METHODS registry key")
+    label: Optional[str] = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class MetricSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoringSpec(_Strict):
+    polarity: Literal["positive", "absolute", "negative"] = "positive"
+    smooth_fwhm_mm: float = Field(0.0, ge=0)
+    restrict_to_brain: bool = True
+    pointing_tolerance_mm: float = Field(0.0, ge=0)
+
+
+class StatisticsSpec(_Strict):
+    bootstrap: int = Field(2000, ge=100)
+    ci_level: float = Field(0.95, gt=0.5, lt=1)
+    ci_method: Literal["percentile", "bca"] = "bca"
+    test: Literal["wilcoxon", "permutation"] = "wilcoxon"
+    correction: Literal["holm", "none"] = "holm"
+    n_permutations: int = Field(10000, ge=100)
+    seed: int = 0
+
+
+class RandomizationSpec(_Strict):
+    enabled: bool = True
+    mode: Literal["cascading", "independent"] = "cascading"
+    n_subjects: int = Field(8, ge=1)
+    similarity: Literal["spearman", "ssim", "topk_overlap"] = "spearman"
+    max_similarity: float = Field(0.5, description="fail if the fully randomized map is more similar")
+
+
+class SanitySpec(_Strict):
+    model_randomization: RandomizationSpec = Field(default_factory=RandomizationSpec)
+
+
+class Criterion(_Strict):
+    """One acceptance criterion; all must hold for PASS.
+
+    kinds:
+      * ``ci_above_chance``: the lower CI bound of ``metric`` ≥ its chance level + ``margin``.
+      * ``beats_random``: ``metric`` is higher than for the ``random`` map, paired test p < alpha
+        (after the protocol's multiple-comparison correction).
+      * ``beats_null_model``: higher than the same method on the random-label (null) model.
+      * ``model_randomization``: the maps change when the model's weights are randomized.
+    """
+
+    kind: Literal["ci_above_chance", "beats_random", "beats_null_model", "model_randomization"]
+    metric: Optional[str] = None
+    margin: float = 0.0
+    alpha: float = Field(0.01, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _metric_needed(self):
+        if self.kind != "model_randomization" and not self.metric:
+            raise ValueError(f"acceptance criterion {self.kind!r} needs a 'metric'")
+        return self
+
+    def describe(self) -> str:
+        if self.kind == "ci_above_chance":
+            return (f"{self.metric}: lower CI bound ≥ chance + {self.margin:g}")
+        if self.kind == "beats_random":
+            return f"{self.metric}: higher than the random map (p < {self.alpha:g}, corrected)"
+        if self.kind == "beats_null_model":
+            return f"{self.metric}: higher than on the null (random-label) model (p < {self.alpha:g}, corrected)"
+        return "maps change under model-parameter randomization"
+
+
+class RunSpec(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(8, ge=1)
+    n_test_subjects: Optional[int] = Field(None, ge=1, description="cap on scored test subjects")
+    save_maps: Literal["npz16", "nifti", "none"] = "npz16"
+    seed: int = 0
+
+
+class Protocol(_Strict):
+    id: str
+    version: str
+    title: str = ""
+    description: str = ""
+    data: DataSpec = Field(default_factory=DataSpec)
+    tasks: list[TaskSpec]
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    methods: list[MethodSpec]
+    metrics: list[MetricSpec]
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+    sanity: SanitySpec = Field(default_factory=SanitySpec)
+    acceptance: list[Criterion]
+    run: RunSpec = Field(default_factory=RunSpec)
+
+    @field_validator("tasks", "methods", "metrics")
+    @classmethod
+    def _non_empty(cls, v):
+        if not v:
+            raise ValueError("must list at least one entry")
+        return v
+
+    @model_validator(mode="after")
+    def _registry_names(self):
+        # Registry names are checked here so a typo fails at load time, not mid-run.
+        from .registries import known_names
+
+        names = known_names()
+        for i, t in enumerate(self.tasks):
+            _check_name(names["tasks"], t.type, f"tasks.{i}.type")
+        for i, m in enumerate(self.methods):
+            _check_name(names["methods"], m.name, f"methods.{i}.name")
+        for i, m in enumerate(self.metrics):
+            _check_name(names["metrics"], m.name, f"metrics.{i}.name")
+        metric_names = {m.name for m in self.metrics}
+        for i, c in enumerate(self.acceptance):
+            if c.metric and c.metric not in metric_names:
+                raise ValueError(f"acceptance.{i}.metric {c.metric!r} is not among the protocol's "
+                                 f"metrics {sorted(metric_names)}")
+        keys = [m.key for m in self.methods]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"method labels must be unique, found {keys}; give repeated methods a 'label'")
+        return self
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of the validated protocol (key order, defaults filled)."""
+        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _check_name(allowed: list[str] | None, name: str, where: str) -> None:
+    if allowed is not None and name not in allowed:
+        raise ValueError(f"{where}: unknown name {name!r}; allowed: {allowed}")
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at pydantic error location ``loc``."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == str(part):
+                    nxt, line = v, k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_protocol(path_or_name: str | Path) -> Protocol:
+    """Load and validate a protocol from a path or a shipped name (``quick``, ``siegel2025``…)."""
+    path = resolve_protocol_path(path_or_name)
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        tree = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("the protocol is not valid YAML", path=path, found=str(exc),
+                          fix="fix the YAML syntax at the line shown") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("a protocol must be a YAML mapping", path=path,
+                          expected="keys id, version, tasks, methods, metrics, acceptance",
+                          found=type(raw).__name__)
+    try:
+        return Protocol.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(tree, loc)
+            allowed = ""
+            ctx = err.get("ctx") or {}
+            if err["type"] == "literal_error" and "expected" in ctx:
+                allowed = f"; allowed: {ctx['expected']}"
+            if err["type"] == "extra_forbidden":
+                parent = _model_at(Protocol, loc[:-1])
+                if parent is not None:
+                    allowed = f"; allowed keys: {sorted(parent.model_fields)}"
+            found = f"; found: {err.get('input')!r}" if err["type"] != "missing" else ""
+            lines.append(f"line {line}: {key}: {err['msg']}{allowed}{found}")
+        raise ConfigError("the protocol has invalid keys or values:\n  " + "\n  ".join(lines),
+                          path=path, fix="correct the keys/values listed above "
+                          "(`neuroxai protocols` shows the shipped examples)") from None
+
+
+def _model_at(model: type[BaseModel], loc: tuple):
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        ann = cur.model_fields[part].annotation
+        args = getattr(ann, "__args__", ()) or ()
+        cands = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        for a in args:  # list[Model]
+            cands += [b for b in getattr(a, "__args__", ()) if isinstance(b, type) and issubclass(b, BaseModel)]
+        cur = cands[0] if cands else ann
+    return cur if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+
+
+def resolve_protocol_path(path_or_name: str | Path) -> Path:
+    p = Path(path_or_name)
+    if p.exists():
+        return p
+    for cand in (PROTOCOL_DIR / f"{p.name}.yaml", PROTOCOL_DIR / p.name):
+        if cand.exists():
+            return cand
+    shipped = sorted(x.stem for x in PROTOCOL_DIR.glob("*.yaml"))
+    raise ConfigError("protocol not found", path=p, expected=f"a YAML path or one of {shipped}",
+                      found="no such file", fix="`neuroxai protocols` lists the shipped protocols")
+
+
+def list_protocols() -> list[Protocol]:
+    return [load_protocol(p) for p in sorted(PROTOCOL_DIR.glob("*.yaml"))]

@@ -201,8 +201,9 @@ def _build_tasks(ctx: _Ctx) -> dict[str, Any]:
         task = build_task(spec.type, ctx.manifest, seed=ctx.protocol.run.seed, **spec.params)
         out[spec.id] = task
         if spec.null_control:
-            out[f"{spec.id}__null"] = build_task("null_control", ctx.manifest, seed=ctx.protocol.run.seed + 1,
-                                                 base=spec.type, **spec.params)
+            out[f"{spec.id}__null"] = build_task("null_control", ctx.manifest, seed=ctx.protocol.run.seed,
+                                                 base=spec.type, permutation_seed=ctx.protocol.run.seed + 1,
+                                                 **spec.params)
         atomic_write_json(ctx.rd.stage("tasks", stable_hash([spec.model_dump(), ctx.manifest_hash]))
                           / "summary.json", task.summary())
     return out

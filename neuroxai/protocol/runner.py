@@ -70,6 +70,7 @@ class _Ctx:
     manifest_hash: str = ""
     grid: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -119,6 +120,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         return RunResult(ctx.rd.root, None, {}, 0)
     store = _load_store(ctx, tasks)
     models = {tid: _train_or_load(ctx, tid, t, store) for tid, t in tasks.items()}
+    ctx.models = models
     if stop_after == "train":
         return RunResult(ctx.rd.root, None, {}, 0)
     scores = _attribute_and_score(ctx, tasks, models, store)

@@ -1,0 +1,236 @@
+"""The ``neuroxai`` command line. Exit codes: 0 = every method passes, 1 = some fail, 2 = error.
+
+Start with ``neuroxai demo``; then ``neuroxai validate PROTOCOL --data MANIFEST``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import NeuroXAIError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Validate explanation methods (GradCAM, LRP, SmoothGrad, ...) on 3-D brain-MRI models "
+                       "against known-signal ground truth.\n\nStart with [bold]neuroxai demo[/bold].")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: NeuroXAIError) -> None:
+    err.print(f"[bold red]error:[/bold red] {exc}")
+    raise typer.Exit(2)
+
+
+def _verdict_table(results: dict) -> Table:
+    t = Table(title=f"{results['protocol']['id']} v{results['protocol']['version']} — overall "
+                    f"{results['overall']['verdict']}")
+    for c in ("task", "method", "verdict", "main metric", "mean [95% CI]", "chance", "p vs random", "p vs null"):
+        t.add_column(c)
+    colors = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
+    for m in results["methods"]:
+        met = next(iter(m["metrics"]), None)
+        r = m["metrics"].get(met, {}) if met else {}
+        fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+        cmp = r.get("comparisons", {})
+        pr = cmp.get("random", {}).get("p_adjusted", cmp.get("random", {}).get("p"))
+        pn = cmp.get("null_model", {}).get("p_adjusted", cmp.get("null_model", {}).get("p"))
+        t.add_row(m["task"], m["method"], f"[{colors[m['verdict']]}]{m['verdict']}[/]", met or "—",
+                  f"{fmt(r.get('mean'))} [{fmt(r.get('ci_low'))}, {fmt(r.get('ci_high'))}]",
+                  fmt(r.get("chance")), fmt(pr), fmt(pn))
+    return t
+
+
+def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[Path], *, quiet: bool,
+         device: Optional[str] = None) -> int:
+    from .progress import RichProgress
+    from .protocol.runner import run_protocol
+
+    try:
+        with RichProgress(quiet=quiet) as prog:
+            res = run_protocol(protocol, out, manifest=str(data) if data else None,
+                               checkpoint=str(model) if model else None, device=device, progress=prog)
+    except NeuroXAIError as exc:
+        _fail(exc)
+    if not quiet:
+        console.print(_verdict_table(res.results))
+        for task in res.results["tasks"]:
+            perf = task["model"]
+            if perf.get("auroc") is not None:
+                console.print(f"model on {task['id']}: test AUROC {perf['auroc']:.3f} "
+                              f"[{perf['auroc_ci_low']:.3f}, {perf['auroc_ci_high']:.3f}]"
+                              + ("  [bold red]AT CHANCE[/]" if perf.get("at_chance") else ""))
+    console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
+    return res.exit_code
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("reports/demo"), help="run directory; the report goes to OUT/report"),
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or tables")):
+    """Build the embedded MNI152+AAL3 cohort, run [bold]protocols/quick.yaml[/bold], print the verdicts.
+
+    Takes a few minutes on a laptop CPU. Re-running reuses finished stages.
+    Example: [cyan]neuroxai demo --out reports/demo[/cyan]
+    """
+    code = _run("quick", out, None, None, quiet=quiet)
+    # The demo succeeded if it produced a verdict; FAIL verdicts are findings, not errors.
+    raise typer.Exit(0 if code in (0, 1) else code)
+
+
+@app.command()
+def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipped name (`neuroxai protocols`)"),
+             data: Optional[Path] = typer.Option(None, "--data", help="manifest CSV or BIDS folder"),
+             model: Optional[Path] = typer.Option(None, "--model", help="checkpoint to evaluate instead of training"),
+             out: Path = typer.Option(Path("runs/run"), "--out", help="run directory"),
+             resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+             device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+             quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Run a validation protocol: exit 0 = all methods pass, 1 = some fail, 2 = error.
+
+    Example: [cyan]neuroxai validate siegel2025 --data study/manifest.csv --model sfcn.pt --out runs/s25[/cyan]
+    """
+    if out.exists() and any(out.iterdir()) and not resume:
+        _fail(NeuroXAIError("the output folder already holds a run", path=out,
+                            fix="pass --resume to continue it, or choose a new --out"))
+    raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device))
+
+
+@app.command()
+def audit(maps: Path = typer.Option(..., "--maps", help="folder of NIfTI maps (or one sub-folder per method)"),
+          masks: Path = typer.Option(..., "--masks", help="folder of ground-truth masks, same subject prefixes"),
+          brain_mask: Optional[Path] = typer.Option(None, "--brain-mask", help="one NIfTI or a folder per subject"),
+          metric: Optional[List[str]] = typer.Option(None, "--metric", help="repeat to choose metrics"),
+          out: Path = typer.Option(Path("runs/audit"), "--out"),
+          device: str = typer.Option("cpu")):
+    """Re-evaluate a prior study: score its saved maps against masks, no model needed.
+
+    Example: [cyan]neuroxai audit --maps study/gradcam --masks study/lesions --out runs/audit[/cyan]
+    """
+    from .protocol.audit import audit_maps, write_audit
+
+    try:
+        df, summary = audit_maps(maps, masks, brain_mask=brain_mask, metrics=metric or None, device=device)
+    except NeuroXAIError as exc:
+        _fail(exc)
+    write_audit(df, summary, out)
+    t = Table(title="audit")
+    for c in ("method", "metric", "mean [95% CI]", "chance", "n"):
+        t.add_column(c)
+    for method, mets in summary.items():
+        for met, r in mets.items():
+            ch = "—" if r["chance"] is None else f"{r['chance']:.3f}"
+            t.add_row(method, met, f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", ch, str(r["n"]))
+    console.print(t)
+    console.print(f"scores: {out / 'scores.csv'}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory holding results.json")):
+    """Rebuild the HTML/JSON/CSV report of a finished run."""
+    from .report import rebuild_report
+
+    try:
+        console.print(f"report: {rebuild_report(run_dir)}")
+    except NeuroXAIError as exc:
+        _fail(exc)
+
+
+@app.command()
+def protocols():
+    """List the shipped validation protocols."""
+    from .protocol.schema import list_protocols
+
+    t = Table(title="protocols (use the id with `neuroxai validate`)")
+    for c in ("id", "version", "title", "hash"):
+        t.add_column(c)
+    for p in list_protocols():
+        t.add_row(p.id, p.version, p.title, p.content_hash()[:12])
+    console.print(t)
+
+
+@app.command()
+def cohort(out: Path = typer.Option(..., "--out", help="destination folder (BIDS-like + manifest.csv)"),
+           n: int = typer.Option(200, "--n", help="number of subjects"),
+           spacing: float = typer.Option(2.0, "--spacing", help="voxel size in mm"),
+           seed: int = typer.Option(0, "--seed")):
+    """Write the embedded synthetic cohort (MNI152 + AAL3; regional volume changes, lesions).
+
+    Example: [cyan]neuroxai cohort --n 400 --spacing 2 --out data/cohort[/cyan]
+    """
+    from rich.progress import Progress
+
+    from .data.cohort import generate_cohort
+
+    with Progress(console=err) as p:
+        tid = p.add_task("cohort", total=n)
+        path = generate_cohort(out, n=n, spacing=spacing, seed=seed, progress=lambda i, k: p.update(tid, completed=i))
+    console.print(f"manifest: {path}")
+
+
+@app.command("check-manifest")
+def check_manifest(path: Path = typer.Argument(..., help="manifest CSV or BIDS folder")):
+    """Validate a manifest (all problems at once) and summarize it."""
+    from .data.manifest import load_manifest
+
+    try:
+        df = load_manifest(path)
+    except NeuroXAIError as exc:
+        _fail(exc)
+    console.print(f"[green]ok[/green]: {len(df)} subjects; columns: {', '.join(df.columns)}")
+
+
+@app.command()
+def info(path: Optional[Path] = typer.Argument(None, help="a NIfTI file to describe"),
+         regions: bool = typer.Option(False, "--regions", help="list the AAL3 region names")):
+    """Describe a NIfTI file (shape, spacing, orientation), or list atlas regions."""
+    if regions:
+        from .data.cohort import atlas_labels
+
+        for name, v in atlas_labels().items():
+            console.print(f"{v:4d} {name}")
+        return
+    if path is None:
+        raise typer.BadParameter("give a NIfTI path or --regions")
+    from .data import load_volume
+
+    try:
+        v = load_volume(path, canonical=False)
+    except NeuroXAIError as exc:
+        _fail(exc)
+    d = v.data
+    console.print(f"{path}: shape {tuple(v.shape)}, spacing {tuple(round(s, 3) for s in v.spacing)} mm, "
+                  f"orientation {v.orientation}, range [{float(d.min()):.3g}, {float(d.max()):.3g}]")
+
+
+@app.command()
+def bench(project: int = typer.Option(45000, "--project", help="subjects to project GPU-hours for"),
+          device: str = typer.Option("auto"), shape: str = typer.Option("96,112,96"),
+          batch: int = typer.Option(4)):
+    """Measure per-volume cost of GradCAM, LRP, SmoothGrad and scoring; project a study's GPU-hours."""
+    import torch
+
+    from .bench import measure, project as proj
+    from .models import MODELS
+
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    res = measure(MODELS["sfcn"](), tuple(int(s) for s in shape.split(",")), batch, device=dev)
+    console.print(res)
+    console.print(proj(res, project))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except NeuroXAIError as exc:  # pragma: no cover - commands catch their own
+        err.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

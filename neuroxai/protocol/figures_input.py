@@ -1,0 +1,88 @@
+"""Arrays the report's figures need, gathered from the run directory (small: cohort means)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .rundir import atomic_savez
+
+
+def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
+    """``{"tasks": {task_id: {"image", "mask", "spacing", "maps": {method: mean map}, "example"}}}``.
+
+    ``image``: mean image of the scored subjects; ``mask``: fraction of them with ground truth at
+    each voxel; ``maps``: cohort-mean of each method's map, every map first scaled to unit
+    positive mass; ``example``: the first scored subject's image, mask and maps. Also written
+    to ``figures.npz`` in the run directory so ``neuroxai report`` can rebuild the report.
+    """
+    from .runner import attribute_dir, is_null, scored_subjects
+
+    out: dict = {"tasks": {}}
+    flat: dict[str, np.ndarray] = {}
+    for tid, task in tasks.items():
+        if is_null(tid):
+            continue
+        ids = scored_subjects(ctx, task)
+        if not ids:
+            continue
+        b = store.batch(ids[:64], torch.device("cpu"))
+        img = task.modify_image(b)
+        gt = task.ground_truth(b)
+        entry = {"image": img.float().mean(0)[0].numpy(), "mask": gt.float().mean(0)[0].numpy(),
+                 "spacing": tuple(store.spacing), "maps": {},
+                 "example": {"subject_id": ids[0], "image": img[0, 0].float().numpy(),
+                             "mask": gt[0, 0].float().numpy(), "maps": {}}}
+        for mspec in ctx.protocol.methods:
+            d = attribute_dir(ctx, tid, mspec, task, ctx_models(ctx)[tid])
+            chunks = sorted(d.glob("chunk_*.npz"))
+            if not chunks:
+                continue
+            total, n = None, 0
+            for f in chunks:
+                z = np.load(f)
+                total = z["mean_map_sum"] if total is None else total + z["mean_map_sum"]
+                n += len(z["subject_id"])
+            entry["maps"][mspec.key] = total / max(n, 1)
+            z0 = np.load(chunks[0])
+            if "maps" in z0.files:
+                entry["example"]["maps"][mspec.key] = z0["maps"][0].astype(np.float32)
+        out["tasks"][tid] = entry
+        for k in ("image", "mask"):
+            flat[f"{tid}|{k}"] = entry[k]
+            flat[f"{tid}|example|{k}"] = entry["example"][k]
+        flat[f"{tid}|spacing"] = np.asarray(entry["spacing"])
+        flat[f"{tid}|example|subject_id"] = np.asarray(entry["example"]["subject_id"])
+        for k, v in entry["maps"].items():
+            flat[f"{tid}|maps|{k}"] = v
+        for k, v in entry["example"]["maps"].items():
+            flat[f"{tid}|example|maps|{k}"] = v
+    atomic_savez(ctx.rd.root / "figures.npz", **flat)
+    return out
+
+
+def ctx_models(ctx) -> dict:
+    return getattr(ctx, "models", {})
+
+
+def load_figure_inputs(path) -> dict:
+    """Inverse of the ``figures.npz`` flattening."""
+    out: dict = {"tasks": {}}
+    z = np.load(path)
+    for key in z.files:
+        parts = key.split("|")
+        t = out["tasks"].setdefault(parts[0], {"maps": {}, "example": {"maps": {}}})
+        v = z[key]
+        if parts[1] == "maps":
+            t["maps"][parts[2]] = v
+        elif parts[1] == "example":
+            if parts[2] == "maps":
+                t["example"]["maps"][parts[3]] = v
+            elif parts[2] == "subject_id":
+                t["example"]["subject_id"] = str(v)
+            else:
+                t["example"][parts[2]] = v
+        elif parts[1] == "spacing":
+            t["spacing"] = tuple(float(s) for s in v)
+        else:
+            t[parts[1]] = v
+    return out

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from neuroxai.errors import ConfigError
+from neuroxai.protocol.schema import PROTOCOL_DIR, load_protocol
+
+SHIPPED = sorted(PROTOCOL_DIR.glob("*.yaml"))
+
+
+def test_three_protocols_are_shipped():
+    assert {p.stem for p in SHIPPED} >= {"quick", "siegel2025", "preclinical-audit"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_protocols_validate(path):
+    proto = load_protocol(path)
+    assert proto.id == path.stem
+    assert len(proto.content_hash()) == 64
+
+
+def test_load_by_name_and_hash_is_stable():
+    a, b = load_protocol("quick"), load_protocol(PROTOCOL_DIR / "quick.yaml")
+    assert a.content_hash() == b.content_hash()
+
+
+def test_hash_changes_with_content(tmp_path):
+    text = (PROTOCOL_DIR / "quick.yaml").read_text()
+    p = tmp_path / "q.yaml"
+    p.write_text(text.replace("margin: 0.1", "margin: 0.15"))
+    assert load_protocol(p).content_hash() != load_protocol("quick").content_hash()
+
+
+def _broken(tmp_path, old, new):
+    text = (PROTOCOL_DIR / "quick.yaml").read_text()
+    assert old in text
+    p = tmp_path / "broken.yaml"
+    p.write_text(text.replace(old, new))
+    return p, text.replace(old, new).splitlines()
+
+
+def test_unknown_key_names_key_line_and_allowed(tmp_path):
+    p, lines = _broken(tmp_path, "  normalize: zscore", "  normalise: zscore")
+    with pytest.raises(ConfigError) as e:
+        load_protocol(p)
+    msg = str(e.value)
+    line = next(i for i, l in enumerate(lines, 1) if "normalise" in l)
+    assert str(p) in msg and "data.normalise" in msg and f"line {line}" in msg
+    assert "allowed keys" in msg and "normalize" in msg
+
+
+def test_bad_literal_lists_allowed_values(tmp_path):
+    p, lines = _broken(tmp_path, "polarity: positive", "polarity: both")
+    with pytest.raises(ConfigError) as e:
+        load_protocol(p)
+    msg = str(e.value)
+    assert "scoring.polarity" in msg and "'positive'" in msg and "'absolute'" in msg and "both" in msg
+
+
+def test_unknown_method_name_is_rejected(tmp_path):
+    p, _ = _broken(tmp_path, "  - name: gradcam\n", "  - name: gradkam\n")
+    with pytest.raises(ConfigError) as e:
+        load_protocol(p)
+    assert "gradkam" in str(e.value) and "smoothgrad" in str(e.value)
+
+
+def test_acceptance_metric_must_be_scored(tmp_path):
+    p, _ = _broken(tmp_path, "{kind: ci_above_chance, metric: relevance_mass_accuracy",
+                   "{kind: ci_above_chance, metric: pointing_game")
+    with pytest.raises(ConfigError, match="pointing_game"):
+        load_protocol(p)
+
+
+def test_missing_protocol_lists_shipped():
+    with pytest.raises(ConfigError, match="quick"):
+        load_protocol("no-such-protocol")

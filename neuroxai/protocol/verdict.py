@@ -50,7 +50,7 @@ def _ci(values: np.ndarray, proto: Protocol) -> tuple[float, float, float]:
     if len(values) < 2:
         v = float(values.mean()) if len(values) else float("nan")
         return v, float("nan"), float("nan")
-    est, lo, hi = bootstrap_ci(torch.as_tensor(values, dtype=torch.float64), n_boot=st.bootstrap,
+    est, lo, hi = bootstrap_ci(torch.tensor(np.asarray(values, dtype=np.float64)), n_boot=st.bootstrap,
                                level=st.ci_level, method=st.ci_method, seed=st.seed)
     return float(est), float(lo), float(hi)
 

@@ -37,12 +37,13 @@ def _verdict_table(results: dict) -> Table:
         met = next(iter(m["metrics"]), None)
         r = m["metrics"].get(met, {}) if met else {}
         fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+        pfmt = lambda v: "—" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")  # noqa: E731
         cmp = r.get("comparisons", {})
         pr = cmp.get("random", {}).get("p_adjusted", cmp.get("random", {}).get("p"))
         pn = cmp.get("null_model", {}).get("p_adjusted", cmp.get("null_model", {}).get("p"))
         t.add_row(m["task"], m["method"], f"[{colors[m['verdict']]}]{m['verdict']}[/]", met or "—",
                   f"{fmt(r.get('mean'))} [{fmt(r.get('ci_low'))}, {fmt(r.get('ci_high'))}]",
-                  fmt(r.get("chance")), fmt(pr), fmt(pn))
+                  fmt(r.get("chance")), pfmt(pr), pfmt(pn))
     return t
 
 

@@ -69,8 +69,44 @@ class _Ctx:
     manifest: pd.DataFrame | None = None
     manifest_hash: str = ""
     grid: dict = field(default_factory=dict)
+    rank: int = 0
+    world: int = 1
     timings: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
+
+
+def _init_distributed(dev: torch.device) -> tuple[int, int]:
+    """``(rank, world_size)``; under ``torchrun`` (WORLD_SIZE > 1) joins the process group
+    (NCCL on CUDA, gloo on CPU). Subjects are sharded by attribution chunk; stages that write
+    shared files (cohort, store, training, randomization, results) run on rank 0 first."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(ctx) -> None:
+    if ctx.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _rank0_first(ctx, fn):
+    """Run ``fn`` on rank 0, then (from its cached outputs) on the other ranks."""
+    if ctx.world == 1:
+        return fn()
+    out = fn() if ctx.rank == 0 else None
+    _barrier(ctx)
+    return out if ctx.rank == 0 else fn()
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -104,29 +140,33 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     if checkpoint:
         proto = proto.model_copy(update={"model": proto.model.model_copy(update={"checkpoint": str(checkpoint)})})
     dev = resolve_device(device or proto.run.device)
-    ctx = _Ctx(proto, RunDir(out_dir), dev, progress or Progress())
+    rank, world = _init_distributed(dev)
+    ctx = _Ctx(proto, RunDir(out_dir), dev, progress or Progress(), rank=rank, world=world)
     torch.manual_seed(proto.run.seed)
     t0 = time.perf_counter()
     _prepare_data(ctx)
     prov = provenance(dev, protocol_hash=proto.content_hash(), manifest_hash=ctx.manifest_hash,
                       seeds={"run": proto.run.seed, "statistics": proto.statistics.seed,
                              "cohort": proto.data.cohort.seed})
-    atomic_write_json(ctx.rd.root / "run.json", {"protocol": proto.model_dump(mode="json"),
-                                                   "provenance": prov})
+    prov["world_size"] = world
+    if rank == 0:
+        atomic_write_json(ctx.rd.root / "run.json", {"protocol": proto.model_dump(mode="json"),
+                                                       "provenance": prov})
     if stop_after == "data":
         return RunResult(ctx.rd.root, None, {}, 0)
     tasks = _build_tasks(ctx)
     if stop_after == "tasks":
         return RunResult(ctx.rd.root, None, {}, 0)
-    store = _load_store(ctx, tasks)
-    models = {tid: _train_or_load(ctx, tid, t, store) for tid, t in tasks.items()}
+    store = _rank0_first(ctx, lambda: _load_store(ctx, tasks))
+    models = {tid: _rank0_first(ctx, lambda tid=tid, t=t: _train_or_load(ctx, tid, t, store))
+              for tid, t in tasks.items()}
     ctx.models = models
     if stop_after == "train":
         return RunResult(ctx.rd.root, None, {}, 0)
     scores = _attribute_and_score(ctx, tasks, models, store)
     if stop_after == "attribute":
         return RunResult(ctx.rd.root, None, {}, 0)
-    sanity = _model_randomization(ctx, tasks, models, store)
+    sanity = _rank0_first(ctx, lambda: _model_randomization(ctx, tasks, models, store))
     from .verdict import assemble_results
 
     ctx.timings["total_s"] = time.perf_counter() - t0
@@ -134,8 +174,10 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     prov["timings_s"] = ctx.timings
     results = assemble_results(proto, prov, ctx.grid, tasks, models, scores, sanity,
                                data_info=_data_info(ctx))
-    atomic_write_json(ctx.rd.root / "results.json", results)
     report_dir = None
+    if rank != 0:  # rank 0 writes the results and the report
+        return RunResult(ctx.rd.root, None, results, 0 if results["overall"]["verdict"] == "PASS" else 1)
+    atomic_write_json(ctx.rd.root / "results.json", results)
     if report:
         from .figures_input import figure_inputs
         from ..report import build_report
@@ -166,8 +208,9 @@ def _prepare_data(ctx: _Ctx) -> None:
             done[0] = i
 
         t = time.perf_counter()
-        path = generate_cohort(cohort_dir, n=d.cohort.n, spacing=d.cohort.spacing_mm,
-                               seed=d.cohort.seed, progress=_cb, **d.cohort.options)
+        path = _rank0_first(ctx, lambda: generate_cohort(
+            cohort_dir, n=d.cohort.n, spacing=d.cohort.spacing_mm, seed=d.cohort.seed, progress=_cb,
+            **d.cohort.options))
         ctx.timings["cohort_s"] = time.perf_counter() - t
         ctx.manifest = load_manifest(path)
     elif d.source == "bids":
@@ -310,6 +353,28 @@ class _TaskDataset(torch.utils.data.Dataset):
         return {"image": img, "label": label}
 
 
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _config_yaml(kind: str, name: str | None) -> dict:
+    """Parameters from ``configs/<kind>/<name>.yaml`` (or a path); the protocol's own keys win."""
+    if not name:
+        return {}
+    import yaml
+
+    p = Path(name)
+    if not p.is_file():
+        p = CONFIG_DIR / kind / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not p.is_file():
+        avail = sorted(f.stem for f in (CONFIG_DIR / kind).glob("*.yaml"))
+        raise ConfigError(f"no {kind} config {name!r}", path=p, expected=avail, found=name,
+                          fix=f"use one of {avail} or a path to a YAML file")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{kind} config must be a mapping of parameters", path=p, found=type(data).__name__)
+    return data
+
+
 def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> TrainedModel:
     from ..models import MODELS, evaluate, load_checkpoint, save_checkpoint, train_model
     from ..models.train import TrainConfig
@@ -322,9 +387,9 @@ def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> Traine
         test = _TaskDataset(store, task, "test")
         metrics = evaluate(model, test, task.kind, device=ctx.device)
         return TrainedModel(model, metrics, Path(m.checkpoint))
-    params = dict(m.params)
-    train_cfg = {**m.training}
-    key = stable_hash([task_id, task.summary(), m.model_dump(), ctx.manifest_hash, ctx.grid])
+    params = {**_config_yaml("models", m.config), **m.params}
+    train_cfg = {**_config_yaml("training", m.training_config), **m.training}
+    key = stable_hash([task_id, task.summary(), m.model_dump(), params, train_cfg, ctx.manifest_hash, ctx.grid])
     d = ctx.rd.stage("train", key)
     ckpt = d / "model.pt"
     if not ctx.rd.is_done("train", key):
@@ -403,6 +468,9 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
                 t = time.perf_counter()
                 with ctx.progress.task(f"{mspec.key} on {task_id}", len(chunks)) as bar:
                     for ci, sids in enumerate(chunks):
+                        if ci % ctx.world != ctx.rank:  # torchrun: chunks sharded across ranks
+                            bar.advance()
+                            continue
                         f = d / f"chunk_{ci:05d}.npz"
                         if f.exists():  # resumed: this chunk was finished before the interruption
                             bar.advance()
@@ -423,7 +491,10 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
                         atomic_savez(f, subject_id=np.array(sids), **arrays)
                         bar.advance()
                 ctx.timings[f"attribute_{task_id}_{mspec.key}_s"] = time.perf_counter() - t
-                ctx.rd.mark_done("attribute", key, {"n_chunks": len(chunks)})
+                _barrier(ctx)
+                if ctx.rank == 0:
+                    ctx.rd.mark_done("attribute", key, {"n_chunks": len(chunks)})
+                _barrier(ctx)
             frames.append(_read_chunks(d, len(chunks), mspec.key))
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["subject_id", "method", "metric", "value"])

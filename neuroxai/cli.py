@@ -205,7 +205,7 @@ def info(path: Optional[Path] = typer.Argument(None, help="a NIfTI file to descr
         _fail(exc)
     d = v.data
     console.print(f"{path}: shape {tuple(v.shape)}, spacing {tuple(round(s, 3) for s in v.spacing)} mm, "
-                  f"orientation {v.orientation}, range [{float(d.min()):.3g}, {float(d.max()):.3g}]")
+                  f"orientation {v.orientation}, range [{float(d.min()):.3g}, {float(d.max()):.3g}]", soft_wrap=True)
 
 
 @app.command()

@@ -111,7 +111,7 @@ def audit_maps(maps_dir: str | Path, masks_dir: str | Path, *, brain_mask: str |
     for (method, metric), g in df.groupby(["method", "metric"]):
         if metric.endswith("_chance") or metric.endswith("_norm"):
             continue
-        vals = torch.as_tensor(g["value"].to_numpy(), dtype=torch.float64)
+        vals = torch.tensor(g["value"].to_numpy(dtype=np.float64))
         est, lo, hi = (bootstrap_ci(vals, n_boot=n_boot, level=0.95, method="percentile", seed=seed)
                        if len(vals) > 1 else (vals.mean(), float("nan"), float("nan")))
         ch = df[(df.method == method) & (df.metric == f"{metric}_chance")]["value"]

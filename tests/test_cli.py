@@ -1,0 +1,71 @@
+"""The command line: exit codes, error messages, audit of saved maps."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+from typer.testing import CliRunner
+
+from neuroxai.cli import app
+
+runner = CliRunner()
+
+
+def test_protocols_lists_the_shipped_ones():
+    r = runner.invoke(app, ["protocols"])
+    assert r.exit_code == 0
+    for pid in ("quick", "siegel2025", "preclinical-audit"):
+        assert pid in r.output
+
+
+def test_check_manifest_reports_problems_with_exit_code_2(tmp_path):
+    (tmp_path / "m.csv").write_text("subject_id,image\ns1,missing.nii.gz\n")
+    r = runner.invoke(app, ["check-manifest", str(tmp_path / "m.csv")])
+    assert r.exit_code == 2
+    assert "missing.nii.gz" in r.output
+
+
+def test_validate_refuses_a_used_folder_without_resume(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    r = runner.invoke(app, ["validate", "quick", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "--resume" in r.output
+
+
+def test_audit_scores_oracle_and_random_maps(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "maps" / "oracle").mkdir(parents=True)
+    (tmp_path / "maps" / "noise").mkdir(parents=True)
+    (tmp_path / "masks").mkdir()
+    for i in range(6):
+        mask = np.zeros((12, 12, 12), np.uint8)
+        mask[2 + i % 3:6 + i % 3, 3:7, 4:9] = 1
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "masks" / f"sub-{i}_mask.nii.gz")
+        nib.save(nib.Nifti1Image(mask.astype(np.float32), np.eye(4)), tmp_path / "maps" / "oracle" / f"sub-{i}_map.nii.gz")
+        nib.save(nib.Nifti1Image(rng.random((12, 12, 12)).astype(np.float32), np.eye(4)),
+                 tmp_path / "maps" / "noise" / f"sub-{i}_map.nii.gz")
+    r = runner.invoke(app, ["audit", "--maps", str(tmp_path / "maps"), "--masks", str(tmp_path / "masks"),
+                            "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "out" / "audit.json").read_text())["summary"]
+    assert s["oracle"]["relevance_mass_accuracy"]["mean"] == 1.0
+    assert s["oracle"]["auroc"]["mean"] == 1.0
+    chance = s["noise"]["relevance_mass_accuracy"]["chance"]
+    assert abs(s["noise"]["relevance_mass_accuracy"]["mean"] - chance) < 0.03
+
+
+def test_audit_names_a_map_without_mask(tmp_path):
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "masks").mkdir()
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "maps" / "sub-9_map.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "masks" / "sub-1_mask.nii.gz")
+    r = runner.invoke(app, ["audit", "--maps", str(tmp_path / "maps"), "--masks", str(tmp_path / "masks")])
+    assert r.exit_code == 2 and "sub-9" in r.output
+
+
+def test_info_describes_a_file(tmp_path):
+    aff = np.diag([-1.0, 1.2, 1.5, 1])
+    nib.save(nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), aff), tmp_path / "a.nii.gz")
+    r = runner.invoke(app, ["info", str(tmp_path / "a.nii.gz")])
+    assert r.exit_code == 0 and "(5, 6, 7)" in r.output and "LAS" in r.output

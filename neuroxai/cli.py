@@ -220,8 +220,19 @@ def bench(project: int = typer.Option(45000, "--project", help="subjects to proj
 
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     res = measure(MODELS["sfcn"](), tuple(int(s) for s in shape.split(",")), batch, device=dev)
-    console.print(res)
-    console.print(proj(res, project))
+    t = Table(title=f"per-volume cost on {res.device}, SFCN, {res.shape}, batch {res.batch}")
+    for c in ("step", "s / volume", "× plain fwd+bwd pass"):
+        t.add_column(c)
+    t.add_row("plain pass (floor)", f"{res.floor_s_per_volume:.4f}", "1.00")
+    for k, v in res.methods_s_per_volume.items():
+        t.add_row(k, f"{v:.4f}", f"{v / res.floor_s_per_volume:.2f}")
+    t.add_row("scoring (3 metrics)", f"{res.scoring_s_per_volume:.4f}", f"{res.scoring_s_per_volume / res.floor_s_per_volume:.2f}")
+    console.print(t)
+    pj = proj(res, project)
+    console.print(f"{project} subjects × {pj['n_tasks']} tasks, all methods + scoring + model randomization: "
+                  f"{pj['gpu_hours']:.1f} device-hours; wall-clock on 1 / 8 devices: "
+                  f"{pj['wall_hours']['1']:.1f} h / {pj['wall_hours']['8']:.1f} h "
+                  f"(scoring {100 * pj['scoring_fraction']:.1f} % of attribution)", soft_wrap=True)
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ def _triple(v, name) -> tuple[int, int, int]:
 def occlusion(model, x, target, *, patch=4, stride=2, baseline: float = 0.0, unit: str = "voxel",
               spacing: Sequence[float] | None = None, batch_patches: int = 32) -> torch.Tensor:
     """Each voxel gets the mean of ``f(x) − f(x with patch occluded)`` over the patches covering it
-    (Captum's ``Occlusion`` convention). Patches slide with ``stride`` from the corner; when the
-    last patch does not reach the border it is not added (as Captum). ``unit="mm"`` converts
+    (Captum's ``Occlusion`` convention). Patches slide with ``stride`` from the corner until one
+    reaches the far border (that last one clipped), so every voxel is covered. ``unit="mm"`` converts
     ``patch``/``stride`` with ``spacing``. Patches are batched ``batch_patches`` at a time."""
     if unit == "mm":
         if spacing is None:
@@ -33,7 +33,9 @@ def occlusion(model, x, target, *, patch=4, stride=2, baseline: float = 0.0, uni
         stride = tuple(max(1, round(p / s)) for p, s in zip(_triple(stride, "stride"), spacing))
     p, st = _triple(patch, "patch"), _triple(stride, "stride")
     B, C, *shape = x.shape
-    n = [math.floor((s - k) / t) + 1 for s, k, t in zip(shape, p, st)]
+    # As Captum: windows start at 0, t, 2t, ... until one reaches the border (the last one is
+    # clipped there), so every voxel is covered.
+    n = [math.ceil((s - k) / t) + 1 if s >= k else 0 for s, k, t in zip(shape, p, st)]
     if min(n) < 1:
         raise AttributionError("patch larger than the volume", expected=f"≤ {shape}", found=p)
     starts = [(i * st[0], j * st[1], k * st[2]) for i in range(n[0]) for j in range(n[1]) for k in range(n[2])]

@@ -37,3 +37,53 @@ def write_nifti(tmp_path):
         return p
 
     return _write
+
+
+# A tiny end-to-end protocol (40 subjects at 8 mm, 2 epochs): shared by runner, report and
+# distributed tests.
+TINY_PROTOCOL = """
+id: tiny
+version: "0.1"
+title: tiny end-to-end protocol for tests
+data:
+  source: embedded
+  cohort: {n: 40, spacing_mm: 8.0, seed: 0}
+tasks:
+  - id: hippo
+    type: region_volume
+    params: {regions: [Hippocampus_L, Hippocampus_R], split: [0.5, 0.1, 0.4]}
+    null_control: true
+model:
+  architecture: small_cnn
+  params: {channels: [4, 8]}
+  training: {epochs: 2, batch_size: 8, lr: 0.003, seed: 0}
+methods:
+  - name: gradient
+  - name: smoothgrad
+    params: {n_samples: 4, sigma: 0.1, seed: 0}
+  - name: random
+    params: {seed: 0}
+metrics:
+  - name: relevance_mass_accuracy
+  - name: auroc
+statistics: {bootstrap: 200, seed: 0}
+sanity:
+  model_randomization: {enabled: true, n_subjects: 2}
+acceptance:
+  - {kind: ci_above_chance, metric: relevance_mass_accuracy, margin: 0.1}
+  - {kind: beats_random, metric: relevance_mass_accuracy}
+run: {device: cpu, batch_size: 2, save_maps: npz16, seed: 0}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_protocol(tmp_path_factory):
+    p = tmp_path_factory.mktemp("proto") / "tiny.yaml"
+    p.write_text(TINY_PROTOCOL)
+    return p
+
+
+@pytest.fixture
+def strip_results():
+    """The parts of results.json that must not depend on how the run was executed."""
+    return lambda r: {"methods": r["methods"], "tasks": r["tasks"], "scores": r["scores"]}

@@ -35,7 +35,8 @@ def _paired_p(a: pd.Series, b: pd.Series, proto: Protocol) -> tuple[float, int]:
         y = b.loc[common].to_numpy()
         if np.allclose(x, y):
             return 1.0, len(common)
-        p = paired_test(torch.as_tensor(x), torch.as_tensor(y), method=st.test, alternative="greater",
+        p = paired_test(torch.tensor(np.array(x, dtype=np.float64)), torch.tensor(np.array(y, dtype=np.float64)),
+                        method=st.test, alternative="greater",
                         n_perm=st.n_permutations, seed=st.seed)
         return float(p), len(common)
     if len(a) >= 3 and len(b) >= 3:

@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 
-from .test_runner_resume import TINY, _strip
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
@@ -20,9 +19,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_torchrun_two_ranks_equals_single_process(tmp_path):
-    proto = tmp_path / "tiny.yaml"
-    proto.write_text(TINY)
+def test_torchrun_two_ranks_equals_single_process(tmp_path, tiny_protocol, strip_results):
+    proto = tiny_protocol
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -35,7 +33,7 @@ def test_torchrun_two_ranks_equals_single_process(tmp_path):
     assert dist.returncode == 0, dist.stderr[-3000:]
     a = json.loads((tmp_path / "single" / "results.json").read_text())
     b = json.loads((tmp_path / "dist" / "results.json").read_text())
-    assert json.dumps(_strip(a), sort_keys=True) == json.dumps(_strip(b), sort_keys=True)
+    assert json.dumps(strip_results(a), sort_keys=True) == json.dumps(strip_results(b), sort_keys=True)
     assert b["provenance"]["world_size"] == 2
     # both ranks wrote chunks: with batch 2 there are several chunks per method
     n_chunks = len(list((tmp_path / "dist").glob("stages/attribute/*/chunk_*.npz")))

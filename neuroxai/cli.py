@@ -5,6 +5,7 @@ Start with ``neuroxai demo``; then ``neuroxai validate PROTOCOL --data MANIFEST`
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -95,7 +96,8 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
 
     Example: [cyan]neuroxai validate siegel2025 --data study/manifest.csv --model sfcn.pt --out runs/s25[/cyan]
     """
-    if out.exists() and any(out.iterdir()) and not resume:
+    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 checks
+    if first_rank and out.exists() and any(out.iterdir()) and not resume:
         _fail(NeuroXAIError("the output folder already holds a run", path=out,
                             fix="pass --resume to continue it, or choose a new --out"))
     raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device))

@@ -65,24 +65,7 @@ def ctx_models(ctx) -> dict:
 
 
 def load_figure_inputs(path) -> dict:
-    """Inverse of the ``figures.npz`` flattening."""
-    out: dict = {"tasks": {}}
-    z = np.load(path)
-    for key in z.files:
-        parts = key.split("|")
-        t = out["tasks"].setdefault(parts[0], {"maps": {}, "example": {"maps": {}}})
-        v = z[key]
-        if parts[1] == "maps":
-            t["maps"][parts[2]] = v
-        elif parts[1] == "example":
-            if parts[2] == "maps":
-                t["example"]["maps"][parts[3]] = v
-            elif parts[2] == "subject_id":
-                t["example"]["subject_id"] = str(v)
-            else:
-                t["example"][parts[2]] = v
-        elif parts[1] == "spacing":
-            t["spacing"] = tuple(float(s) for s in v)
-        else:
-            t[parts[1]] = v
-    return out
+    """Inverse of the ``figures.npz`` flattening (see :func:`neuroxai.report.figures.load_figures_npz`)."""
+    from ..report.figures import load_figures_npz
+
+    return load_figures_npz(path)

@@ -1,149 +1,462 @@
-"""The audit report: self-contained HTML (figures inlined as PNG data URIs), plus results.json,
-summary.csv (task × method × metric) and scores.csv (one row per subject × method × metric)."""
+"""The audit report: one self-contained HTML page (figures inlined as PNG data URIs, inline CSS,
+no scripts, fonts or external requests) for a clinical reviewer, plus files for machines:
+
+``index.html``, ``results.json`` (schema :mod:`neuroxai.report.schema`), ``results.schema.json``,
+``summary.csv`` (task × method × metric), ``scores.csv`` (subject × method × metric, long) and
+``figures/*.png``. Every file is written atomically; the same inputs give byte-identical files.
+"""
 from __future__ import annotations
 
 import base64
 import csv
 import io
 import json
+import logging
+import math
 import os
 from pathlib import Path
 
 import numpy as np
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..errors import RunError
 from . import figures as figs
+from .schema import SCORE_COLUMNS, json_schema, validate_results
+
+log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
+MAX_FIGURE_TASKS = 3
 MAX_FIGURE_METHODS = 8
+MAX_FIGURE_METRICS = 6
+
+SUMMARY_COLUMNS = ["task", "method", "metric", "mean", "ci_low", "ci_high", "chance",
+                   "normalized_mean", "median", "n", "p_vs_random", "p_vs_random_adjusted",
+                   "p_vs_null_model", "p_vs_null_model_adjusted", "verdict"]
+
+# One sentence per metric for "how to read this report"; chance as the scoring layer defines it.
+METRIC_HELP = {
+    "relevance_mass_accuracy": ("share of the map's positive relevance that lies inside the "
+                                "ground-truth region (Arras et al. 2022)",
+                                "the region's share of the brain voxels"),
+    "relevance_rank_accuracy": ("share of the K most relevant voxels that lie inside the region, "
+                                "K = the region's size (Arras et al. 2022)",
+                                "the region's share of the brain voxels"),
+    "top_k_intersection": ("share of the top k % most relevant voxels inside the region "
+                           "(Theiner et al. 2021)", "the region's share of the brain voxels"),
+    "auroc": ("how well voxel relevance separates region from non-region voxels (1 = perfectly)",
+              "0.5"),
+    "average_precision": ("precision of voxel relevance for the region, averaged over recall levels",
+                          "the region's share of the brain voxels"),
+    "pointing_game": ("1 if the single most relevant voxel falls in the (tolerance-dilated) region, "
+                      "else 0 (Zhang et al. 2018)", "the dilated region's share of the brain voxels"),
+    "energy_pointing_game": ("share of positive relevance inside the region's bounding box "
+                             "(Wang et al. 2020)", "the box's share of the brain voxels"),
+    "region_rank": ("rank of the true atlas region among all regions by mean relevance "
+                    "(1 = best; lower is better)", "(R + 1) / 2 for R regions"),
+}
+
+VERDICT_MEANING = {
+    "PASS": ("Every method under test met every acceptance criterion of the protocol on this data "
+             "and model: its maps point at the known signal more than chance, a random map and a "
+             "model trained on shuffled labels, and they change when the model is randomized."),
+    "FAIL": ("At least one method did not meet the acceptance criteria. Do not use a failing "
+             "method's maps as evidence of where this model's signal lies; see which criterion "
+             "failed below."),
+    "INCONCLUSIVE": ("The evidence is insufficient to decide (e.g. the model is at chance or too "
+                     "few subjects could be scored). The methods are neither validated nor "
+                     "refuted."),
+}
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------- formatting
 
 
-def _f(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else (f"{v:.3f}" if isinstance(v, (int, float)) else str(v))
+def fmt(v, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; ``—`` for missing/NaN; other values as text."""
+    if v is None or isinstance(v, bool):
+        return "—" if v is None else ("yes" if v else "no")
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        v = float(v)
+        return "—" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
 
 
-def _p(c) -> str:
-    if not c:
+def fmt_p(v) -> str:
+    """A p-value to 3 decimals, ``< 0.001`` below that, ``—`` when missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
-    v = c.get("p_adjusted", c.get("p"))
-    return "—" if v is None else (f"{v:.2e}" if v < 1e-3 else f"{v:.3f}")
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def fmt_ci(x: dict) -> str:
+    return f"{fmt(x.get('mean'))} [{fmt(x.get('ci_low'))}, {fmt(x.get('ci_high'))}]"
+
+
+def _p_adj(cmp: dict | None):
+    if not cmp:
+        return None
+    return cmp.get("p_adjusted", cmp.get("p"))
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def _no_nan(o):
+    # JSON has no NaN: missing numbers are null, as in the schema.
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_no_nan(v) for v in o]
+    return o
+
+
+def results_json(results: dict) -> str:
+    """Canonical text of ``results.json``: keys sorted, NaN → null, NumPy scalars → Python."""
+    return json.dumps(_no_nan(json.loads(json.dumps(results, default=_jsonable))), indent=1,
+                      sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def canonical(results: dict) -> dict:
+    """``results`` as read back from its canonical JSON. The report is built from this form, so
+    a dict straight from the runner and the same dict re-read from ``results.json`` (whatever its
+    key order) give byte-identical pages."""
+    return json.loads(results_json(results))
+
+
+def metric_order(results: dict) -> list[str]:
+    """Metric names in the protocol's order, then any others alphabetically."""
+    names = [m.get("name") for m in results["protocol"].get("spec", {}).get("metrics", [])]
+    rest = sorted({k for m in results["methods"] for k in m["metrics"]} - set(names))
+    return [n for n in names if n] + rest
+
+
+def _ordered_metrics(results: dict, metrics: dict) -> list[tuple[str, dict]]:
+    return [(k, metrics[k]) for k in metric_order(results) if k in metrics]
+
+
+# ---------------------------------------------------------------- tables
+
+
+def main_metric(results: dict, method: dict | None = None) -> str:
+    """The metric the verdict table shows: the first acceptance criterion's metric (that the method
+    has), else the protocol's first metric, else the method's first metric."""
+    spec = results["protocol"].get("spec", {})
+    have = list((method or {}).get("metrics", {})) if method else None
+    cands = [a.get("metric") for a in spec.get("acceptance", []) if a.get("metric")]
+    cands += [m.get("name") for m in spec.get("metrics", [])]
+    for c in cands:
+        if have is None or c in have:
+            return c
+    return have[0] if have else ""
 
 
 def summary_rows(results: dict) -> list[dict]:
+    """One row per task × method × metric: mean, CI, chance, p values (raw and adjusted), verdict."""
     rows = []
     for m in results["methods"]:
-        for met, x in m["metrics"].items():
-            cmp = x.get("comparisons", {})
+        for met, x in _ordered_metrics(results, m["metrics"]):
+            cmp = x.get("comparisons", {}) or {}
+            r, nm = cmp.get("random", {}), cmp.get("null_model", {})
             rows.append({"task": m["task"], "method": m["method"], "metric": met, "mean": x["mean"],
-                         "ci_low": x["ci_low"], "ci_high": x["ci_high"], "chance": x["chance"],
-                         "normalized_mean": x["normalized_mean"], "n": x["n"],
-                         "p_vs_random": cmp.get("random", {}).get("p_adjusted"),
-                         "p_vs_null_model": cmp.get("null_model", {}).get("p_adjusted"),
-                         "verdict": m["verdict"]})
+                         "ci_low": x["ci_low"], "ci_high": x["ci_high"], "chance": x.get("chance"),
+                         "normalized_mean": x.get("normalized_mean"), "median": x.get("median"),
+                         "n": x["n"], "p_vs_random": r.get("p"),
+                         "p_vs_random_adjusted": r.get("p_adjusted"),
+                         "p_vs_null_model": nm.get("p"),
+                         "p_vs_null_model_adjusted": nm.get("p_adjusted"), "verdict": m["verdict"]})
     return rows
+
+
+def verdict_rows(results: dict) -> list[dict]:
+    """Rows of the HTML verdict table (strings, already formatted), one per task × method."""
+    out = []
+    for m in results["methods"]:
+        met = main_metric(results, m)
+        x = m["metrics"].get(met, {})
+        cmp = x.get("comparisons", {}) or {}
+        s = m.get("sanity")
+        out.append({"task": m["task"], "method": m["method"], "verdict": m["verdict"],
+                    "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.get("chance")),
+                    "p_random": fmt_p(_p_adj(cmp.get("random"))),
+                    "p_null": fmt_p(_p_adj(cmp.get("null_model"))),
+                    "sanity": "—" if not s else f"{'pass' if s['passed'] else 'fail'} "
+                                                f"({fmt(s['final_similarity'])} vs {fmt(s['threshold'])})",
+                    "reason": m.get("verdict_reason", ""), "baseline": m.get("is_baseline", False)})
+    return out
 
 
 def _csv(rows: list[dict], cols: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
     return buf.getvalue()
 
 
-def _figures(results: dict, figures: dict) -> list[dict]:
+def scores_csv(scores: dict) -> str:
+    """The long score table: ``task, subject_id, method, metric, value`` (+ any extra columns)."""
+    keys = [c for c in ("task", "subject_id", "method", "metric", "value") if c in scores]
+    keys += [k for k in scores if k not in keys]
+    rows = [dict(zip(keys, vals)) for vals in zip(*[scores[k] for k in keys])]
+    return _csv(rows, keys)
+
+
+def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
     out = []
-    for tid, t in (figures or {}).get("tasks", {}).items():
-        maps = dict(list(t.get("maps", {}).items())[:MAX_FIGURE_METHODS])
-        if "image" in t and "mask" in t and maps:
-            out.append({"name": f"{tid}_mean_maps", "alt": f"cohort-mean maps on {tid}",
-                        "caption": f"{tid}: cohort-mean maps (each subject's map scaled to unit positive mass) "
-                                   "over the mean image; cyan: where the ground truth lies in ≥ half the subjects.",
-                        "png": figs.overlays(t["image"], t["mask"], maps, f"{tid} — cohort mean")})
-        ex = t.get("example") or {}
-        if ex.get("maps") and "image" in ex:
-            out.append({"name": f"{tid}_example", "alt": f"example subject on {tid}",
-                        "caption": f"{tid}: one test subject ({ex.get('subject_id', '')}); cyan: its ground truth.",
-                        "png": figs.overlays(ex["image"], ex["mask"], dict(list(ex["maps"].items())[:MAX_FIGURE_METHODS]),
-                                             f"{tid} — subject {ex.get('subject_id', '')}")})
-    sc = results.get("scores") or {}
-    if sc:
-        import pandas as pd
-
-        df = pd.DataFrame(sc)
-        for (tid, met), g in df.groupby(["task", "metric"], sort=True):
-            if met.endswith("_chance") or met.endswith("_norm") or tid.endswith("__null"):
-                continue
-            vals = {m: gg["value"].to_numpy() for m, gg in g.groupby("method", sort=False)}
-            ch = df[(df.task == tid) & (df.metric == f"{met}_chance")]["value"]
-            out.append({"name": f"{tid}_{met}_distribution", "alt": f"{met} per subject on {tid}",
-                        "caption": f"{tid}: {met} per test subject and method; dashed: chance.",
-                        "png": figs.distributions(vals, float(ch.mean()) if len(ch) else None, met)})
-    for tid in sorted({m["task"] for m in results["methods"]}):
-        curves = {m["method"]: m["sanity"] for m in results["methods"] if m["task"] == tid and m.get("sanity")}
-        if curves:
-            out.append({"name": f"{tid}_randomization", "alt": f"model randomization on {tid}",
-                        "caption": f"{tid}: similarity of each method's maps to the original as layers are "
-                                   "randomized from the output down (Adebayo et al. 2018).",
-                        "png": figs.randomization(curves)})
-    return out
-
-
-def _flat_prov(prov: dict, prefix: str = "") -> list[tuple[str, str]]:
-    out = []
-    for k, v in prov.items():
+    for k, v in d.items():
         if isinstance(v, dict):
-            out += _flat_prov(v, f"{prefix}{k}.")
+            out += _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, float):
+            out.append((f"{prefix}{k}", f"{v:.3f}"))
+        elif isinstance(v, (list, tuple)):
+            out.append((f"{prefix}{k}", ", ".join(str(x) for x in v)))
         else:
-            out.append((f"{prefix}{k}", v if not isinstance(v, float) else f"{v:.3f}"))
+            out.append((f"{prefix}{k}", "—" if v is None else str(v)))
     return out
+
+
+def provenance_rows(results: dict) -> list[tuple[str, str]]:
+    """Provenance flattened to ``(key, text)``: versions, commit, device, seeds, hashes, timings."""
+    prov = dict(results.get("provenance", {}))
+    prov.setdefault("protocol_hash", results["protocol"]["hash"])
+    prov.setdefault("manifest_hash", results.get("data", {}).get("manifest_hash"))
+    return _flat(prov)
+
+
+def _params(p: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in p.items())
+
+
+def methods_paragraph(results: dict) -> str:
+    """A 'methods' paragraph generated from the protocol, for a paper or an audit file."""
+    spec = results["protocol"].get("spec", {})
+    d = results.get("data", {})
+    st = spec.get("statistics", {}) or {}
+    model = spec.get("model", {}) or {}
+    tasks = ", ".join(f"{t['id']} ({t['type']}, {t['kind']})" for t in results["tasks"]) or "none"
+    meths = "; ".join(f"{m['name']}" + (f" ({_params(m.get('params', {}))})" if m.get("params") else "")
+                      for m in spec.get("methods", [])) or "none"
+    metrics = ", ".join(m["name"] for m in spec.get("metrics", [])) or "none"
+    src = "a checkpoint" if model.get("checkpoint") else f"a {model.get('architecture', 'CNN')} trained for each task"
+    parts = [
+        f"Protocol {results['protocol']['id']} v{results['protocol']['version']} "
+        f"(hash {results['protocol']['hash'][:12]}) was run on {d.get('n_subjects', '?')} subjects "
+        f"from the {d.get('source', '?')} data (manifest hash {d.get('manifest_hash', '—')}).",
+        f"Known-signal tasks: {tasks}. The model was {src}; a model trained on permuted labels served "
+        f"as the null-model floor.",
+        f"Explanation methods: {meths}. Each map was scored against each test subject's ground truth "
+        f"with {metrics}.",
+    ]
+    if st:
+        parts.append(
+            f"Means carry {fmt(st.get('ci_level', 0.95), 2)} bootstrap confidence intervals "
+            f"({st.get('ci_method', '?')}, {st.get('bootstrap', '?')} resamples over subjects); "
+            f"one-sided paired {st.get('test', '?')} tests compared each method with the random map "
+            f"and with the null model, {st.get('correction', 'un')}-corrected within each task.")
+    acc = results["protocol"].get("acceptance", [])
+    if acc:
+        parts.append("A method passed if all of: " + "; ".join(acc) + ".")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _figure_sections(results: dict, figures: dict) -> list[dict]:
+    """``[{"task", "figures": [{"name", "alt", "caption", "png"}]}]``, bounded in number."""
+    by_task: dict[str, list] = {}
+    tfig = (figures or {}).get("tasks", {}) or {}
+    task_ids = [t["id"] for t in results["tasks"]]
+    task_ids += [t for t in tfig if t not in task_ids]
+    task_ids = task_ids[:MAX_FIGURE_TASKS]
+    if len(results["tasks"]) > MAX_FIGURE_TASKS:
+        log.info("report: figures for the first %d of %d tasks", MAX_FIGURE_TASKS, len(results["tasks"]))
+    for tid in task_ids:
+        out = by_task.setdefault(tid, [])
+        t = tfig.get(tid) or {}
+        sp = t.get("spacing") or (1.0, 1.0, 1.0)
+        maps = dict(list((t.get("maps") or {}).items())[:MAX_FIGURE_METHODS])
+        if t.get("image") is not None and maps:
+            out.append({"name": f"{tid}_mean_maps", "alt": f"cohort-mean attribution maps on {tid}",
+                        "caption": "Cohort-mean maps (each subject's map scaled to unit positive mass; "
+                                   "positive part, each scaled to its own maximum) over the mean image. "
+                                   "Cyan contour: where the ground truth lies in at least half the "
+                                   "subjects. Planes through the ground truth's centre of mass.",
+                        "png": figs.overlays(t["image"], t.get("mask"), maps, f"{tid} — cohort mean", sp)})
+        ex = t.get("example") or {}
+        exmaps = dict(list((ex.get("maps") or {}).items())[:MAX_FIGURE_METHODS])
+        if ex.get("image") is not None and exmaps:
+            sid = ex.get("subject_id", "")
+            out.append({"name": f"{tid}_example", "alt": f"attribution maps of subject {sid} on {tid}",
+                        "caption": f"One test subject ({sid}): its image, its ground truth (cyan) and "
+                                   "each method's map.",
+                        "png": figs.overlays(ex["image"], ex.get("mask"), exmaps,
+                                             f"{tid} — subject {sid}", sp)})
+        out += _distribution_figures(results, tid)
+        curves = {m["method"]: m["sanity"] for m in results["methods"]
+                  if m["task"] == tid and m.get("sanity")}
+        if curves:
+            out.append({"name": f"{tid}_randomization", "alt": f"model randomization curves on {tid}",
+                        "caption": "Cascading model randomization (Adebayo et al. 2018): similarity of "
+                                   "each method's maps to the trained model's maps as the layers are "
+                                   "re-initialized from the output down. A method whose maps stay "
+                                   "similar (above the dashed line) does not depend on what the model "
+                                   "learned.",
+                        "png": figs.randomization(dict(list(curves.items())[:MAX_FIGURE_METHODS]))})
+    return [{"task": tid, "figures": f} for tid, f in by_task.items() if f]
+
+
+def _distribution_figures(results: dict, tid: str) -> list[dict]:
+    sc = results.get("scores") or {}
+    if not sc:
+        return []
+    methods = [m for m in results["methods"] if m["task"] == tid][:MAX_FIGURE_METHODS]
+    metrics = [k for k in metric_order(results) if any(k in m["metrics"] for m in methods)]
+    task, meth, metric, value = (np.asarray(sc[k], dtype=object) for k in ("task", "method", "metric", "value"))
+    out = []
+    for met in metrics[:MAX_FIGURE_METRICS]:
+        vals, cis = {}, {}
+        for m in methods:
+            sel = (task == tid) & (meth == m["method"]) & (metric == met)
+            v = np.array([np.nan if x is None else float(x) for x in value[sel]], float)
+            vals[m["method"]] = v[np.isfinite(v)]
+            x = m["metrics"].get(met)
+            if x:
+                cis[m["method"]] = (x["mean"], x["ci_low"], x["ci_high"])
+        if not any(len(v) for v in vals.values()):
+            continue
+        chances = [m["metrics"][met]["chance"] for m in methods
+                   if met in m["metrics"] and m["metrics"][met].get("chance") is not None]
+        chance = float(np.mean(chances)) if chances else None
+        out.append({"name": f"{tid}_{met}_distribution", "alt": f"{met} per subject on {tid}",
+                    "caption": f"{met} per test subject and method (box: quartiles; dots: subjects; "
+                               f"diamond: mean with its CI); dashed red: chance.",
+                    "png": figs.distributions(vals, chance, met, cis)})
+    return out
+
+
+def inspect_rows(results: dict) -> list[dict]:
+    """Per task × method, the best, median and worst test subject by the main metric (for a
+    reviewer to open their maps): ``{"task", "method", "metric", "best", "median", "worst"}``, each
+    ``"subject_id (value)"``. ``region_rank`` is better when lower."""
+    sc = results.get("scores") or {}
+    if not sc:
+        return []
+    task, meth, metric = (np.asarray(sc[k], dtype=object) for k in ("task", "method", "metric"))
+    value, sid = sc["value"], sc["subject_id"]
+    out = []
+    for m in results["methods"]:
+        met = main_metric(results, m)
+        idx = [i for i in np.flatnonzero((task == m["task"]) & (meth == m["method"]) & (metric == met))
+               if value[i] is not None and math.isfinite(value[i])]
+        if not idx:
+            continue
+        # stable order: by value (best first), ties by subject id
+        sign = 1.0 if met == "region_rank" else -1.0
+        idx.sort(key=lambda i: (sign * value[i], str(sid[i])))
+        pick = {"best": idx[0], "median": idx[(len(idx) - 1) // 2], "worst": idx[-1]}
+        out.append({"task": m["task"], "method": m["method"], "metric": met,
+                    **{k: f"{sid[i]} ({fmt(value[i])})" for k, i in pick.items()}})
+    return out
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def render_html(results: dict, sections: list[dict]) -> str:
+    """The report page from ``results`` and rendered figure sections (PNG bytes inlined)."""
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                      undefined=StrictUndefined, keep_trailing_newline=True)
+    for s in sections:
+        for f in s["figures"]:
+            f["src"] = "data:image/png;base64," + base64.b64encode(f["png"]).decode("ascii")
+    spec = results["protocol"].get("spec", {})
+    used = metric_order(results)
+    help_rows = [(k, *METRIC_HELP.get(k, ("see the protocol's metric definition", "see summary.csv")))
+                 for k in used]
+    at_chance = [t["id"] for t in results["tasks"] if (t.get("model") or {}).get("at_chance")]
+    return env.get_template("report.html.j2").render(
+        r=results, rows=verdict_rows(results), sections=sections, fmt=fmt, fmt_p=fmt_p,
+        prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results["overall"]["verdict"], ""),
+        methods_text=methods_paragraph(results), help_rows=help_rows, at_chance=at_chance,
+        stats=spec.get("statistics", {}) or {}, main=main_metric(results),
+        ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results))
 
 
 def build_report(results: dict, figures: dict | None, out_dir: str | Path) -> Path:
-    """Write the report into ``out_dir``; returns the path of ``index.html``."""
+    """Write the audit report into ``out_dir``; return the path of ``index.html``.
+
+    ``results``: the ``results.json`` content (validated first against
+    :mod:`neuroxai.report.schema`). ``figures``: ``{"tasks": {task_id: {"image", "mask",
+    "spacing", "maps": {method: (D,H,W)}, "example": {...}}}}`` (any part may be missing: that
+    figure is skipped). Deterministic: the same inputs give byte-identical files.
+    """
+    validate_results(results)
+    results = canonical(results)
     out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    rendered = _figures(results, figures or {})
-    for fig in rendered:
-        _atomic_write(out / "figures" / f"{fig['name']}.png", fig["png"])
-        fig["b64"] = base64.b64encode(fig["png"]).decode()
-    metrics = [m["name"] for m in results["protocol"]["spec"].get("metrics", [])]
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    html = env.get_template("report.html.j2").render(
-        r=results, figures=rendered, main_metric=metrics[0] if metrics else "",
-        f=_f, p=_p, prov=_flat_prov(results.get("provenance", {})))
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    sections = _figure_sections(results, figures or {})
+    names = set()
+    for s in sections:
+        for f in s["figures"]:
+            _atomic_write(fig_dir / f"{f['name']}.png", f["png"])
+            names.add(f"{f['name']}.png")
+    for stale in fig_dir.glob("*.png"):  # a rebuild must not leave figures of an older run
+        if stale.name not in names:
+            stale.unlink()
+    _atomic_write(out / "results.json", results_json(results))
+    _atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
+    _atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
+    if results.get("scores"):
+        _atomic_write(out / "scores.csv", scores_csv(results["scores"]))
+    html = render_html(results, sections)
     _atomic_write(out / "index.html", html)
-    _atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
-    cols = ["task", "method", "metric", "mean", "ci_low", "ci_high", "chance", "normalized_mean", "n",
-            "p_vs_random", "p_vs_null_model", "verdict"]
-    _atomic_write(out / "summary.csv", _csv(summary_rows(results), cols))
-    sc = results.get("scores") or {}
-    if sc:
-        keys = list(sc)
-        rows = [dict(zip(keys, vals)) for vals in zip(*[sc[k] for k in keys])]
-        _atomic_write(out / "scores.csv", _csv(rows, keys))
+    log.info("report written to %s", out / "index.html")
     return out / "index.html"
 
 
 def rebuild_report(run_dir: str | Path) -> Path:
-    """Rebuild ``RUN_DIR/report`` from ``results.json`` (+ ``figures.npz``) of a finished run."""
+    """Rebuild ``RUN_DIR/report/`` from ``RUN_DIR/results.json`` and, if present,
+    ``RUN_DIR/figures.npz``; return the path of ``index.html``."""
     run = Path(run_dir)
     res = run / "results.json"
     if not res.is_file():
-        raise RunError("no results.json in the run directory", path=run, expected="a finished run",
-                       found="missing", fix="finish the run first: neuroxai validate ... --resume")
-    results = json.loads(res.read_text())
+        raise RunError("no results.json in the run directory", path=run,
+                       expected="a finished run (RUN_DIR/results.json)", found="missing",
+                       fix="finish the run first: neuroxai validate PROTOCOL --out RUN_DIR --resume")
+    try:
+        results = json.loads(res.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RunError("results.json is not valid JSON", path=res, expected="JSON",
+                       found=f"{e.msg} at line {e.lineno}",
+                       fix="re-run the statistics stage: neuroxai validate ... --resume") from None
     figures = None
     if (run / "figures.npz").is_file():
-        from ..protocol.figures_input import load_figure_inputs
-
-        figures = load_figure_inputs(run / "figures.npz")
+        figures = figs.load_figures_npz(run / "figures.npz")
     return build_report(results, figures, run / "report")
+
+
+__all__ = ["build_report", "rebuild_report", "summary_rows", "verdict_rows", "main_metric",
+           "methods_paragraph", "fmt", "fmt_p", "SCORE_COLUMNS"]

@@ -1,7 +1,13 @@
-"""Report figures as PNG bytes (matplotlib, Agg backend, deterministic output)."""
+"""Report figures as PNG bytes (matplotlib, Agg backend, byte-deterministic output).
+
+Volumes here are NumPy arrays ``(D, H, W)`` in RAS voxel order: axis 0 = x (left → right),
+axis 1 = y (posterior → anterior), axis 2 = z (inferior → superior); ``spacing`` is in mm.
+Slices are drawn in neurological convention (subject's left on the viewer's left), superior up.
+"""
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 
@@ -9,90 +15,167 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+# No "Software" text chunk (it carries the matplotlib version) and no timestamps: the same
+# inputs give the same PNG bytes, so a rebuilt report is byte-identical.
 _META = {"Software": None}
+_DPI = 80
+VIEWS = ("axial", "coronal", "sagittal")
+GT_COLOUR = "cyan"
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """Render ``fig`` to PNG bytes (fixed dpi, no metadata) and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata=_META)
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata=_META)
     plt.close(fig)
     return buf.getvalue()
 
 
-def _centre(mask: np.ndarray) -> tuple[int, int, int]:
+def slice_centre(mask: np.ndarray | None, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Voxel index of the three planes: the mask's centre of mass (weighted by the mask value).
+
+    A plane through the centre of mass can miss the mask entirely (e.g. the midline sagittal plane
+    of a bilateral region); on such an axis the plane holding the most mask mass is used instead.
+    Without a (non-empty) mask: the volume centre.
+    """
     if mask is None or not np.any(mask > 0):
-        return tuple(s // 2 for s in mask.shape)
-    w = np.argwhere(mask > 0.5 * mask.max())
-    return tuple(int(round(c)) for c in w.mean(0))
+        return tuple(int(s // 2) for s in shape)
+    m = np.clip(np.asarray(mask, np.float64), 0, None)
+    total = m.sum()
+    out = []
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        profile = m.sum(axis=other)  # mask mass in each plane along this axis
+        com = int(round(float((profile * np.arange(m.shape[ax])).sum() / total)))
+        out.append(com if profile[com] > 0 else int(np.argmax(profile)))
+    return tuple(out)
 
 
-def _slices(vol: np.ndarray, c):
-    # RAS voxel order: axis 0 x (L→R), 1 y (P→A), 2 z (I→S); show radiological-free, superior up.
+def _planes(vol: np.ndarray, c) -> list[np.ndarray]:
+    # Transposed so that rows run along y (axial) or z (coronal, sagittal); origin="lower" puts
+    # posterior / inferior at the bottom.
     return [vol[:, :, c[2]].T, vol[:, c[1], :].T, vol[c[0], :, :].T]
 
 
-def overlays(image: np.ndarray, mask: np.ndarray, maps: dict[str, np.ndarray], title: str) -> bytes:
-    """Axial/coronal/sagittal slices through the mask's centre: image in gray, ground truth as a
-    contour, each method's map (positive part, scaled to its own maximum) as a heat overlay."""
-    c = _centre(mask)
+def _aspects(spacing) -> list[float]:
+    sx, sy, sz = (float(s) for s in (spacing or (1.0, 1.0, 1.0)))
+    return [sy / sx, sz / sx, sz / sy]
+
+
+def _contour(ax, m_s: np.ndarray | None, aspect: float, lw: float) -> None:
+    # Contour at half the peak: for a cohort-frequency mask that is "in ≥ half the subjects".
+    if m_s is None or not np.any(m_s > 0):
+        return
+    ax.contour(m_s, levels=[0.5 * float(m_s.max())], colors=GT_COLOUR, linewidths=lw, origin="lower")
+    ax.set_aspect(aspect)
+
+
+def overlays(image: np.ndarray, mask: np.ndarray | None, maps: dict[str, np.ndarray], title: str,
+             spacing=(1.0, 1.0, 1.0)) -> bytes:
+    """Tri-planar overlays through :func:`slice_centre` of ``mask``.
+
+    Column 0: the image in gray with the ground-truth contour; then one column per method: its map's
+    positive part (scaled to that map's own maximum, values under 5 % hidden) as a heat overlay on
+    the image, with the same contour. ``image``, ``mask``, maps: ``(D, H, W)`` float.
+    """
+    image = np.asarray(image, np.float32)
+    c = slice_centre(mask, image.shape)
     names = list(maps)
-    fig, axes = plt.subplots(3, len(names) + 1, figsize=(2.3 * (len(names) + 1), 6.4), squeeze=False)
-    views = ("axial", "coronal", "sagittal")
-    for r, (img_s, m_s) in enumerate(zip(_slices(image, c), _slices(mask, c))):
+    ncol = len(names) + 1
+    fig, axes = plt.subplots(3, ncol, figsize=(2.1 * ncol, 6.3), squeeze=False)
+    img_p = _planes(image, c)
+    m_p = _planes(np.asarray(mask, np.float32), c) if mask is not None else [None] * 3
+    asp = _aspects(spacing)
+    for r in range(3):
         ax = axes[r, 0]
-        ax.imshow(img_s, cmap="gray", origin="lower")
-        ax.contour(m_s, levels=[0.5 * max(float(m_s.max()), 1e-6)], colors="cyan", linewidths=0.8)
-        ax.set_ylabel(views[r], fontsize=8)
-        if r == 0:
-            ax.set_title("ground truth", fontsize=8)
+        ax.imshow(img_p[r], cmap="gray", origin="lower", aspect=asp[r], interpolation="nearest")
+        _contour(ax, m_p[r], asp[r], 0.9)
+        ax.set_ylabel(f"{VIEWS[r]} ({'zyx'[r]} = {c[2 - r]})", fontsize=7)
         for j, name in enumerate(names):
-            a = np.clip(maps[name], 0, None)
+            a = np.clip(np.nan_to_num(np.asarray(maps[name], np.float32)), 0, None)
             vmax = float(a.max()) or 1.0
-            s = _slices(a, c)[r]
+            s = _planes(a, c)[r]
             ax = axes[r, j + 1]
-            ax.imshow(img_s, cmap="gray", origin="lower")
-            ax.imshow(np.ma.masked_less_equal(s, 0.05 * vmax), cmap="hot", origin="lower", vmin=0, vmax=vmax, alpha=0.75)
-            ax.contour(m_s, levels=[0.5 * max(float(m_s.max()), 1e-6)], colors="cyan", linewidths=0.6)
+            ax.imshow(img_p[r], cmap="gray", origin="lower", aspect=asp[r], interpolation="nearest")
+            ax.imshow(np.ma.masked_less_equal(s, 0.05 * vmax), cmap="hot", origin="lower", vmin=0,
+                      vmax=vmax, alpha=0.75, aspect=asp[r], interpolation="nearest")
+            _contour(ax, m_p[r], asp[r], 0.6)
             if r == 0:
                 ax.set_title(name, fontsize=8)
+    axes[0, 0].set_title("image + ground truth", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    for r in (0, 1):  # x runs left → right on the axial and coronal planes
+        axes[r, 0].text(0.02, 0.02, "L", color="w", fontsize=7, transform=axes[r, 0].transAxes)
+        axes[r, 0].text(0.92, 0.02, "R", color="w", fontsize=7, transform=axes[r, 0].transAxes)
     fig.suptitle(title, fontsize=9)
-    return _png(fig)
+    return png_bytes(fig)
 
 
-def distributions(values: dict[str, np.ndarray], chance: float | None, metric: str) -> bytes:
-    """Per-method box + strip plot of per-subject scores, with the chance level as a line."""
+def distributions(values: dict[str, np.ndarray], chance: float | None, metric: str,
+                  cis: dict[str, tuple] | None = None) -> bytes:
+    """Per-method box + strip plot of per-subject scores, the mean with its CI as a diamond with
+    error bars (``cis[name] = (mean, low, high)``), and the chance level as a dashed line."""
     names = list(values)
-    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 3.0))
-    ax.boxplot([values[n] for n in names], showfliers=False)
-    rng = np.random.default_rng(0)
+    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 2.2, 3.0))
+    ax.boxplot([np.asarray(values[n], float) for n in names], showfliers=False, widths=0.5)
+    rng = np.random.default_rng(0)  # fixed jitter: deterministic PNG bytes
     for i, n in enumerate(names):
-        v = values[n]
-        ax.scatter(i + 1 + rng.uniform(-0.15, 0.15, len(v)), v, s=6, alpha=0.5, color="k")
-    if chance is not None:
+        v = np.asarray(values[n], float)
+        ax.scatter(i + 1 + rng.uniform(-0.15, 0.15, len(v)), v, s=5, alpha=0.45, color="k", lw=0)
+        ci = (cis or {}).get(n)
+        if ci and all(x is not None and math.isfinite(x) for x in ci):
+            mean, lo, hi = ci
+            ax.errorbar(i + 1.3, mean, yerr=[[mean - lo], [hi - mean]], fmt="D", ms=4,
+                        color="tab:blue", capsize=3, lw=1)
+    if chance is not None and math.isfinite(chance):
         ax.axhline(chance, color="tab:red", ls="--", lw=1, label=f"chance {chance:.3f}")
-        ax.legend(fontsize=7, loc="best")
+    ax.plot([], [], "D", color="tab:blue", ms=4, label="mean [CI]")
+    ax.legend(fontsize=7, loc="best")
     ax.set_xticks(range(1, len(names) + 1))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(metric, fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def randomization(curves: dict[str, dict]) -> bytes:
-    """Similarity to the original map as layers are randomized from the top (Adebayo et al. 2018)."""
+    """Similarity of each method's map to its original as layers are randomized from the output
+    down (cascading model randomization, Adebayo et al. 2018); the pass threshold dashed."""
     fig, ax = plt.subplots(figsize=(6, 3))
-    thr = None
+    thr, layers = None, []
     for name, c in curves.items():
-        ax.plot(range(1, len(c["similarity"]) + 1), c["similarity"], marker="o", ms=3, label=name)
+        sim = [np.nan if s is None else s for s in c["similarity"]]
+        ax.plot(range(1, len(sim) + 1), sim, marker="o", ms=3, label=name)
         thr = c.get("threshold", thr)
-        layers = c["layers"]
+        if len(c.get("layers", [])) > len(layers):
+            layers = list(c["layers"])
     if thr is not None:
-        ax.axhline(thr, color="tab:red", ls="--", lw=1, label=f"pass below {thr}")
+        ax.axhline(thr, color="tab:red", ls="--", lw=1, label=f"pass below {thr:.3f}")
     ax.set_xticks(range(1, len(layers) + 1))
-    ax.set_xticklabels(layers, rotation=45, ha="right", fontsize=7)
+    ax.set_xticklabels([str(x) for x in layers], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("similarity to original map", fontsize=8)
-    ax.set_xlabel("randomized down to layer (cascading)", fontsize=8)
+    ax.set_xlabel("randomized down to layer (cascading, output first)", fontsize=8)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
+
+
+def load_figures_npz(path) -> dict:
+    """Read ``figures.npz`` written by the runner: keys ``"{task}|image"``, ``"{task}|mask"``,
+    ``"{task}|spacing"``, ``"{task}|maps|{method}"``, ``"{task}|example|{image,mask,subject_id}"``,
+    ``"{task}|example|maps|{method}"``. Returns the ``figures`` dict :func:`build_report` takes."""
+    out: dict = {"tasks": {}}
+    with np.load(path, allow_pickle=False) as z:
+        for key in z.files:
+            parts = key.split("|")
+            t = out["tasks"].setdefault(parts[0], {"maps": {}, "example": {"maps": {}}})
+            v = z[key]
+            if len(parts) == 2:
+                t[parts[1]] = tuple(float(s) for s in v) if parts[1] == "spacing" else v
+            elif parts[1] == "maps":
+                t["maps"][parts[2]] = v
+            elif parts[1] == "example" and parts[2] == "maps":
+                t["example"]["maps"][parts[3]] = v
+            elif parts[1] == "example":
+                t["example"][parts[2]] = str(v) if parts[2] == "subject_id" else v
+    return out

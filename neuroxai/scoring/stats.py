@@ -1,69 +1,111 @@
-"""Statistics over subjects: bootstrap CIs (percentile, BCa), paired tests, Holm correction."""
+"""Statistics over subjects: bootstrap CIs (percentile, BCa), paired tests, Holm correction.
+
+Resampling is vectorized on the values' device: one ``(n_boot, N)`` (or ``(n_perm, N)``) draw
+from a seeded ``torch.Generator``, so the same seed gives the same interval.
+"""
 from __future__ import annotations
 
-import math
+import logging
 
 import numpy as np
 import torch
 from scipy import stats as sst
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ScoringError
+
+_F64 = torch.float64
+log = logging.getLogger(__name__)
+
+
+def _as_1d(values, name: str) -> tuple[torch.Tensor, bool]:
+    """Flattened float64 values and whether they are all finite (a NaN score, e.g. AUROC of a
+    whole-brain mask, makes the statistic undefined: the callers return NaN and log why)."""
+    v = torch.as_tensor(values, dtype=_F64).flatten()
+    ok = bool(torch.isfinite(v).all())
+    if not ok:
+        log.warning("%s: %d non-finite of %d values; the statistic is NaN (drop undefined scores first)",
+                    name, int((~torch.isfinite(v)).sum()), v.numel())
+    return v, ok
 
 
 def bootstrap_ci(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95, method: str = "percentile",
                  seed: int = 0) -> tuple[float, float, float]:
-    """``(mean, low, high)``: bootstrap CI of the mean over subjects, all resamples drawn at once
-    (one ``(n_boot, N)`` index tensor from a seeded generator, on the values' device).
+    """Bootstrap confidence interval of the mean over subjects: ``(mean, low, high)`` floats.
 
-    ``method="bca"``: bias-corrected and accelerated (Efron 1987), acceleration from the jackknife.
+    ``values: (N,)``. All resamples are drawn at once (one ``(n_boot, N)`` index tensor).
+
+    ``method="percentile"``: the ``(1±level)/2`` quantiles (linear interpolation) of the bootstrap
+    means (Efron & Tibshirani 1993, ch. 13). ``method="bca"``: bias-corrected and accelerated
+    (Efron 1987, JASA 82:171): bias ``z0 = Φ⁻¹(#{θ* < θ̂} + #{θ* ≤ θ̂}) / 2B)`` (ties split, as
+    ``scipy.stats.bootstrap``), acceleration ``a = Σd³ / (6 (Σd²)^{3/2})`` from the jackknife means
+    ``d_i = θ̄₍·₎ − θ₍ᵢ₎``. With fewer than two values the interval is ``(nan, nan)``; a constant
+    sample gives ``(mean, mean)``; NaN/Inf values give ``(nan, nan, nan)`` (logged).
     """
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if method not in ("percentile", "bca"):
+        raise ConfigError("unknown bootstrap CI method", expected=["percentile", "bca"], found=repr(method))
+    if not 0 < level < 1 or n_boot < 1:
+        raise ConfigError("bootstrap level in (0, 1) and n_boot ≥ 1", expected="0 < level < 1, n_boot ≥ 1",
+                          found={"level": level, "n_boot": n_boot})
+    v, ok = _as_1d(values, "bootstrap values")
     n = v.numel()
+    if n == 0 or not ok:
+        return float("nan"), float("nan"), float("nan")
     est = float(v.mean())
     if n < 2:
         return est, float("nan"), float("nan")
-    gen = torch.Generator(device=v.device).manual_seed(seed)
+    if bool((v == v[0]).all()):
+        return est, est, est
+    gen = torch.Generator(device=v.device).manual_seed(int(seed))
     idx = torch.randint(0, n, (n_boot, n), generator=gen, device=v.device)
     boots = v[idx].mean(1)
     alpha = (1 - level) / 2
-    if method == "percentile":
-        q = torch.tensor([alpha, 1 - alpha], dtype=torch.float64, device=v.device)
-    elif method == "bca":
-        prop = float((boots < est).double().mean())
-        if prop <= 0 or prop >= 1 or float(v.std()) == 0:
-            return est, float(boots.min()), float(boots.max())
+    q = np.array([alpha, 1 - alpha])
+    if method == "bca":
+        theta = v.mean()
+        prop = float(((boots < theta).sum() + (boots <= theta).sum()).double() / (2 * n_boot))
         z0 = sst.norm.ppf(prop)
         jack = (v.sum() - v) / (n - 1)
         d = jack.mean() - jack
         den = 6.0 * float((d ** 2).sum()) ** 1.5
         acc = float((d ** 3).sum()) / den if den > 0 else 0.0
-        zs = sst.norm.ppf([alpha, 1 - alpha])
-        adj = sst.norm.cdf(z0 + (z0 + zs) / (1 - acc * (z0 + zs)))
-        q = torch.tensor(adj, dtype=torch.float64, device=v.device)
-    else:
-        raise ConfigError("unknown CI method", expected=["percentile", "bca"], found=method)
-    lo, hi = torch.quantile(boots, q).tolist()
+        zs = sst.norm.ppf(q)
+        q = sst.norm.cdf(z0 + (z0 + zs) / (1 - acc * (z0 + zs)))
+        if not np.all(np.isfinite(q)):  # all resamples on one side of θ̂: BCa is undefined
+            return est, float("nan"), float("nan")
+    lo, hi = torch.quantile(boots, torch.as_tensor(q, dtype=_F64, device=v.device)).tolist()
     return est, lo, hi
 
 
 def paired_test(x: torch.Tensor, y: torch.Tensor, method: str = "wilcoxon", alternative: str = "greater",
                 n_perm: int = 10000, seed: int = 0) -> float:
-    """p-value that ``x`` exceeds ``y`` on the same subjects.
+    """p-value for the paired difference ``x − y`` on the same subjects (``x, y: (N,)``).
 
-    ``wilcoxon``: signed-rank test (scipy); ``permutation``: sign-flip test of the mean paired
-    difference, ``n_perm`` flips drawn at once from a seeded generator (p includes the observed).
+    ``alternative``: ``greater`` (x better), ``less`` or ``two-sided``.
+    ``wilcoxon``: Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, zero differences dropped;
+    all-zero differences give p = 1). ``permutation``: sign-flip test of the mean difference
+    (Fisher 1935; under H0 each difference is symmetric about 0): ``n_perm`` random sign vectors
+    drawn at once from a seeded generator, ``p = (1 + #{null ≥ observed}) / (n_perm + 1)``
+    (Phipson & Smyth 2010), with a 1e-12 tolerance so floating-point ties count as ties.
     """
-    x = torch.as_tensor(x, dtype=torch.float64).flatten()
-    y = torch.as_tensor(y, dtype=torch.float64).flatten()
-    d = (x - y)
+    if alternative not in ("greater", "less", "two-sided"):
+        raise ConfigError("unknown alternative", expected=["greater", "less", "two-sided"], found=repr(alternative))
+    (x, okx), (y, oky) = _as_1d(x, "paired test x"), _as_1d(y, "paired test y")
+    if x.shape != y.shape:
+        raise ScoringError("paired test needs one score per subject in both arms", expected=tuple(x.shape),
+                           found=tuple(y.shape), fix="score both methods on the same subjects")
+    if method not in ("wilcoxon", "permutation"):
+        raise ConfigError("unknown paired test", expected=["wilcoxon", "permutation"], found=repr(method))
+    if not (okx and oky):
+        return float("nan")
+    d = x - y
     if method == "wilcoxon":
         dn = d.cpu().numpy()
         if np.all(dn == 0):
             return 1.0
         return float(sst.wilcoxon(dn, alternative=alternative, zero_method="wilcox").pvalue)
     if method == "permutation":
-        gen = torch.Generator(device=d.device).manual_seed(seed)
-        signs = torch.randint(0, 2, (n_perm, d.numel()), generator=gen, device=d.device).double() * 2 - 1
+        gen = torch.Generator(device=d.device).manual_seed(int(seed))
+        signs = torch.randint(0, 2, (n_perm, d.numel()), generator=gen, device=d.device).to(_F64) * 2 - 1
         null = (signs * d).mean(1)
         obs = d.mean()
         if alternative == "greater":
@@ -73,15 +115,19 @@ def paired_test(x: torch.Tensor, y: torch.Tensor, method: str = "wilcoxon", alte
         else:
             k = (null.abs() >= obs.abs() - 1e-12).sum()
         return float((k + 1) / (n_perm + 1))
-    raise ConfigError("unknown paired test", expected=["wilcoxon", "permutation"], found=method)
+    raise ConfigError("unknown paired test", expected=["wilcoxon", "permutation"], found=repr(method))
 
 
 def holm(p: torch.Tensor) -> torch.Tensor:
-    """Holm–Bonferroni adjusted p-values (Holm 1979), monotone, capped at 1."""
-    p = torch.as_tensor(p, dtype=torch.float64).flatten()
+    """Holm–Bonferroni step-down adjusted p-values (Holm 1979, Scand. J. Stat. 6:65):
+    for the sorted p₍₁₎ ≤ … ≤ p₍ₘ₎, ``p̃₍ᵢ₎ = max_{j ≤ i} min(1, (m − j + 1) p₍ⱼ₎)``, returned in the
+    input order. ``p: (m,)`` → float64 ``(m,)``."""
+    p = torch.as_tensor(p, dtype=_F64).flatten()
     m = p.numel()
+    if m == 0:
+        return p
     order = torch.argsort(p, stable=True)
-    adj_sorted = (p[order] * (m - torch.arange(m, dtype=torch.float64, device=p.device))).clamp(max=1.0)
+    adj_sorted = (p[order] * (m - torch.arange(m, dtype=_F64, device=p.device))).clamp(max=1.0)
     adj_sorted = torch.cummax(adj_sorted, 0).values
     out = torch.empty_like(p)
     out[order] = adj_sorted

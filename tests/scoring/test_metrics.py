@@ -70,7 +70,9 @@ def test_brain_mask_restricts_every_metric():
     s = score(a, m, ["relevance_mass_accuracy", "pointing_game", "auroc"], brain_mask=brain)
     assert s["relevance_mass_accuracy"].item() == pytest.approx(0.5)
     assert s["relevance_mass_accuracy_chance"].item() == pytest.approx(2 / 16)
-    assert s["pointing_game"].item() == 1.0
+    assert s["pointing_game"].item() == 0.5  # two tied maxima, one inside: the share inside (ties="average")
+    first = score(a, m, {"pointing_game": {"ties": "first"}}, brain_mask=brain)["pointing_game"]
+    assert first.item() == 1.0  # the lower flat index is inside
     y = np.zeros(16, bool)
     y[:2] = True
     p = a[0, 0, 0].flatten().numpy()

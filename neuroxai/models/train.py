@@ -1,16 +1,22 @@
 """Training and evaluation: seeded, resumable, classification or regression.
 
-Determinism: on CPU the same seed gives bit-identical weights (seeded init, seeded DataLoader
-order, no nondeterministic kernels). Resume: every epoch writes model + optimizer + scheduler +
-RNG + early-stopping state atomically; resuming replays nothing and continues from the next epoch,
-so an interrupted run ends with the same weights as an uninterrupted one.
+Determinism: every epoch reseeds its own random streams from ``(seed, epoch)`` — the DataLoader's
+shuffling generator, dropout (the global torch RNG, forked so the caller's RNG is left as it was)
+and augmentation. On CPU the same seed and the same model initialization therefore give
+bit-identical weights, and a run resumed from the checkpoint of epoch k draws exactly what an
+uninterrupted run draws in epochs k+1.. . (On CUDA, cuDNN autotuning and atomics make runs close
+but not bit-identical.)
+
+Resume: after every epoch the model, optimizer, scheduler, RNG and early-stopping state are
+written atomically (temp file + ``os.replace``) to ``checkpoint_path``; a killed run restarted
+with ``resume=True`` continues from the last finished epoch and ends with the same weights.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -20,13 +26,23 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
+_RESUME_FORMAT = "neuroxai-train-state-1"
+
 
 class TrainConfig(BaseModel):
-    """Training parameters (``model.training`` in a protocol; unknown keys are errors)."""
+    """Training parameters (``model.training`` in a protocol, ``configs/training/*.yaml``).
+
+    AdamW (Loshchilov & Hutter 2019) with a one-cycle (Smith & Topin 2019) or cosine schedule
+    stepped per batch; ``early_stopping`` is the patience in epochs on the validation loss
+    (0 = off; the best weights are kept). ``amp="auto"`` is bf16 autocast on CUDA and fp32 on CPU.
+    ``augment`` adds random translations of up to ``augment_shift`` voxels (zero filled); there
+    are no flips, because known-signal tasks can be lateralized and a flip would move the signal.
+    Unknown keys are a ``ConfigError`` naming the key and the allowed ones.
+    """
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["classification", "regression"] = "classification"
@@ -36,70 +52,140 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    early_stopping: int = Field(0, ge=0, description="patience in epochs (0 = off)")
+    early_stopping: int = Field(5, ge=0, description="patience in epochs on validation loss (0 = off)")
     seed: int = 0
     amp: Literal["auto", "bf16", "none"] = "auto"
     compile: bool = False
     augment: bool = False
+    augment_shift: int = Field(2, ge=0, description="max translation in voxels when augment is on")
     num_workers: int = Field(0, ge=0)
 
     def __init__(self, **kw):
+        bad = sorted(set(kw) - set(type(self).model_fields))
+        if bad:
+            allowed = sorted(type(self).model_fields)
+            raise ConfigError(f"unknown training parameter(s) {bad}", expected=allowed, found=bad,
+                              fix=f"use only {allowed} in model.training / the training config")
         try:
             super().__init__(**kw)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"bad training parameter {key!r}: {err['msg']}", expected=sorted(
-                TrainConfig.model_fields), found=err.get("input"),
-                fix="fix model.training in the protocol") from None
+            msgs = [f"{'.'.join(str(x) for x in e['loc'])}={e.get('input')!r}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError(f"bad training parameter value(s): {'; '.join(msgs)}",
+                              expected="see TrainConfig fields", found=msgs,
+                              fix="fix model.training / the training config") from None
+
+    def fingerprint(self) -> dict:
+        """The fields that change the optimization (a resume checkpoint must match them)."""
+        return self.model_dump(exclude={"device", "num_workers", "compile"})
 
 
 @dataclass
 class TrainResult:
+    """``model`` (eval mode, best weights when early stopping), per-epoch ``history`` records
+    ``{epoch, train_loss, val_loss, val_metric, lr, seconds}`` and the 1-based ``best_epoch``."""
+
     model: nn.Module
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
 
 
 def _collate(items):
-    return {"image": torch.stack([it["image"] for it in items]),
+    return {"image": torch.stack([torch.as_tensor(it["image"]) for it in items]),
             "label": torch.stack([torch.as_tensor(it["label"]) for it in items])}
 
 
-def _loss(kind: str):
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return (int(seed) * 1_000_003 + epoch * 101 + stream) % (2 ** 63)
+
+
+def _target(y: torch.Tensor, kind: str) -> torch.Tensor:
+    return y.long() if kind == "classification" else y.float().reshape(-1)
+
+
+def _loss_fn(kind: str):
     return nn.CrossEntropyLoss() if kind == "classification" else nn.MSELoss()
 
 
-def _out(model, x, kind):
+def _outputs(model, x: torch.Tensor, kind: str) -> torch.Tensor:
     y = model(x)
-    return y if kind == "classification" else y.reshape(-1)
+    if kind == "classification":
+        if y.ndim != 2 or y.shape[1] < 2:
+            raise ModelError("a classification model must return (B, n_classes ≥ 2) logits",
+                             expected="(B, ≥2)", found=tuple(y.shape),
+                             fix="build the model with n_outputs = number of classes")
+        return y
+    return y.reshape(len(x), -1)[:, 0] if y.ndim > 1 and y.shape[-1] == 1 else y.reshape(-1)
+
+
+def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random integer translation per sample, zero filled: ``(B,C,D,H,W)`` -> same shape."""
+    if max_shift <= 0:
+        return x
+    B, _, *sp = x.shape
+    s = max_shift
+    xp = nn.functional.pad(x, (s, s, s, s, s, s))
+    off = torch.randint(0, 2 * s + 1, (B, 3), generator=gen).tolist()
+    return torch.stack([xp[b, :, o[0]:o[0] + sp[0], o[1]:o[1] + sp[1], o[2]:o[2] + sp[2]]
+                        for b, o in enumerate(off)])
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _read_resume(ck: Path, cfg: TrainConfig) -> dict:
+    try:
+        st = torch.load(ck, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError("cannot read the training-resume checkpoint", path=ck,
+                              found=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              fix="delete it to train from scratch, or pass resume=False") from None
+    if not isinstance(st, dict) or st.get("format") != _RESUME_FORMAT:
+        raise CheckpointError("not a neuroxai training-resume checkpoint", path=ck,
+                              expected=f"format {_RESUME_FORMAT!r}",
+                              found=st.get("format") if isinstance(st, dict) else type(st).__name__,
+                              fix="point checkpoint_path at a fresh file or delete this one")
+    if st["config"] != cfg.fingerprint():
+        diff = sorted(k for k in set(st["config"]) | set(cfg.fingerprint())
+                      if st["config"].get(k) != cfg.fingerprint().get(k))
+        raise CheckpointError("the resume checkpoint was written with other training parameters", path=ck,
+                              expected={k: cfg.fingerprint().get(k) for k in diff},
+                              found={k: st["config"].get(k) for k in diff},
+                              fix="delete it (or pass resume=False) to start again with the new parameters")
+    return st
 
 
 def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
                 checkpoint_path: str | Path | None = None, resume: bool = True,
                 progress: Callable | None = None) -> TrainResult:
-    """Train ``model`` on ``train_ds`` (items ``{"image": (1,D,H,W), "label"}``) with AdamW.
+    """Train ``model`` with AdamW on ``train_ds``; validate on ``val_ds`` after every epoch.
 
-    Early stopping (``cfg.early_stopping`` > 0) keeps the weights of the best validation loss.
-    With ``checkpoint_path``, state is saved after every epoch and ``resume=True`` continues
-    from it. ``progress(epoch, n_epochs, train_loss=..., val_loss=...)`` is called per epoch.
+    Datasets yield ``{"image": (1,D,H,W) float, "label": long scalar (classification) or float}``.
+    Loss: cross-entropy on ``(B, n_classes)`` logits, or MSE on ``(B,)`` / ``(B,1)`` outputs.
+    With ``checkpoint_path`` the full training state is written atomically after every epoch, and
+    ``resume=True`` continues from it (a finished run returns at once). ``progress(epoch,
+    n_epochs, train_loss=, val_loss=, val_metric=)`` is called after each epoch (``val_metric``:
+    AUROC for binary classification, accuracy for multi-class, MAE for regression).
+    Returns a ``TrainResult`` with the model in eval mode.
     """
     dev = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
     model.to(dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    n_train = len(train_ds)
+    if n_train == 0:
+        raise ModelError("the training split is empty", expected="≥ 1 subject", found=0,
+                         fix="check the task's train/val/test split fractions and the cohort size")
+    gen = torch.Generator()
+    # A last batch of one subject breaks BatchNorm statistics; drop only that case.
+    drop_last = n_train % cfg.batch_size == 1 and n_train > 1
     loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                                          collate_fn=_collate, num_workers=cfg.num_workers,
-                                         pin_memory=dev.type == "cuda", drop_last=len(train_ds) > cfg.batch_size)
+                                         pin_memory=dev.type == "cuda", drop_last=drop_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, len(loader)) * cfg.epochs
     if cfg.schedule == "onecycle":
@@ -109,120 +195,169 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     fwd = torch.compile(model) if cfg.compile else model
-    loss_fn = _loss(cfg.kind)
-    start, history, best, best_state, bad = 0, [], math.inf, None, 0
+    loss_fn = _loss_fn(cfg.kind)
+    start, history, best, best_state, best_epoch, bad, stopped = 0, [], math.inf, None, 0, 0, False
     ck = Path(checkpoint_path) if checkpoint_path else None
     if ck is not None and resume and ck.is_file():
-        st = torch.load(ck, weights_only=True, map_location="cpu")
+        st = _read_resume(ck, cfg)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
-        gen.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
-        start, history, best, best_state, bad = st["epoch"], st["history"], st["best"], st["best_state"], st["bad"]
-        log.info("resumed training from %s at epoch %d", ck, start)
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        tot, n = 0.0, 0
-        for b in loader:
-            x = b["image"].to(dev, non_blocking=True)
-            y = b["label"].to(dev, non_blocking=True)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(_out(fwd, x, cfg.kind).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(x)
-            n += len(x)
-        val_loss = _val_loss(model, val_ds, cfg, dev) if val_ds is not None and len(val_ds) else float("nan")
-        rec = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "val_loss": val_loss}
-        history.append(rec)
-        if cfg.early_stopping and not math.isnan(val_loss):
-            if val_loss < best - 1e-6:
-                best, bad = val_loss, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-        if ck is not None:
-            _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
-                          "best": best, "best_state": best_state, "bad": bad}, ck)
-        if progress:
-            progress(epoch + 1, cfg.epochs, **{k: v for k, v in rec.items() if k != "epoch"})
-        if cfg.early_stopping and bad >= cfg.early_stopping:
-            log.info("early stopping at epoch %d", epoch + 1)
-            break
-    best_epoch = len(history)
-    if cfg.early_stopping and best_state is not None:
+        start, history, best, best_state = st["epoch"], st["history"], st["best"], st["best_state"]
+        best_epoch, bad, stopped = st["best_epoch"], st["bad"], st["stopped"]
+        log.info("resumed training from %s after epoch %d", ck, start)
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        for epoch in range(start, cfg.epochs):
+            if stopped:
+                break
+            t0 = time.perf_counter()
+            gen.manual_seed(_epoch_seed(cfg.seed, epoch, 0))
+            torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))  # dropout (CPU and CUDA streams)
+            aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+            model.train()
+            tot, n = 0.0, 0
+            for b in loader:
+                x = b["image"].float()
+                if cfg.augment:
+                    x = _shift(x, cfg.augment_shift, aug_gen)
+                x = x.to(dev, non_blocking=True)
+                y = _target(b["label"], cfg.kind).to(dev, non_blocking=True)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    out = _outputs(fwd, x, cfg.kind)
+                loss = loss_fn(out.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                tot += float(loss.detach()) * len(x)
+                n += len(x)
+            val_loss, val_metric = _validate(model, val_ds, cfg, dev, use_bf16)
+            rec = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "val_loss": val_loss,
+                   "val_metric": val_metric, "lr": float(sched.get_last_lr()[0]),
+                   "seconds": time.perf_counter() - t0}
+            history.append(rec)
+            if cfg.early_stopping and not math.isnan(val_loss):
+                if val_loss < best - 1e-6:
+                    best, best_epoch, bad = val_loss, epoch + 1, 0
+                    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad += 1
+                stopped = bad >= cfg.early_stopping
+            if ck is not None:
+                _atomic_save({"format": _RESUME_FORMAT, "config": cfg.fingerprint(),
+                              "model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                              "generator": gen.get_state(), "epoch": epoch + 1, "history": history,
+                              "best": best, "best_state": best_state, "best_epoch": best_epoch,
+                              "bad": bad, "stopped": stopped}, ck)
+            if progress:
+                progress(epoch + 1, cfg.epochs, **{k: rec[k] for k in ("train_loss", "val_loss", "val_metric")})
+            if stopped:
+                log.info("early stopping after epoch %d (best %d)", epoch + 1, best_epoch)
+    if best_state is not None:
         model.load_state_dict(best_state)
-        best_epoch = int(np.argmin([h["val_loss"] for h in history])) + 1
+    else:
+        best_epoch = len(history)
     model.eval()
     return TrainResult(model, history, best_epoch)
 
 
 @torch.no_grad()
-def _val_loss(model, ds, cfg, dev) -> float:
+def _validate(model, ds, cfg: TrainConfig, dev, use_bf16: bool) -> tuple[float, float]:
+    if ds is None or len(ds) == 0:
+        return float("nan"), float("nan")
     model.eval()
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, collate_fn=_collate)
-    loss_fn, tot, n = _loss(cfg.kind), 0.0, 0
-    for b in loader:
-        x, y = b["image"].to(dev), b["label"].to(dev)
-        tot += float(loss_fn(_out(model, x, cfg.kind).float(), y)) * len(x)
-        n += len(x)
-    return tot / max(n, 1)
+    outs, labs = [], []
+    for b in torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, collate_fn=_collate):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outs.append(_outputs(model, b["image"].float().to(dev), cfg.kind).float().cpu())
+        labs.append(_target(b["label"], cfg.kind))
+    out, lab = torch.cat(outs), torch.cat(labs)
+    loss = float(_loss_fn(cfg.kind)(out, lab))
+    if cfg.kind == "regression":
+        return loss, float((out - lab).abs().mean())
+    if out.shape[1] == 2 and len(torch.unique(lab)) == 2:
+        return loss, float(_auroc(lab.numpy(), torch.softmax(out, 1)[:, 1].numpy()[None])[0])
+    return loss, float((out.argmax(1) == lab).float().mean())
 
 
 @torch.no_grad()
 def predict(model: nn.Module, ds, kind: str, device: str = "cpu", batch_size: int = 16):
-    """``(outputs, labels)`` as numpy: class-1 probability (binary), class probabilities, or values."""
+    """``(outputs, labels)`` as numpy: class probabilities ``(N, C)`` or values ``(N,)``."""
     model.eval()
     dev = torch.device(device)
     outs, labs = [], []
     for b in torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=_collate):
-        y = model(b["image"].to(dev)).float()
-        outs.append(torch.softmax(y, 1).cpu() if kind == "classification" else y.reshape(-1).cpu())
-        labs.append(b["label"])
+        y = _outputs(model, b["image"].float().to(dev), kind).float()
+        outs.append(torch.softmax(y, 1).cpu() if kind == "classification" else y.cpu())
+        labs.append(_target(b["label"], kind))
     return torch.cat(outs).numpy(), torch.cat(labs).numpy()
 
 
-def evaluate(model: nn.Module, ds, kind: str, device: str = "cpu", n_boot: int = 1000, seed: int = 0) -> dict:
-    """Test-split performance with a percentile bootstrap CI over subjects.
+def _auroc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Binary AUROC of each row of ``scores: (R, n)`` against ``labels: (n,)`` or ``(R, n)``
+    (Mann–Whitney U / (n₁n₀), ties count ½; Hanley & McNeil 1982). NaN where a row lacks a class."""
+    from scipy.stats import rankdata
 
-    Classification: ``auroc`` (+CI), ``accuracy``, ``balanced_accuracy``; regression: ``mae``,
-    ``r2`` (+CI). ``at_chance`` is True when the AUROC CI includes 0.5 (R² CI includes 0, or
-    R² ≤ 0): explanations of such a model cannot be validated.
+    labels = np.broadcast_to(np.asarray(labels), scores.shape).astype(bool)
+    ranks = rankdata(scores, axis=1)
+    n1 = labels.sum(1)
+    n0 = labels.shape[1] - n1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((ranks * labels).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def evaluate(model: nn.Module, ds, kind: str, device: str = "cpu", n_boot: int = 1000, seed: int = 0) -> dict:
+    """Held-out performance with a percentile bootstrap CI over subjects (Efron & Tibshirani 1993).
+
+    Classification: ``auroc`` (binary: class-1 probability; multi-class: one-vs-rest macro) with
+    ``auroc_ci_low/high``, ``accuracy``, ``balanced_accuracy``. Regression: ``mae``, ``r2`` with
+    ``r2_ci_low/high``. ``at_chance`` is True when the AUROC CI includes 0.5, or R² ≤ 0 or its CI
+    includes 0, or there are too few test subjects (< 4, or one class only): explanations of such a
+    model cannot be validated. Bootstrap resamples lacking a class are dropped. Values are plain
+    Python floats/ints/bools (``None`` where undefined), so the dict is JSON-serializable.
     """
-    from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score, roc_auc_score
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
     out, lab = predict(model, ds, kind, device)
     n = len(lab)
     rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, (n_boot, n)) if n else np.zeros((0, 0), int)
     res: dict = {"n_test": int(n)}
     if kind == "classification":
-        pred = out.argmax(1)
-        score_fn = (lambda l, o: roc_auc_score(l, o[:, 1])) if out.shape[1] == 2 else (
-            lambda l, o: roc_auc_score(l, o, multi_class="ovr"))
+        pred = out.argmax(1) if n else out
+        acc = float((pred == lab).mean()) if n else None
         if n < 4 or len(np.unique(lab)) < 2:
-            return {**res, "auroc": None, "auroc_ci_low": None, "auroc_ci_high": None, "at_chance": True,
-                    "accuracy": float((pred == lab).mean()) if n else None, "balanced_accuracy": None}
-        auc = float(score_fn(lab, out))
-        boots = []
-        for _ in range(n_boot):
-            i = rng.integers(0, n, n)
-            if len(np.unique(lab[i])) == len(np.unique(lab)):
-                boots.append(score_fn(lab[i], out[i]))
-        lo, hi = np.quantile(boots, [0.025, 0.975])
-        res.update(auroc=auc, auroc_ci_low=float(lo), auroc_ci_high=float(hi),
-                   accuracy=float((pred == lab).mean()), balanced_accuracy=float(balanced_accuracy_score(lab, pred)),
-                   at_chance=bool(lo <= 0.5))
+            return {**res, "auroc": None, "auroc_ci_low": None, "auroc_ci_high": None, "accuracy": acc,
+                    "balanced_accuracy": None, "at_chance": True}
+        if out.shape[1] == 2:
+            auc = float(_auroc(lab, out[None, :, 1])[0])
+            boots = _auroc(lab[idx], out[idx, 1])
+            boots = boots[np.isfinite(boots)]
+        else:
+            auc = float(roc_auc_score(lab, out, multi_class="ovr", labels=np.arange(out.shape[1])))
+            boots = np.array([roc_auc_score(lab[i], out[i], multi_class="ovr", labels=np.arange(out.shape[1]))
+                              for i in idx if len(np.unique(lab[i])) == out.shape[1]])
+        lo, hi = (np.quantile(boots, [0.025, 0.975]) if len(boots) else (0.0, 1.0))
+        res.update(auroc=auc, auroc_ci_low=float(lo), auroc_ci_high=float(hi), accuracy=acc,
+                   balanced_accuracy=float(balanced_accuracy_score(lab, pred)), at_chance=bool(lo <= 0.5 <= hi))
         return res
     if n < 4:
         return {**res, "mae": None, "r2": None, "r2_ci_low": None, "r2_ci_high": None, "at_chance": True}
-    r2 = float(r2_score(lab, out))
-    boots = [r2_score(lab[i], out[i]) for i in (rng.integers(0, n, n) for _ in range(n_boot))]
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    res.update(mae=float(mean_absolute_error(lab, out)), r2=r2, r2_ci_low=float(lo), r2_ci_high=float(hi),
-               at_chance=bool(r2 <= 0 or lo <= 0))
+    out = out.astype(np.float64)
+    lab = lab.astype(np.float64)
+
+    def r2(y, p):
+        ss_tot = ((y - y.mean(-1, keepdims=True)) ** 2).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1 - ((y - p) ** 2).sum(-1) / ss_tot
+
+    r2_full = float(r2(lab, out))
+    boots = r2(lab[idx], out[idx])
+    boots = boots[np.isfinite(boots)]
+    lo, hi = (float(v) for v in np.quantile(boots, [0.025, 0.975])) if len(boots) else (None, None)
+    res.update(mae=float(np.abs(lab - out).mean()), r2=r2_full if math.isfinite(r2_full) else None,
+               r2_ci_low=lo, r2_ci_high=hi,
+               at_chance=bool(not math.isfinite(r2_full) or r2_full <= 0 or lo is None or lo <= 0))
     return res

@@ -561,21 +561,28 @@ def _model_randomization(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
             res: dict = {}
             methods = [m for m in ctx.protocol.methods if m.name not in BASELINE_METHODS]
             gen = (cascading_randomization if spec.mode == "cascading" else independent_randomization)
-            steps = list(gen(tm.model, seed=ctx.protocol.run.seed))
-            with ctx.progress.task(f"model randomization on {task_id}", len(methods) * len(steps)) as bar:
-                for mspec in methods:
-                    ref = attribute(tm.model, x, target, mspec.name, **mspec.params).float()
-                    layers, sims = [], []
-                    for layer_name, rmodel in steps:
-                        rmodel.eval()
+            from ..models.randomize import weight_layers
+
+            n_steps = len(weight_layers(tm.model))
+            refs = {m.key: attribute(tm.model, x, target, m.name, **m.params).float() for m in methods}
+            curves = {m.key: ([], []) for m in methods}
+            # One randomized copy at a time (a DenseNet has ~120 layers: never hold them all).
+            with ctx.progress.task(f"model randomization on {task_id}", len(methods) * n_steps) as bar:
+                for layer_name, rmodel in gen(tm.model, seed=ctx.protocol.run.seed):
+                    rmodel.eval()
+                    for mspec in methods:
                         a = attribute(rmodel, x, target, mspec.name, **mspec.params).float()
-                        sims.append(similarity(ref, a, spec.similarity, mask=brain).mean().item())
-                        layers.append(layer_name)
+                        curves[mspec.key][0].append(layer_name)
+                        curves[mspec.key][1].append(
+                            similarity(refs[mspec.key], a, spec.similarity, mask=brain).mean().item())
                         bar.advance()
-                    final = sims[-1] if sims else float("nan")
-                    res[mspec.key] = {"layers": layers, "similarity": sims, "measure": spec.similarity,
-                                      "final_similarity": final, "threshold": spec.max_similarity,
-                                      "passed": bool(final < spec.max_similarity)}
+                    del rmodel
+            for mspec in methods:
+                layers, sims = curves[mspec.key]
+                final = sims[-1] if sims else float("nan")
+                res[mspec.key] = {"layers": layers, "similarity": sims, "measure": spec.similarity,
+                                  "final_similarity": final, "threshold": spec.max_similarity,
+                                  "passed": bool(final < spec.max_similarity)}
             atomic_write_json(d / "randomization.json", res)
             ctx.rd.mark_done("randomization", key)
         out[task_id] = read_json(d / "randomization.json")

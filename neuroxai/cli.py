@@ -48,15 +48,17 @@ def _verdict_table(results: dict) -> Table:
     return t
 
 
-def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[Path], *, quiet: bool,
-         device: Optional[str] = None) -> int:
+def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *, quiet: bool,
+         device: Optional[str] = None, weights: Optional[Path] = None, model_kwargs: Optional[Path] = None) -> int:
     from .progress import RichProgress
     from .protocol.runner import run_protocol
 
     try:
         with RichProgress(quiet=quiet) as prog:
             res = run_protocol(protocol, out, manifest=str(data) if data else None,
-                               checkpoint=str(model) if model else None, device=device, progress=prog)
+                               checkpoint=str(model) if model else None, weights=str(weights) if weights else None,
+                               model_kwargs=str(model_kwargs) if model_kwargs else None, device=device,
+                               progress=prog)
     except NeuroXAIError as exc:
         _fail(exc)
     if not quiet:
@@ -87,7 +89,10 @@ def demo(out: Path = typer.Option(Path("reports/demo"), help="run directory; the
 @app.command()
 def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipped name (`neuroxai protocols`)"),
              data: Optional[Path] = typer.Option(None, "--data", help="manifest CSV or BIDS folder"),
-             model: Optional[Path] = typer.Option(None, "--model", help="checkpoint to evaluate instead of training"),
+             model: Optional[str] = typer.Option(None, "--model", help="evaluate this model instead of training: a "
+                                                 "neuroxai checkpoint, a TorchScript/.pt2 file, or pkg.module:Class"),
+             weights: Optional[Path] = typer.Option(None, "--weights", help="state_dict file for --model pkg.module:Class"),
+             model_kwargs: Optional[Path] = typer.Option(None, "--model-kwargs", help="YAML of constructor kwargs for --model pkg.module:Class"),
              out: Path = typer.Option(Path("runs/run"), "--out", help="run directory"),
              resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
              device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
@@ -95,12 +100,14 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
     """Run a validation protocol: exit 0 = all methods pass, 1 = some fail, 2 = error.
 
     Example: [cyan]neuroxai validate siegel2025 --data study/manifest.csv --model sfcn.pt --out runs/s25[/cyan]
+    A prior study's model: [cyan]--model mypkg.nets:Net --weights best.pth --model-kwargs net.yaml[/cyan]
     """
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 checks
     if first_rank and out.exists() and any(out.iterdir()) and not resume:
         _fail(NeuroXAIError("the output folder already holds a run", path=out,
                             fix="pass --resume to continue it, or choose a new --out"))
-    raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device))
+    raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device, weights=weights,
+                          model_kwargs=model_kwargs))
 
 
 @app.command()

@@ -120,7 +120,8 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manifest: str | None = None,
-                 checkpoint: str | None = None, device: str | None = None,
+                 checkpoint: str | None = None, weights: str | None = None, model_kwargs: str | None = None,
+                 device: str | None = None,
                  progress: Progress | None = None, report: bool = True,
                  stop_after: str | None = None) -> RunResult:
     """Run a validation protocol end to end into ``out_dir`` (resumable; see module doc).
@@ -138,7 +139,8 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         src = "bids" if Path(manifest).is_dir() else "manifest"
         proto = proto.model_copy(update={"data": proto.data.model_copy(update={"source": src, "manifest": str(manifest)})})
     if checkpoint:
-        proto = proto.model_copy(update={"model": proto.model.model_copy(update={"checkpoint": str(checkpoint)})})
+        proto = proto.model_copy(update={"model": proto.model.model_copy(update={
+            "checkpoint": str(checkpoint), "weights": weights, "kwargs": model_kwargs})})
     dev = resolve_device(device or proto.run.device)
     rank, world = _init_distributed(dev)
     ctx = _Ctx(proto, RunDir(out_dir), dev, progress or Progress(), rank=rank, world=world)
@@ -382,7 +384,11 @@ def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> Traine
     m = ctx.protocol.model
     n_out = task.n_classes if task.kind == "classification" else 1
     if m.checkpoint and not is_null(task_id):
-        model, meta = load_checkpoint(m.checkpoint, device=ctx.device)
+        from ..models.byo import check_input_shape, load_user_model
+
+        # A neuroxai checkpoint, a TorchScript/torch.export file, or 'pkg.module:Class' + weights.
+        model = load_user_model(m.checkpoint, state_dict=m.weights, kwargs_yaml=m.kwargs, device=ctx.device)
+        check_input_shape(model, (1, *store.t["image"].shape[1:]))
         model.eval()
         test = _TaskDataset(store, task, "test")
         metrics = evaluate(model, test, task.kind, device=ctx.device)
@@ -393,6 +399,8 @@ def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> Traine
     d = ctx.rd.stage("train", key)
     ckpt = d / "model.pt"
     if not ctx.rd.is_done("train", key):
+        # Initial weights depend only on the seed and the task, not on what ran before.
+        torch.manual_seed(int(stable_hash([train_cfg.get("seed", 0), task_id]), 16) % (2 ** 63))
         model = MODELS[m.architecture](in_channels=1, n_outputs=n_out, **params)
         cfg = TrainConfig(kind=task.kind, device=str(ctx.device), **train_cfg)
         train_ds, val_ds = _TaskDataset(store, task, "train"), _TaskDataset(store, task, "val")

@@ -61,6 +61,8 @@ class ModelSpec(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)
     training_config: Optional[str] = None
     checkpoint: Optional[str] = Field(None, description="load this checkpoint instead of training")
+    weights: Optional[str] = Field(None, description="state_dict file for checkpoint: 'pkg.module:Class'")
+    kwargs: Optional[str] = Field(None, description="YAML of constructor kwargs for 'pkg.module:Class'")
 
 
 class MethodSpec(_Strict):

@@ -1,29 +1,47 @@
-"""Model-free baselines: maps any method must beat (Adebayo et al. 2018, "Sanity checks for
-saliency maps", showed an edge detector can look like a saliency map)."""
+"""Model-free baselines: maps that ignore the model, the floor any method must beat.
+
+Adebayo et al. (2018), "Sanity checks for saliency maps", NeurIPS, showed that an edge detector
+of the input can look like (and score like) a saliency map; a uniform random map is the chance
+level of every localization metric.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from ._util import strict
 from .base import METHODS
 
 
 @METHODS.register("random")
+@strict
 def random(model, x, target, *, seed: int = 0) -> torch.Tensor:
-    """Uniform noise in [0, 1) from a seeded generator; ignores the model and the input."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    """Uniform noise in [0, 1) from ``torch.Generator(device=x.device)`` seeded with ``seed``.
+    Ignores the model, the input values and the target. Returns ``(B, 1, D, H, W)``, x's dtype."""
+    gen = torch.Generator(device=x.device).manual_seed(int(seed))
     return torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
 
-@METHODS.register("edge_detector")
-def edge_detector(model, x, target) -> torch.Tensor:
-    """3-D Sobel gradient magnitude of the input; ignores the model."""
-    d = torch.tensor([-1.0, 0.0, 1.0], dtype=x.dtype, device=x.device)
-    s = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
-    out = torch.zeros_like(x)
+def sobel_kernels(dtype, device) -> torch.Tensor:
+    """``(3, 1, 3, 3, 3)``: the 3-D Sobel–Feldman kernels, derivative ``[-1, 0, 1]`` along one axis
+    (D, H, W in turn) and smoothing ``[1, 2, 1]`` along the other two."""
+    d = torch.tensor([-1.0, 0.0, 1.0], dtype=dtype, device=device)
+    s = torch.tensor([1.0, 2.0, 1.0], dtype=dtype, device=device)
+    ks = []
     for axis in range(3):
         k = [s, s, s]
         k[axis] = d
-        ker = k[0].view(3, 1, 1) * k[1].view(1, 3, 1) * k[2].view(1, 1, 3)
-        out = out + F.conv3d(F.pad(x, (1,) * 6, mode="replicate"), ker[None, None]) ** 2
-    return out.sqrt()
+        ks.append(k[0].view(3, 1, 1) * k[1].view(1, 3, 1) * k[2].view(1, 1, 3))
+    return torch.stack(ks).unsqueeze(1)
+
+
+@METHODS.register("edge_detector")
+@strict
+def edge_detector(model, x, target) -> torch.Tensor:
+    """3-D Sobel gradient magnitude ``sqrt(Gd² + Gh² + Gw²)`` of the input (edge-replicated border),
+    per input channel. Ignores the model and the target. Returns ``(B, 1, D, H, W)``, x's dtype;
+    units: intensity per voxel × 16 (the Sobel smoothing weights)."""
+    B, C, *shape = x.shape
+    xp = F.pad(x.reshape(B * C, 1, *shape), (1,) * 6, mode="replicate")
+    g = F.conv3d(xp, sobel_kernels(x.dtype, x.device))
+    return g.pow(2).sum(1).sqrt().view(B, C, *shape)

@@ -1,6 +1,7 @@
 """Grad-CAM and Grad-CAM++ for 3-D CNNs.
 
-The target layer is a module name from ``model.named_modules()`` (default: the last Conv3d).
+The target layer is a module name from ``model.named_modules()`` (default: see
+:func:`default_layer`); an unknown name raises an error listing the Conv3d layers.
 A forward hook replaces the layer's output by a detached leaf, so the backward pass stops at
 that layer: no gradient is computed below it (cheaper than a plain backward to the input).
 The hook is removed before returning, also on error.
@@ -12,11 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AttributionError
-from ._util import input_grad, select
+from ._util import input_grad, select, strict
 from .base import METHODS
 
 
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the ``Conv3d`` modules, in registration order."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv3d)]
+
+
 def default_layer(model: nn.Module) -> str:
+    """The last ``Conv3d`` in registration order — unless it has a 1×1×1 kernel, in which case the
+    one before it: a final 1×1×1 conv is SFCN's classifier after global pooling (a 1-voxel "map")
+    or a ResNet's residual projection, neither a useful CAM layer. Pass ``layer=`` to choose."""
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv3d)]
     if not convs:
         raise AttributionError("Grad-CAM needs a Conv3d layer", expected="a 3-D CNN", found=type(model).__name__)
@@ -32,9 +41,9 @@ def _activation_and_grad(model, x, target, layer: str | None):
     name = layer or default_layer(model)
     mods = dict(model.named_modules())
     if name not in mods:
-        convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv3d)]
-        raise AttributionError(f"no layer named {name!r}", expected=f"one of the Conv3d layers {convs}",
-                               found=name, fix="use a name from model.named_modules()")
+        raise AttributionError(f"no layer named {name!r} in the model",
+                               expected=f"a module name; the Conv3d layers are {conv_layers(model)}",
+                               found=repr(name), fix="use a name from model.named_modules()")
     store = {}
 
     def hook(mod, inp, out):
@@ -63,9 +72,28 @@ def _upsample(cam: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(cam, size=x.shape[2:], mode="trilinear", align_corners=False)
 
 
+class _GuidedReLU(torch.autograd.Function):
+    """Identity on a ReLU's output whose backward keeps only positive gradients at active units."""
+
+    @staticmethod
+    def forward(ctx, y):
+        ctx.save_for_backward(y)
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad.clamp_min(0) * (y > 0)
+
+
 def _guided_backprop(model, x, target) -> torch.Tensor:
-    """Guided backpropagation (Springenberg et al. 2015): ReLUs pass only positive gradients."""
-    hooks = [m.register_full_backward_hook(lambda m, gi, go: (gi[0].clamp_min(0),))
+    """Guided backpropagation (Springenberg et al. 2015, "Striving for simplicity", ICLR workshop):
+    at every ``nn.ReLU`` module only positive gradients pass back (as Captum ``GuidedBackprop``).
+
+    Forward hooks (removed before returning) wrap each ReLU's output in :class:`_GuidedReLU`;
+    unlike module backward hooks this works with ``ReLU(inplace=True)`` (MONAI) and leaves the
+    module's ``inplace`` flag alone. Functional ``F.relu`` calls are not guided."""
+    hooks = [m.register_forward_hook(lambda mod, inp, out: _GuidedReLU.apply(out))
              for m in model.modules() if isinstance(m, nn.ReLU)]
     try:
         g, _ = input_grad(model, x, target)
@@ -76,10 +104,22 @@ def _guided_backprop(model, x, target) -> torch.Tensor:
 
 
 @METHODS.register("gradcam")
+@strict
 def gradcam(model, x, target, *, layer: str | None = None, relu: bool = True, guided: bool = False):
-    """Grad-CAM (Selvaraju et al. 2017, ICCV): ``ReLU(Σ_k mean(∂y/∂A_k) A_k)`` at ``layer``,
-    upsampled trilinearly to the input grid (``align_corners=False``, as MONAI and Captum).
-    ``guided=True``: Guided Grad-CAM, the product with guided backpropagation."""
+    """Grad-CAM: ``ReLU(Σ_k mean_voxels(∂y/∂A_k) · A_k)`` at ``layer`` (activation ``A: (B,K,d,h,w)``),
+    upsampled trilinearly to the input grid (``align_corners=False``).
+
+    Selvaraju et al. (2017), "Grad-CAM: visual explanations from deep networks via gradient-based
+    localization", ICCV. ``relu=False`` keeps negative evidence. ``guided=True``: Guided Grad-CAM,
+    the product with guided backpropagation (Springenberg et al. 2015), as Captum ``GuidedGradCam``
+    with ``interpolate_mode="trilinear"``. Only the gradient to the layer's activation is computed
+    (the backward stops there), so it costs about one forward plus part of one backward.
+
+    Equal to Captum ``LayerGradCam(relu_attributions=True)`` + ``LayerAttribution.interpolate(...,
+    "trilinear")``; equal to MONAI ``visualize.GradCAM`` *before* its postprocessing — MONAI's
+    default normalizer rescales each map to [0, 1] flipped (min → 1, max → 0), so MONAI's output
+    is ``1 − minmax(ours)``. Returns ``(B, 1, D, H, W)`` of ``x``'s dtype, output units.
+    """
     a, g, _ = _activation_and_grad(model, x, target, layer)
     w = g.mean(dim=(2, 3, 4), keepdim=True)
     cam = (w * a).sum(1, keepdim=True)
@@ -92,9 +132,17 @@ def gradcam(model, x, target, *, layer: str | None = None, relu: bool = True, gu
 
 
 @METHODS.register("gradcam_pp")
+@strict
 def gradcam_pp(model, x, target, *, layer: str | None = None):
-    """Grad-CAM++ (Chattopadhay et al. 2018, WACV), with the exponential-score closed form for the
-    weights as in MONAI's ``GradCAMpp``."""
+    """Grad-CAM++: channel weights ``Σ α · ReLU(∂exp(y)/∂A)`` with the closed-form ``α`` of an
+    exponential score, then ``ReLU(Σ_k w_k A_k)``, upsampled trilinearly (``align_corners=False``).
+
+    Chattopadhay et al. (2018), "Grad-CAM++: generalized gradient-based visual explanations for
+    deep convolutional networks", WACV. Same formula (including the ``1e-7`` guard) as MONAI
+    ``visualize.GradCAMpp``, which equals ``1 − minmax(ours)`` after its default normalizer. Unlike
+    MONAI (whose score broadcast is only right for batch 1), each volume uses its own score.
+    Returns ``(B, 1, D, H, W)`` of ``x``'s dtype.
+    """
     a, g, score = _activation_and_grad(model, x, target, layer)
     b, c = g.shape[:2]
     g2 = g.pow(2)

@@ -1,4 +1,4 @@
-"""Occlusion (Zeiler & Fergus 2014): the output drop when a 3-D patch is replaced by a baseline."""
+"""Occlusion: the output drop when a 3-D patch of the input is replaced by a baseline value."""
 from __future__ import annotations
 
 import math
@@ -7,51 +7,97 @@ from typing import Sequence
 import torch
 
 from ..errors import AttributionError
-from ._util import select
+from ._util import chunks, select, strict
 from .base import METHODS
 
+UNITS = ("voxel", "mm")
+BORDERS = ("clip", "shift")
 
-def _triple(v, name) -> tuple[int, int, int]:
+
+def _triple(v, name: str) -> tuple[float, float, float]:
     t = (v,) * 3 if isinstance(v, (int, float)) else tuple(v)
-    if len(t) != 3:
-        raise AttributionError(f"{name} needs 1 or 3 values", found=v)
+    if len(t) != 3 or any(float(a) <= 0 for a in t):
+        raise AttributionError(f"occlusion {name} needs 1 or 3 positive values", expected="e.g. 4 or (4, 4, 4)",
+                               found=v)
     return t
 
 
-@METHODS.register("occlusion")
-@torch.no_grad()
-def occlusion(model, x, target, *, patch=4, stride=2, baseline: float = 0.0, unit: str = "voxel",
-              spacing: Sequence[float] | None = None, batch_patches: int = 32) -> torch.Tensor:
-    """Each voxel gets the mean of ``f(x) − f(x with patch occluded)`` over the patches covering it
-    (Captum's ``Occlusion`` convention). Patches slide with ``stride`` from the corner until one
-    reaches the far border (that last one clipped), so every voxel is covered. ``unit="mm"`` converts
-    ``patch``/``stride`` with ``spacing``. Patches are batched ``batch_patches`` at a time."""
+def window_sizes(patch, stride, unit: str, spacing) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Patch and stride in voxels. ``unit="mm"`` divides by ``spacing`` (mm per voxel along D, H, W,
+    e.g. the affine's column norms) and rounds, at least 1 voxel."""
+    p, st = _triple(patch, "patch"), _triple(stride, "stride")
+    if unit == "voxel":
+        if any(float(a) != int(a) for a in p + st):
+            raise AttributionError("voxel patch/stride must be whole numbers", found=(patch, stride),
+                                   fix="use integers or unit='mm' with spacing")
+        return tuple(int(a) for a in p), tuple(int(a) for a in st)
     if unit == "mm":
         if spacing is None:
-            raise AttributionError("unit='mm' needs spacing", expected="(sx, sy, sz) in mm", found=None)
-        patch = tuple(max(1, round(p / s)) for p, s in zip(_triple(patch, "patch"), spacing))
-        stride = tuple(max(1, round(p / s)) for p, s in zip(_triple(stride, "stride"), spacing))
-    p, st = _triple(patch, "patch"), _triple(stride, "stride")
+            raise AttributionError("occlusion with unit='mm' needs the voxel spacing",
+                                   expected="spacing=(sd, sh, sw) in mm", found=None,
+                                   fix="pass spacing (e.g. from the volume's affine) or use unit='voxel'")
+        sp = _triple(spacing, "spacing")
+        return (tuple(max(1, round(float(a) / s)) for a, s in zip(p, sp)),
+                tuple(max(1, round(float(a) / s)) for a, s in zip(st, sp)))
+    raise AttributionError("unknown occlusion unit", expected=list(UNITS), found=repr(unit))
+
+
+def _indicators(size: int, k: int, t: int, border: str, device) -> torch.Tensor:
+    """``(n, size)`` bool: row ``i`` marks the voxels of window ``i``. Windows start at 0, t, 2t, …
+    until one reaches the far border; that last one is clipped there (``border="clip"``, Captum's
+    ``Occlusion``) or shifted back to end at the border (``"shift"``, MONAI's sliding windows)."""
+    n = math.ceil((size - k) / t) + 1
+    pos = torch.arange(size, device=device)
+    start = torch.arange(n, device=device).unsqueeze(1) * t
+    if border == "shift":
+        start = start.clamp_max(size - k)
+    return (pos >= start) & (pos < start + k)
+
+
+@METHODS.register("occlusion")
+@strict
+@torch.no_grad()
+def occlusion(model, x, target, *, patch=4, stride=2, baseline: float = 0.0, unit: str = "voxel",
+              spacing: Sequence[float] | None = None, batch_patches: int | None = None,
+              border: str = "clip") -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014, "Visualizing and understanding convolutional
+    networks", ECCV): each voxel gets the mean of ``f(x) − f(x with a patch set to baseline)`` over
+    the patches that cover it.
+
+    Windows of ``patch`` voxels slide with ``stride`` along D, H, W from the corner until one
+    reaches the far border, so every voxel is covered. ``border="clip"`` (default) clips that last
+    window at the border — the convention of Captum ``Occlusion(sliding_window_shapes=(1, *patch),
+    strides=(1, *stride))``, which this equals; ``border="shift"`` moves it back to end at the border
+    — MONAI ``OcclusionSensitivity(mask_size=patch, mode=baseline, activate=False)`` with
+    ``int(patch·(1 − overlap)) = stride``, whose map is ``f(x) − ours``.
+
+    ``unit="mm"`` converts ``patch``/``stride`` with ``spacing`` (mm per voxel). ``batch_patches``
+    occluded copies (× B volumes) go through one forward (``None``: the chunk planner, ≤ 2²²
+    voxels per pass on CPU, sized to free memory on a GPU). Masks are built and results scattered
+    with separable indicator products and one ``einsum`` (no Python loop over patches). No
+    autograd. Cost: ``n_patches × B`` forward-only volumes. Returns ``(B, 1, D, H, W)``, output units.
+    """
+    p, st = window_sizes(patch, stride, unit, spacing)
     B, C, *shape = x.shape
-    # As Captum: windows start at 0, t, 2t, ... until one reaches the border (the last one is
-    # clipped there), so every voxel is covered.
-    n = [math.ceil((s - k) / t) + 1 if s >= k else 0 for s, k, t in zip(shape, p, st)]
-    if min(n) < 1:
-        raise AttributionError("patch larger than the volume", expected=f"≤ {shape}", found=p)
-    starts = [(i * st[0], j * st[1], k * st[2]) for i in range(n[0]) for j in range(n[1]) for k in range(n[2])]
+    if any(k > s for k, s in zip(p, shape)):
+        raise AttributionError("occlusion patch larger than the volume", expected=f"≤ {tuple(shape)} voxels",
+                               found=p, fix="use a smaller patch")
+    if border not in BORDERS:
+        raise AttributionError("unknown occlusion border rule", expected=list(BORDERS), found=repr(border))
+    ind = [_indicators(s, k, t, border, x.device) for s, k, t in zip(shape, p, st)]
+    ni, nj, nk = (m.shape[0] for m in ind)
+    n_patches = ni * nj * nk
     ref = select(model(x), target)
-    total = torch.zeros_like(x)
-    count = torch.zeros((1, 1, *shape), dtype=x.dtype, device=x.device)
-    for c0 in range(0, len(starts), batch_patches):
-        chunk = starts[c0:c0 + batch_patches]
-        m = len(chunk)
-        xs = x.unsqueeze(0).repeat(m, 1, 1, 1, 1, 1)
-        for q, (a, b, c) in enumerate(chunk):
-            xs[q, :, :, a:a + p[0], b:b + p[1], c:c + p[2]] = baseline
+    drops = torch.empty((n_patches, B), dtype=x.dtype, device=x.device)
+    for s, m in chunks(n_patches, B, x, batch_patches):
+        q = torch.arange(s, s + m, device=x.device)
+        i, j, k = q // (nj * nk), (q // nk) % nj, q % nk
+        mask = ind[0][i][:, :, None, None] & ind[1][j][:, None, :, None] & ind[2][k][:, None, None, :]
+        xs = torch.where(mask[:, None, None], torch.as_tensor(baseline, dtype=x.dtype, device=x.device),
+                         x.unsqueeze(0))
         tgt = None if target is None else target.repeat(m)
-        y = select(model(xs.view(m * B, C, *shape)), tgt).view(m, B)
-        drop = ref.unsqueeze(0) - y
-        for q, (a, b, c) in enumerate(chunk):
-            total[:, :, a:a + p[0], b:b + p[1], c:c + p[2]] += drop[q].view(B, 1, 1, 1, 1)
-            count[:, :, a:a + p[0], b:b + p[1], c:c + p[2]] += 1
-    return total / count.clamp_min(1)
+        drops[s:s + m] = ref.unsqueeze(0) - select(model(xs.view(m * B, C, *shape)), tgt).view(m, B)
+    f = [a.to(x.dtype) for a in ind]
+    total = torch.einsum("ijkb,id,jh,kw->bdhw", drops.view(ni, nj, nk, B), *f)
+    count = torch.einsum("d,h,w->dhw", *(a.sum(0) for a in f))
+    return (total / count).unsqueeze(1).expand(B, C, *shape).contiguous()

@@ -175,13 +175,18 @@ class Protocol(_Strict):
     @model_validator(mode="after")
     def _registry_names(self):
         # Registry names are checked here so a typo fails at load time, not mid-run.
-        from .registries import known_names
+        from .registries import known_names, method_params
 
         names = known_names()
         for i, t in enumerate(self.tasks):
             _check_name(names["tasks"], t.type, f"tasks.{i}.type")
         for i, m in enumerate(self.methods):
             _check_name(names["methods"], m.name, f"methods.{i}.name")
+            allowed = method_params(m.name)
+            bad = sorted(set(m.params) - set(allowed or m.params))
+            if bad:
+                raise ValueError(f"methods.{i}.params: unknown parameter(s) {bad} for method "
+                                 f"{m.name!r}; allowed: {allowed}")
         for i, m in enumerate(self.metrics):
             _check_name(names["metrics"], m.name, f"metrics.{i}.name")
         metric_names = {m.name for m in self.metrics}

@@ -74,3 +74,11 @@ def test_acceptance_metric_must_be_scored(tmp_path):
 def test_missing_protocol_lists_shipped():
     with pytest.raises(ConfigError, match="quick"):
         load_protocol("no-such-protocol")
+
+
+def test_misspelt_method_param_is_rejected_at_load_with_allowed_params(tmp_path):
+    p, _ = _broken(tmp_path, "{n_samples: 16, sigma: 0.1, seed: 0}", "{n_sample: 16, sigma: 0.1, seed: 0}")
+    with pytest.raises(ConfigError) as e:
+        load_protocol(p)
+    msg = str(e.value)
+    assert "n_sample" in msg and "'n_samples'" in msg and "smoothgrad" in msg

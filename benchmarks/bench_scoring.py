@@ -1,10 +1,11 @@
 """Time ``neuroxai.scoring.score`` (3 metrics) against Quantus 0.6 on the same maps.
 
-    .venv/bin/python benchmarks/bench_scoring.py [--batch 8] [--shape 64 80 64] [--device cpu] [--repeats 3]
+    .venv/bin/python benchmarks/bench_scoring.py [--batch 8] [--shape 64 80 64] [--device cpu] [--repeats 3] [--quick]
 
 Quantus gets the volumes reshaped to ``(B, 1, D·H, W)`` (its localization metrics ignore voxel
 order) as float32 NumPy, with ``abs=False, normalise=False``; we time ``score()`` on tensors already
-on the device, synchronized. Best of ``--repeats`` runs each. Not run by the tests.
+on the device, synchronized. Best of ``--repeats`` runs each. ``--quick`` (CI size) is run by
+``tests/test_benchmarks.py``.
 """
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="CI size: batch 2 of 16×20×16, one repeat")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.batch, args.shape, args.repeats = 2, [16, 20, 16], 1
 
     try:
         import torchvision  # noqa: F401

@@ -1,0 +1,186 @@
+"""Time neuroxai's attribution methods against Captum, MONAI and Zennit on the same model and input.
+
+    .venv/bin/python benchmarks/bench_attribution.py [--device cpu] [--repeats 2] [--batch 4]
+        [--shape 64 80 64] [--channels 8 16 32 64] [--only smoothgrad gradcam ...] [--quick]
+
+Model: the SFCN-like test model (``tests/attribution/_models.py: sfcn_like``, conv-BN-maxpool-ReLU
+blocks, float32, eval). The floor is one plain forward + backward to the input of the batch;
+every method is reported in seconds (best of ``--repeats`` after one warm-up) and in multiples of
+that floor. Peers run with the settings a user would pick, chunked like ours where they allow it
+(Captum IG ``internal_batch_size=32``, Captum Occlusion ``perturbations_per_eval=32 // batch``);
+Captum NoiseTunnel runs all samples in one pass (its default). ``max rel diff`` compares our map
+with the peer's where both compute the same quantity (SmoothGrad draws different noise; MONAI's
+Grad-CAM is normalized, so ``1 − minmax(ours)`` is compared). ``--quick`` (CI size) is run by
+``tests/test_benchmarks.py``; the numbers in ``RESULTS.md`` come from the full size.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "_stubs"))  # torchvision stub so zennit imports
+
+ALL = ["gradient", "smoothgrad", "gradcam", "gradcam_pp", "integrated_gradients", "occlusion", "lrp"]
+
+
+def _timer(device):
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    def best(fn, repeats):
+        fn()  # warm-up (allocator, hooks, lazy imports)
+        out, t_best = None, float("inf")
+        for _ in range(repeats):
+            sync()
+            t = time.perf_counter()
+            out = fn()
+            sync()
+            t_best = min(t_best, time.perf_counter() - t)
+        return t_best, out
+
+    return best
+
+
+def _rel(a, b):
+    if a is None or b is None:
+        return None
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def _minmax(a):
+    lo = a.flatten(1).amin(1).view(-1, 1, 1, 1, 1)
+    hi = a.flatten(1).amax(1).view(-1, 1, 1, 1, 1)
+    return (a - lo) / (hi - lo)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64])
+    ap.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--only", nargs="+", choices=ALL, default=ALL)
+    ap.add_argument("--smoothgrad-n", type=int, default=10)
+    ap.add_argument("--ig-steps", type=int, default=32)
+    ap.add_argument("--occlusion-patch", type=int, default=16)
+    ap.add_argument("--quick", action="store_true",
+                    help="CI size: 16×20×16, batch 2, channels 4 8, one repeat, n=4, 4 IG steps, patch 8")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.shape, args.batch, args.channels, args.repeats = [16, 20, 16], 2, [4, 8], 1
+        args.smoothgrad_n, args.ig_steps, args.occlusion_patch = 4, 4, 8
+    warnings.filterwarnings("ignore")
+
+    from captum.attr import (IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion,
+                             Saliency)
+    from monai.visualize import GradCAM as MonaiGradCAM
+
+    from neuroxai.attribution import attribute
+    from neuroxai.attribution.cam import default_layer
+    from tests.attribution._models import sfcn_like
+
+    dev = torch.device(args.device)
+    best = _timer(dev)
+    model = sfcn_like(channels=tuple(args.channels)).to(dev).eval()
+    x = torch.randn(args.batch, 1, *args.shape, generator=torch.Generator().manual_seed(0)).to(dev)
+    t = torch.tensor([1, 0] * (args.batch // 2) + [1] * (args.batch % 2), device=dev)
+    layer = default_layer(model)
+    layer_mod = dict(model.named_modules())[layer]
+
+    def plain():
+        xi = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xi).gather(1, t.view(-1, 1)).sum(), xi)
+        return g
+
+    floor, _ = best(plain, args.repeats)
+    rows = []  # (method, implementation, seconds, rel diff)
+
+    def run(method, impl, fn, ours=None, compare=None):
+        sec, out = best(fn, args.repeats)
+        rel = _rel(ours, compare(out)) if (ours is not None and compare is not None) else None
+        rows.append((method, impl, sec, rel))
+        return out
+
+    if "gradient" in args.only:
+        o = run("gradient", "neuroxai", lambda: attribute(model, x, t, "gradient"))
+        run("gradient", "Captum Saliency", lambda: Saliency(model).attribute(x, target=t, abs=False),
+            o, lambda r: r)
+    if "smoothgrad" in args.only:
+        n = args.smoothgrad_n
+        run(f"smoothgrad n={n}", "neuroxai",
+            lambda: attribute(model, x, t, "smoothgrad", n_samples=n, sigma=0.15))
+        sd = float(0.15 * (x.max() - x.min()))
+        run(f"smoothgrad n={n}", "Captum NoiseTunnel",
+            lambda: NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=n, stdevs=sd,
+                                                           target=t, abs=False))
+    if "gradcam" in args.only:
+        o = run("gradcam", "neuroxai", lambda: attribute(model, x, t, "gradcam", layer=layer))
+        run("gradcam", "Captum LayerGradCam",
+            lambda: LayerAttribution.interpolate(LayerGradCam(model, layer_mod).attribute(
+                x, target=t, relu_attributions=True), x.shape[2:], "trilinear"), o, lambda r: r)
+        t1 = int(t[0])  # MONAI takes one class for the batch
+        o1 = attribute(model, x, t1, "gradcam", layer=layer)
+        ok = o1.flatten(1).amax(1) > o1.flatten(1).amin(1)  # a constant (all-zero) map has no min-max form
+        run("gradcam", "MONAI GradCAM", lambda: MonaiGradCAM(nn_module=model, target_layers=layer)(x, class_idx=t1),
+            (1 - _minmax(o1))[ok] if ok.any() else None, lambda r: r[ok])
+    if "gradcam_pp" in args.only:
+        run("gradcam_pp", "neuroxai", lambda: attribute(model, x, t, "gradcam_pp", layer=layer))
+    if "integrated_gradients" in args.only:
+        s = args.ig_steps
+        o = run(f"IG {s} steps", "neuroxai", lambda: attribute(model, x, t, "integrated_gradients", steps=s))
+        run(f"IG {s} steps", "Captum IG",
+            lambda: IntegratedGradients(model).attribute(x, target=t, n_steps=s, internal_batch_size=32),
+            o, lambda r: r)
+    if "occlusion" in args.only:
+        p = args.occlusion_patch
+        o = run(f"occlusion {p}/{p}", "neuroxai",
+                lambda: attribute(model, x, t, "occlusion", patch=p, stride=p))
+        run(f"occlusion {p}/{p}", "Captum Occlusion",
+            lambda: Occlusion(model).attribute(x, sliding_window_shapes=(1, p, p, p), strides=(1, p, p, p),
+                                               target=t, perturbations_per_eval=max(1, 32 // args.batch)),
+            o, lambda r: r)
+    if "lrp" in args.only:
+        o = run("lrp epsilon_plus_flat", "neuroxai",
+                lambda: attribute(model, x, t, "lrp", composite="epsilon_plus_flat", start="one_hot"))
+        try:
+            from zennit.attribution import Gradient
+            from zennit.canonizers import SequentialMergeBatchNorm
+            from zennit.composites import EpsilonPlusFlat
+        except ImportError as e:  # pragma: no cover
+            rows.append(("lrp epsilon_plus_flat", f"Zennit (unavailable: {e})", float("nan"), None))
+        else:
+            onehot = torch.nn.functional.one_hot(t, model(x[:1]).shape[1]).to(x.dtype)
+
+            def zennit():
+                with Gradient(model, EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()])) as attributor:
+                    return attributor(x, onehot)[1]
+
+            run("lrp epsilon_plus_flat", "Zennit EpsilonPlusFlat", zennit, o, lambda r: r)
+
+    print(f"device {dev} | torch threads {torch.get_num_threads()} | batch {args.batch} | shape "
+          f"{tuple(args.shape)} | SFCN-like channels {tuple(args.channels)} | CAM layer {layer!r} | "
+          f"best of {args.repeats}")
+    print(f"floor (plain fwd+bwd to input): {floor:.4g} s = {args.batch / floor:.1f} volumes/s")
+    print()
+    print(f"| {'method':<22} | {'implementation':<24} | {'seconds':>8} | {'× floor':>7} | {'vol/s':>7} | "
+          f"{'× ours':>6} | {'max rel diff':>12} |")
+    print(f"|{'-' * 24}|{'-' * 26}|{'-' * 10}:|{'-' * 8}:|{'-' * 8}:|{'-' * 7}:|{'-' * 13}:|")
+    ours_sec = {m: s for m, impl, s, _ in rows if impl == "neuroxai"}
+    for method, impl, sec, rel in rows:
+        ratio = sec / ours_sec[method] if method in ours_sec else float("nan")
+        rel_s = "" if rel is None else f"{rel:.1e}"
+        print(f"| {method:<22} | {impl:<24} | {sec:8.3f} | {sec / floor:7.2f} | {args.batch / sec:7.1f} | "
+              f"{ratio:6.2f} | {rel_s:>12} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

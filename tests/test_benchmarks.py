@@ -1,0 +1,45 @@
+"""The benchmarks run in CI size (``--quick``) and report real numbers: a floor, every method as a
+multiple of it, and our maps equal to the peers' where both compute the same quantity."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _main(name):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_attribution_benchmark_quick_reports_ratios_and_matching_maps(capsys):
+    assert _main("bench_attribution")(["--quick"]) == 0
+    out = capsys.readouterr().out
+    floor = float(re.search(r"floor \(plain fwd\+bwd to input\): ([0-9.]+) s", out).group(1))
+    assert floor > 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("| ") and "implementation" not in line]
+    impls = {(r[0].split()[0], r[1]) for r in rows}
+    for method in ["gradient", "smoothgrad", "gradcam", "gradcam_pp", "IG", "occlusion", "lrp"]:
+        assert (method, "neuroxai") in impls, method
+    assert ("lrp", "Zennit EpsilonPlusFlat") in impls and ("gradcam", "MONAI GradCAM") in impls
+    for method, impl, sec, x_floor, vols, x_ours, rel in rows:
+        assert math.isfinite(float(sec)) and float(sec) > 0
+        assert float(x_floor) > 0 and float(vols) > 0 and float(x_ours) > 0
+        if rel:  # same quantity computed by the peer: the maps agree
+            assert float(rel) < 1e-5, (method, impl, rel)
+    compared = [r for r in rows if r[6]]
+    assert len(compared) >= 5  # gradient, gradcam ×2, IG, occlusion, LRP
+
+
+def test_scoring_benchmark_quick_matches_quantus(capsys):
+    assert _main("bench_scoring")(["--quick"]) == 0
+    out = capsys.readouterr().out
+    ratio = float(re.search(r"ratio quantus / neuroxai: ([0-9.]+)x", out).group(1))
+    diff = float(re.search(r"max \|difference\| of scores: ([0-9.e+-]+)\)", out).group(1))
+    assert ratio > 0 and diff < 1e-5

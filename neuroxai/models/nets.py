@@ -77,22 +77,25 @@ def sfcn(in_channels: int = 1, n_outputs: int = 2,
 
 @_architecture("small_cnn")
 def small_cnn(in_channels: int = 1, n_outputs: int = 2, channels: Sequence[int] = (8, 16, 32),
-              dropout: float = 0.2) -> nn.Sequential:
+              dropout: float = 0.2, batch_norm: bool = True) -> nn.Sequential:
     """A small SFCN-like CNN sized for the CPU demo (4 mm brains, about 40×48×40 voxels).
 
     ``len(channels)`` conv3×3×3-BN-ReLU-maxpool2 blocks, one more conv3×3×3-BN-ReLU at the last
     width (so the deepest feature map keeps a 3×3×3 receptive field for Grad-CAM), global average
     pooling, dropout and a linear layer to ``(B, n_outputs)`` logits. Default: 45 k parameters.
+    ``batch_norm=False`` drops the BatchNorm layers (e.g. for DDP training on CPU, where PyTorch
+    has no SyncBatchNorm).
     """
+    norm = (lambda c: nn.BatchNorm3d(c)) if batch_norm else (lambda c: nn.Identity())
     channels = [int(c) for c in channels]
     if not channels:
         raise ValueError("channels needs ≥ 1 entry")
     layers: list[nn.Module] = []
     c_in = in_channels
     for c in channels:
-        layers += [nn.Conv3d(c_in, c, 3, padding=1), nn.BatchNorm3d(c), nn.ReLU(inplace=False), nn.MaxPool3d(2)]
+        layers += [nn.Conv3d(c_in, c, 3, padding=1), norm(c), nn.ReLU(inplace=False), nn.MaxPool3d(2)]
         c_in = c
-    layers += [nn.Conv3d(c_in, c_in, 3, padding=1), nn.BatchNorm3d(c_in), nn.ReLU(inplace=False),
+    layers += [nn.Conv3d(c_in, c_in, 3, padding=1), norm(c_in), nn.ReLU(inplace=False),
                nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, n_outputs)]
     return nn.Sequential(*layers)
 

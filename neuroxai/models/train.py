@@ -10,6 +10,15 @@ but not bit-identical.)
 Resume: after every epoch the model, optimizer, scheduler, RNG and early-stopping state are
 written atomically (temp file + ``os.replace``) to ``checkpoint_path``; a killed run restarted
 with ``resume=True`` continues from the last finished epoch and ends with the same weights.
+
+Scale-out: with ``distributed=True`` under an initialized process group (``torchrun``), the model
+is trained with ``DistributedDataParallel``. Every rank draws the same global permutation and
+takes its slice of each global batch of ``batch_size`` subjects; each rank's loss is weighted by
+its share of the global batch, so the averaged gradient is the gradient of the global batch's mean
+loss and the loss curve equals a single process's with the same ``batch_size`` (within float
+tolerance). BatchNorm layers become ``SyncBatchNorm`` on CUDA (statistics of the global batch);
+PyTorch has no CPU SyncBatchNorm, so on CPU (gloo) they use each rank's slice — equivalent only for
+models without BatchNorm. Dropout masks are drawn per rank. Rank 0 writes the checkpoints.
 """
 from __future__ import annotations
 
@@ -129,6 +138,49 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
                         for b, o in enumerate(off)])
 
 
+def _dist() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialized default process group, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GlobalBatches:
+    """Batch sampler: the global batches of a shuffled epoch (``torch.randperm`` from ``gen``,
+    exactly as ``DataLoader(shuffle=True, generator=gen)``), of which this rank takes its
+    contiguous slice (``torch.tensor_split`` into ``world`` parts). Yields ``(indices, share)``
+    pairs via ``batches()``; as a sampler, the indices only.
+
+    The last global batch is dropped when a rank would get fewer than 2 subjects of it (BatchNorm
+    in training mode needs 2), i.e. when it holds fewer than ``2 × world`` and fewer than
+    ``batch_size`` subjects; with one process that is the familiar "last batch of one" case."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator, rank: int = 0, world: int = 1):
+        self.n, self.bs, self.gen, self.rank, self.world = n, batch_size, gen, rank, world
+
+    def _global(self) -> list[list[int]]:
+        perm = torch.randperm(self.n, generator=self.gen).tolist()
+        out = [perm[i:i + self.bs] for i in range(0, self.n, self.bs)]
+        if len(out) > 1 and len(out[-1]) < self.bs and len(out[-1]) < 2 * self.world:
+            out.pop()
+        return out
+
+    def batches(self):
+        for g in self._global():
+            part = torch.tensor_split(torch.tensor(g), self.world)[self.rank].tolist()
+            yield part, len(part) / len(g)
+
+    def __iter__(self):
+        return (b for b, _ in self.batches())
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.bs)
+        keep_rest = rest and (rest >= 2 * self.world or full == 0)
+        return full + (1 if keep_rest else 0)
+
+
 def _atomic_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -160,7 +212,7 @@ def _read_resume(ck: Path, cfg: TrainConfig) -> dict:
 
 def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
                 checkpoint_path: str | Path | None = None, resume: bool = True,
-                progress: Callable | None = None) -> TrainResult:
+                progress: Callable | None = None, distributed: bool = False) -> TrainResult:
     """Train ``model`` with AdamW on ``train_ds``; validate on ``val_ds`` after every epoch.
 
     Datasets yield ``{"image": (1,D,H,W) float, "label": long scalar (classification) or float}``.
@@ -169,6 +221,8 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
     ``resume=True`` continues from it (a finished run returns at once). ``progress(epoch,
     n_epochs, train_loss=, val_loss=, val_metric=)`` is called after each epoch (``val_metric``:
     AUROC for binary classification, accuracy for multi-class, MAE for regression).
+    ``distributed=True``: every rank of the initialized process group calls this together and
+    trains with DDP (see the module doc); without it the process group, if any, is ignored.
     Returns a ``TrainResult`` with the model in eval mode.
     """
     dev = torch.device(cfg.device)
@@ -181,26 +235,42 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
         raise ModelError("the training split is empty", expected="≥ 1 subject", found=0,
                          fix="check the task's train/val/test split fractions and the cohort size")
     gen = torch.Generator()
-    # A last batch of one subject breaks BatchNorm statistics; drop only that case.
-    drop_last = n_train % cfg.batch_size == 1 and n_train > 1
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+    rank, world = _dist() if distributed else (0, 1)
+    sampler = _GlobalBatches(n_train, cfg.batch_size, gen, rank, world)
+    if world > 1 and cfg.batch_size < 2 * world:
+        raise ConfigError("the global batch is too small for this many ranks",
+                          expected=f"batch_size ≥ {2 * world} (2 subjects per rank)", found=cfg.batch_size,
+                          fix="raise model.training.batch_size or use fewer processes")
+    batch_shares: list[float] = []
+    loader = torch.utils.data.DataLoader(train_ds, batch_sampler=_ShareRecorder(sampler, batch_shares),
                                          collate_fn=_collate, num_workers=cfg.num_workers,
-                                         pin_memory=dev.type == "cuda", drop_last=drop_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = max(1, len(loader)) * cfg.epochs
+                                         pin_memory=dev.type == "cuda")
+    ck = Path(checkpoint_path) if checkpoint_path else None
+    st = _read_resume(ck, cfg) if (ck is not None and resume and ck.is_file()) else None
+    if st is not None:
+        model.load_state_dict(st["model"])
+    train_net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if dev.type == "cuda":
+            train_net = nn.SyncBatchNorm.convert_sync_batchnorm(_copy_module(model))
+        elif any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in model.modules()):
+            log.warning("DDP on CPU: BatchNorm statistics are per rank (PyTorch has no CPU "
+                        "SyncBatchNorm); the result differs from one process with the same batch")
+        train_net = DDP(train_net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.AdamW(train_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(1, len(sampler)) * cfg.epochs
     if cfg.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
     elif cfg.schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    fwd = torch.compile(model) if cfg.compile else model
+    fwd = torch.compile(train_net) if cfg.compile else train_net
     loss_fn = _loss_fn(cfg.kind)
     start, history, best, best_state, best_epoch, bad, stopped = 0, [], math.inf, None, 0, 0, False
-    ck = Path(checkpoint_path) if checkpoint_path else None
-    if ck is not None and resume and ck.is_file():
-        st = _read_resume(ck, cfg)
-        model.load_state_dict(st["model"])
+    if st is not None:
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         start, history, best, best_state = st["epoch"], st["history"], st["best"], st["best_state"]
@@ -213,11 +283,12 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
                 break
             t0 = time.perf_counter()
             gen.manual_seed(_epoch_seed(cfg.seed, epoch, 0))
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))  # dropout (CPU and CUDA streams)
+            torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1) + rank)  # dropout (CPU and CUDA streams)
             aug_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, 2))
-            model.train()
+            train_net.train()
             tot, n = 0.0, 0
-            for b in loader:
+            batch_shares.clear()
+            for i, b in enumerate(loader):
                 x = b["image"].float()
                 if cfg.augment:
                     x = _shift(x, cfg.augment_shift, aug_gen)
@@ -227,11 +298,21 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
                     out = _outputs(fwd, x, cfg.kind)
                 loss = loss_fn(out.float(), y)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # DDP averages the ranks' gradients: weighting by the rank's share of the global
+                # batch makes that the gradient of the global batch's mean loss (×1.0 alone).
+                (loss * (batch_shares[i] * world) if world > 1 else loss).backward()
                 opt.step()
                 sched.step()
                 tot += float(loss.detach()) * len(x)
                 n += len(x)
+            if world > 1:
+                import torch.distributed as dist
+
+                agg = torch.tensor([tot, float(n)], dtype=torch.float64, device=dev)
+                dist.all_reduce(agg)
+                tot, n = float(agg[0]), int(agg[1])
+            if train_net is not model and dev.type == "cuda":
+                model.load_state_dict(train_net.module.state_dict())
             val_loss, val_metric = _validate(model, val_ds, cfg, dev, use_bf16)
             rec = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "val_loss": val_loss,
                    "val_metric": val_metric, "lr": float(sched.get_last_lr()[0]),
@@ -244,13 +325,17 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
                 else:
                     bad += 1
                 stopped = bad >= cfg.early_stopping
-            if ck is not None:
+            if ck is not None and rank == 0:
                 _atomic_save({"format": _RESUME_FORMAT, "config": cfg.fingerprint(),
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
                               "generator": gen.get_state(), "epoch": epoch + 1, "history": history,
                               "best": best, "best_state": best_state, "best_epoch": best_epoch,
                               "bad": bad, "stopped": stopped}, ck)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()  # the checkpoint of this epoch is on disk before any rank goes on
             if progress:
                 progress(epoch + 1, cfg.epochs, **{k: rec[k] for k in ("train_loss", "val_loss", "val_metric")})
             if stopped:
@@ -261,6 +346,29 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
         best_epoch = len(history)
     model.eval()
     return TrainResult(model, history, best_epoch)
+
+
+class _ShareRecorder:
+    """Wraps ``_GlobalBatches`` as a DataLoader batch sampler and records each batch's share of
+    its global batch in ``shares`` (in batch order; the main process iterates the sampler even
+    with workers)."""
+
+    def __init__(self, sampler: _GlobalBatches, shares: list):
+        self.sampler, self.shares = sampler, shares
+
+    def __iter__(self):
+        for idx, share in self.sampler.batches():
+            self.shares.append(share)
+            yield idx
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+def _copy_module(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
 
 
 @torch.no_grad()

@@ -160,8 +160,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     if stop_after == "tasks":
         return RunResult(ctx.rd.root, None, {}, 0)
     store = _rank0_first(ctx, lambda: _load_store(ctx, tasks))
-    models = {tid: _rank0_first(ctx, lambda tid=tid, t=t: _train_or_load(ctx, tid, t, store))
-              for tid, t in tasks.items()}
+    models = {tid: _train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
     ctx.models = models
     if stop_after == "train":
         return RunResult(ctx.rd.root, None, {}, 0)
@@ -377,6 +376,20 @@ def _config_yaml(kind: str, name: str | None) -> dict:
     return data
 
 
+def _use_ddp(ctx: _Ctx) -> bool:
+    mode = ctx.protocol.run.distributed_training
+    return ctx.world > 1 and (mode == "ddp" or (mode == "auto" and ctx.device.type == "cuda"))
+
+
+def _train_stage(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> TrainedModel:
+    """Train (or load) the task's model. Under torchrun with DDP every rank trains and rank 0
+    writes the checkpoint; otherwise rank 0 trains and the others load its checkpoint."""
+    if _use_ddp(ctx) and not (ctx.protocol.model.checkpoint and not is_null(task_id)):
+        _barrier(ctx)  # every rank sees the same "done" state before anyone trains
+        return _train_or_load(ctx, task_id, task, store)
+    return _rank0_first(ctx, lambda: _train_or_load(ctx, task_id, task, store))
+
+
 def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> TrainedModel:
     from ..models import MODELS, evaluate, load_checkpoint, save_checkpoint, train_model
     from ..models.train import TrainConfig
@@ -407,17 +420,20 @@ def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> Traine
         t = time.perf_counter()
         bar = ctx.progress.task(f"train {m.architecture} on {task_id}", cfg.epochs)
         res = train_model(model, train_ds, val_ds, cfg, checkpoint_path=d / "last.pt", resume=True,
-                          progress=lambda *a, **k: bar.advance())
+                          progress=lambda *a, **k: bar.advance(), distributed=_use_ddp(ctx))
         ctx.timings[f"train_{task_id}_s"] = time.perf_counter() - t
         model = res.model if hasattr(res, "model") else model
         model.eval()
-        metrics = evaluate(model, _TaskDataset(store, task, "test"), task.kind, device=ctx.device)
-        metrics = {k: v for k, v in metrics.items()}
-        save_checkpoint(ckpt, model, {"architecture": m.architecture, "config": {"in_channels": 1,
-                        "n_outputs": n_out, **params}, "task": task_id, "metrics": metrics,
-                        "manifest_hash": ctx.manifest_hash, "seed": train_cfg.get("seed", 0)})
-        atomic_write_json(d / "metrics.json", metrics)
-        ctx.rd.mark_done("train", key)
+        if ctx.rank == 0:  # with DDP all ranks trained; one writes
+            metrics = evaluate(model, _TaskDataset(store, task, "test"), task.kind, device=ctx.device)
+            save_checkpoint(ckpt, model, {"architecture": m.architecture, "config": {"in_channels": 1,
+                            "n_outputs": n_out, **params}, "task": task_id, "metrics": metrics,
+                            "manifest_hash": ctx.manifest_hash, "seed": train_cfg.get("seed", 0),
+                            "world_size": ctx.world if _use_ddp(ctx) else 1})
+            atomic_write_json(d / "metrics.json", metrics)
+            ctx.rd.mark_done("train", key)
+        if _use_ddp(ctx):
+            _barrier(ctx)
     model, meta = load_checkpoint(ckpt, device=ctx.device)
     model.eval()
     return TrainedModel(model, read_json(d / "metrics.json"), ckpt)

@@ -147,6 +147,10 @@ class RunSpec(_Strict):
     n_test_subjects: Optional[int] = Field(None, ge=1, description="cap on scored test subjects")
     save_maps: Literal["npz16", "nifti", "none"] = "npz16"
     seed: int = 0
+    distributed_training: Literal["auto", "ddp", "rank0"] = Field(
+        "auto", description="under torchrun: 'ddp' trains with DistributedDataParallel on all ranks, "
+        "'rank0' trains on rank 0 while the others wait; 'auto' = ddp on CUDA (SyncBatchNorm), rank0 on "
+        "CPU (PyTorch has no CPU SyncBatchNorm, so CPU DDP changes BatchNorm models)")
 
 
 class Protocol(_Strict):

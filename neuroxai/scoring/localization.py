@@ -11,10 +11,12 @@ metric (they are excluded, not zeroed). Every metric returns its *chance level*:
 of a map that ignores the mask (i.i.d. values), from which ``score()`` derives the chance-normalized
 form ``(score − chance) / (1 − chance)`` (1 = perfect, 0 = chance, < 0 = worse than chance).
 
-Ranks and ties: AUROC and AP sort each volume once and give tied values one shared rank/threshold
-(exact, as scikit-learn). Top-K metrics break ties deterministically by a stable descending
-sort: among equal values the voxel with the lower flat C-order index ``(d·H + h)·W + w`` ranks first.
-The pointing game averages over tied maxima (see ``pointing_game``).
+Ranks and ties: one ``score()`` call sorts each volume's valid voxels once (a stable descending
+sort of the map's own dtype, after compacting away the voxels outside the brain) and every
+rank-based metric — rank accuracy, top-K, AUROC, AP — reads that one order (``Ranking``). AUROC and
+AP give tied values one shared rank/threshold (exact, as scikit-learn). Top-K metrics break ties
+deterministically: among equal values the voxel with the lower flat C-order index
+``(d·H + h)·W + w`` ranks first. The pointing game averages over tied maxima (see ``pointing_game``).
 
 Relation to Quantus 0.6 (``quantus.RelevanceMassAccuracy`` …), which scores the same numbers on
 maps reshaped to ``(B,1,D·H,W)`` where the definitions coincide — the differences are listed in
@@ -22,6 +24,7 @@ each docstring and checked in ``tests/scoring/test_quantus_reference.py``.
 """
 from __future__ import annotations
 
+import contextvars
 import inspect
 from typing import Mapping, Sequence
 
@@ -35,6 +38,8 @@ from .preprocess import apply_polarity, gaussian_smooth
 METRICS: Registry = Registry("metric")
 
 _F64 = torch.float64
+# The rankings computed during one score() call, keyed by the identity of (map, mask, valid).
+_RANKINGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("neuroxai_rankings", default=None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,8 +73,10 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
     """
     _check_inputs(attr, mask, brain_mask)
     mask = mask.bool()
-    valid = (torch.ones_like(mask) if brain_mask is None
-             else brain_mask.to(attr.device).bool().expand_as(mask))
+    # A brain mask shared by the batch stays an expanded view (stride 0): ranking then compacts
+    # every volume with one index.
+    valid = (torch.ones((1, 1, *mask.shape[2:]), dtype=torch.bool, device=mask.device) if brain_mask is None
+             else brain_mask.to(attr.device).bool()).expand_as(mask)
     inside = (mask & valid).flatten(1).sum(1)
     empty = (inside == 0).nonzero().flatten().tolist()
     if empty:
@@ -85,8 +92,13 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
     if smooth_fwhm_mm:
         a = gaussian_smooth(a, smooth_fwhm_mm, spacing)
     out: dict[str, torch.Tensor] = {}
-    for name, fn, params in fns:
-        res = fn(a, mask, valid, spacing=tuple(float(s) for s in spacing), **params)
+    token = _RANKINGS.set({})  # rank-based metrics share one sort per volume
+    try:
+        results = [(name, fn(a, mask, valid, spacing=tuple(float(s) for s in spacing), **params))
+                   for name, fn, params in fns]
+    finally:
+        _RANKINGS.reset(token)
+    for name, res in results:
         extra = res[2] if len(res) == 3 else {}
         for key, (s, ch) in {name: (res[0], res[1]), **extra}.items():
             s, ch = s.to(_F64), ch.to(_F64)
@@ -172,43 +184,93 @@ def average_ranks(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.T
     return torch.where(valid, r, 0.0)
 
 
-def auroc_batched(a: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Exact AUROC per row of ``a: (B, N)`` for labels ``pos`` among ``valid`` entries: the
-    Mann–Whitney U / (n⁺ n⁻) with average ranks for ties (= ``sklearn.metrics.roc_auc_score``).
-    NaN where a row has no positive or no negative."""
-    r = average_ranks(a, valid)
-    pos = pos & valid
-    npos = pos.sum(1).to(_F64)
-    nneg = valid.sum(1).to(_F64) - npos
-    u = (r * pos).sum(1) - npos * (npos + 1) / 2
-    den = npos * nneg
-    return torch.where(den > 0, u / torch.where(den > 0, den, 1), float("nan"))
+class Ranking:
+    """The valid voxels of each volume in one stable descending order of the map's values.
+
+    Built from ``attr``, ``mask``, ``valid`` ``(B,1,D,H,W)``: the voxels outside ``valid`` are
+    dropped first (a brain mask shared by the batch is one ``index_select``; per-subject brain
+    masks are compacted row by row, padded with ``-inf``), so the sort covers only the brain, in
+    the map's own dtype (float64 only for the sums). Attributes: ``lab`` ``(B, N)`` bool — the
+    mask flag of the voxel at each sorted position (False on padding); ``n_valid`` ``(B,)``;
+    ``n_pos`` ``(B,)`` mask voxels inside the brain. ``runs(b)`` gives row b's tie runs."""
+
+    def __init__(self, attr: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor):
+        B = attr.shape[0]
+        a, m = attr.reshape(B, -1), mask.reshape(B, -1)
+        if valid.stride(0) == 0 or B == 1:  # one brain mask for the whole batch
+            idx = valid[0].reshape(-1).nonzero().squeeze(1)
+            if idx.numel() < a.shape[1]:
+                a, m = a.index_select(1, idx), m.index_select(1, idx)
+            self.n_valid = torch.full((B,), idx.numel(), device=a.device, dtype=torch.long)
+        else:
+            v = valid.reshape(B, -1)
+            self.n_valid = v.sum(1)
+            n = int(self.n_valid.max())
+            # position of each valid voxel among its row's valid voxels; invalid ones go to column n
+            pos = torch.where(v, v.cumsum(1) - 1, n)
+            a = torch.full((B, n + 1), float("-inf"), dtype=a.dtype, device=a.device).scatter_(1, pos, a)[:, :n]
+            m = torch.zeros((B, n + 1), dtype=torch.bool, device=a.device).scatter_(1, pos, m & v)[:, :n]
+        self.values, order = torch.sort(a, dim=1, descending=True, stable=True)
+        self.lab = torch.gather(m, 1, order)
+        self.n_pos = self.lab.sum(1)
+        self._runs: dict[int, tuple] = {}
+
+    def runs(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row b's runs of tied values in sorted order: ``(first, last, tp)`` — each run's first and
+        last 0-based sorted position and its number of mask voxels, ``(R,)`` each (float64)."""
+        if b not in self._runs:
+            n = int(self.n_valid[b])
+            counts = torch.unique_consecutive(self.values[b, :n], return_counts=True)[1]
+            last = counts.cumsum(0) - 1
+            first = last - counts + 1
+            cum_end = self.lab[b, :n].cumsum(0)[last]
+            tp = torch.diff(cum_end, prepend=cum_end.new_zeros(1))
+            self._runs[b] = (first.to(_F64), last.to(_F64), tp.to(_F64), cum_end.to(_F64))
+        return self._runs[b][:3]
+
+    def cum_tp_at_run_end(self, b: int) -> torch.Tensor:
+        self.runs(b)
+        return self._runs[b][3]
+
+    def top_k_hits(self, k: torch.Tensor) -> torch.Tensor:
+        """Fraction of the ``k[b]`` first sorted voxels of row b in the mask, float64 ``(B,)``."""
+        rank = torch.arange(self.lab.shape[1], device=self.lab.device).view(1, -1)
+        hits = (self.lab & (rank < k.view(-1, 1))).sum(1).to(_F64)
+        return hits / k.clamp_min(1).to(_F64)
+
+    def auroc(self) -> torch.Tensor:
+        """Mann–Whitney U / (n⁺ n⁻) with average ranks for ties; NaN without positives or negatives.
+        A tie run at descending positions [f, l] has ascending average rank n − (f + l)/2."""
+        out = []
+        for b in range(self.lab.shape[0]):
+            first, last, tp = self.runs(b)
+            n, npos = float(self.n_valid[b]), float(self.n_pos[b])
+            nneg = n - npos
+            u = (tp * (n - (first + last) / 2)).sum() - npos * (npos + 1) / 2
+            out.append(u / (npos * nneg) if npos * nneg > 0 else u.new_tensor(float("nan")))
+        return torch.stack(out)
+
+    def average_precision(self) -> torch.Tensor:
+        """Σ over tie runs of (positives in run) × precision at the run's end / n⁺; NaN without positives."""
+        out = []
+        for b in range(self.lab.shape[0]):
+            first, last, tp = self.runs(b)
+            npos = float(self.n_pos[b])
+            prec = self.cum_tp_at_run_end(b) / (last + 1)
+            out.append((tp * prec).sum() / npos if npos > 0 else prec.new_tensor(float("nan")))
+        return torch.stack(out)
 
 
-def average_precision_batched(a: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Average precision per row (= ``sklearn.metrics.average_precision_score``):
-    AP = Σₜ (Rₜ − Rₜ₋₁) Pₜ over the distinct values t in descending order, tied values entering as
-    one threshold. Equivalently the mean over positives of the precision at the end of the
-    positive's tie run. Invalid entries sort last and never count. NaN where a row has no positive."""
-    vs, order = torch.sort(torch.where(valid, a.to(_F64), float("-inf")), dim=1, descending=True)
-    lab = torch.gather(pos & valid, 1, order)
-    _, last = tie_bounds(vs)
-    tp = lab.cumsum(1).to(_F64)
-    prec_at_end = torch.gather(tp, 1, last) / (last + 1).to(_F64)
-    npos = lab.sum(1).to(_F64)
-    s = (prec_at_end * lab).sum(1)
-    return torch.where(npos > 0, s / npos.clamp_min(1), float("nan"))
-
-
-def topk_in_mask(a: torch.Tensor, m: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Fraction of the ``k[b]`` highest valid entries of row b of ``a: (B, N)`` that lie in ``m``.
-    Ties: stable descending sort, so among equal values the lower flat index ranks first."""
-    vals = torch.where(v, a.to(_F64), float("-inf"))
-    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
-    ms = torch.gather(m & v, 1, order)
-    rank = torch.arange(a.shape[1], device=a.device).view(1, -1)
-    hits = (ms & (rank < k.view(-1, 1))).sum(1).to(_F64)
-    return hits / k.clamp_min(1).to(_F64)
+def ranking(attr: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> Ranking:
+    """The ``Ranking`` of (attr, mask, valid); built once per ``score()`` call and shared."""
+    cache = _RANKINGS.get()
+    key = (id(attr), id(mask), id(valid))
+    if cache is not None and key in cache:
+        return cache[key]
+    r = Ranking(attr, mask, valid)
+    if cache is not None:
+        cache[key] = r
+    return r
 
 
 def _share(m, v):
@@ -228,10 +290,10 @@ def relevance_mass_accuracy(attr, mask, valid, *, spacing=None):
     Quantus 0.6 divides by the plain sum Σa (negatives included); for non-negative maps (our
     default ``polarity="positive"``) the two coincide.
     """
-    a, m, v = _flat(attr.to(_F64).clamp_min(0), mask, valid)
-    a = a * v
-    tot = a.sum(1)
-    inside = (a * m).sum(1)
+    a, m, v = _flat(attr.clamp_min(0), mask, valid)
+    a = torch.where(v, a, 0)
+    tot = a.sum(1, dtype=_F64)
+    inside = torch.where(m, a, 0).sum(1, dtype=_F64)
     s = torch.where(tot > 0, inside / torch.where(tot > 0, tot, 1), 0.0)
     return s, _share(m, v)
 
@@ -245,9 +307,8 @@ def relevance_rank_accuracy(attr, mask, valid, *, spacing=None):
     Quantus 0.6 uses the same K but ``np.argsort(-a)`` (not stable), so tied values may be broken
     differently; without ties the two coincide.
     """
-    a, m, v = _flat(attr, mask, valid)
-    k = (m & v).sum(1)
-    return topk_in_mask(a, m, v, k), _share(m, v)
+    r = ranking(attr, mask, valid)
+    return r.top_k_hits(r.n_pos), r.n_pos.to(_F64) / r.n_valid.to(_F64)
 
 
 @METRICS.register("top_k_intersection")
@@ -262,9 +323,9 @@ def top_k_intersection(attr, mask, valid, *, spacing=None, k: float = 0.05):
     if not 0 < float(k) <= 1:
         raise ConfigError("top_k_intersection k is a fraction of the brain voxels", path="metrics.top_k_intersection.k",
                           expected="0 < k ≤ 1", found=k)
-    a, m, v = _flat(attr, mask, valid)
-    n = (v.sum(1).to(_F64) * float(k)).round().long().clamp_min(1)
-    return topk_in_mask(a, m, v, n), _share(m, v)
+    r = ranking(attr, mask, valid)
+    n = (r.n_valid.to(_F64) * float(k)).round().long().clamp_min(1)
+    return r.top_k_hits(n), r.n_pos.to(_F64) / r.n_valid.to(_F64)
 
 
 @METRICS.register("auroc")
@@ -274,8 +335,7 @@ def auroc(attr, mask, valid, *, spacing=None):
     introduction to ROC analysis", Pattern Recognit. Lett. 27:861; = sklearn ``roc_auc_score`` and
     Quantus' ``AUC``). One sort per volume. Chance 0.5. A mask covering the whole brain has no
     negatives: NaN."""
-    a, m, v = _flat(attr, mask, valid)
-    s = auroc_batched(a, m, v)
+    s = ranking(attr, mask, valid).auroc()
     return s, torch.full_like(s, 0.5)
 
 
@@ -285,8 +345,8 @@ def average_precision(attr, mask, valid, *, spacing=None):
     sklearn ``average_precision_score`` (Zhu 2004; Everingham et al. 2010 without interpolation).
     One sort per volume. Chance: the mask's share of the valid voxels (the precision of a random
     ranking)."""
-    a, m, v = _flat(attr, mask, valid)
-    return average_precision_batched(a, m, v), _share(m, v)
+    r = ranking(attr, mask, valid)
+    return r.average_precision(), r.n_pos.to(_F64) / r.n_valid.to(_F64)
 
 
 @METRICS.register("pointing_game")
@@ -310,7 +370,7 @@ def pointing_game(attr, mask, valid, *, spacing=(1.0, 1.0, 1.0), tolerance_mm: f
         raise ConfigError("pointing-game tie rule", path="metrics.pointing_game.ties",
                           expected=["average", "first", "any"], found=repr(ties))
     dil = dilate_mm(mask, float(tolerance_mm), spacing) if tolerance_mm > 0 else mask
-    a, d, v = _flat(attr.to(_F64), dil, valid)
+    a, d, v = _flat(attr, dil, valid)
     x = torch.where(v, a, float("-inf"))
     if ties == "first":  # torch.argmax returns the first maximal index
         hit = torch.gather(d & v, 1, x.argmax(1, keepdim=True))[:, 0].to(_F64)

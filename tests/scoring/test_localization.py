@@ -356,3 +356,29 @@ def test_scores_monotone_when_relevance_moves_into_the_mask(seed, frac):
     for k in names:
         assert s2[k].item() >= s1[k].item() - 1e-12, k
     assert s2["relevance_mass_accuracy"].item() > s1["relevance_mass_accuracy"].item()
+
+
+def test_per_subject_brain_masks_match_sklearn_and_a_stable_numpy_ranking():
+    """Brain masks that differ per subject (other voxel counts) take the row-by-row compaction
+    path of the shared ranking; ties are heavy (integer maps) and every rank metric must still
+    equal its reference computed on that subject's brain voxels alone."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    g = torch.Generator().manual_seed(11)
+    a = torch.randint(0, 5, (3, 1, 9, 8, 7), generator=g).float()
+    m = torch.rand(3, 1, 9, 8, 7, generator=g) < 0.2
+    brain = torch.rand(3, 1, 9, 8, 7, generator=g) < torch.tensor([0.5, 0.8, 0.95]).view(3, 1, 1, 1, 1)
+    s = score(a, m, {"auroc": {}, "average_precision": {}, "relevance_rank_accuracy": {},
+                     "top_k_intersection": {"k": 0.1}}, brain_mask=brain, polarity="raw")
+    for b in range(3):
+        v = brain[b].flatten().numpy()
+        x, y = a[b].flatten().numpy()[v], m[b].flatten().numpy()[v]
+        assert s["auroc"][b].item() == pytest.approx(roc_auc_score(y, x), abs=1e-12)
+        assert s["average_precision"][b].item() == pytest.approx(average_precision_score(y, x), abs=1e-12)
+        order = np.argsort(-x, kind="stable")  # ties: lower flat index first
+        k = int(y.sum())
+        assert s["relevance_rank_accuracy"][b].item() == pytest.approx(y[order[:k]].mean(), abs=1e-12)
+        n = max(1, int(round(0.1 * len(x))))
+        assert s["top_k_intersection"][b].item() == pytest.approx(y[order[:n]].sum() / n, abs=1e-12)
+        assert s["auroc_chance"][b].item() == 0.5
+        assert s["average_precision_chance"][b].item() == pytest.approx(y.mean(), abs=1e-12)

@@ -188,17 +188,32 @@ def _grid_points(shape: Sequence[int], affine: np.ndarray) -> torch.Tensor:
     return (idx @ a[:3, :3].T + a[:3, 3]).float()
 
 
+def _sample_grid(vol_shape: Sequence[int], affine: np.ndarray, pts: torch.Tensor) -> torch.Tensor:
+    """``grid_sample``'s normalized grid ``(1, 1, 1, N, 3)`` for world points ``pts: (..., 3)`` in a
+    volume of spatial shape ``vol_shape`` with voxel→world ``affine``: world → voxel → [-1, 1],
+    axes reversed (grid_sample wants (W, H, D) order), folded into one affine map (one matmul)."""
+    inv = np.linalg.inv(affine)
+    sizes = np.array([max(s - 1, 1) for s in vol_shape], dtype=np.float64)
+    m = (2 / sizes)[:, None] * inv[:3, :3]
+    b = 2 / sizes * inv[:3, 3] - 1
+    m, b = m[::-1], b[::-1]
+    x = pts.reshape(-1, 3)
+    if np.count_nonzero(m[:, ::-1] - np.diag(np.diag(m[:, ::-1]))) == 0:  # axis-aligned: no matmul
+        d = np.diag(m[:, ::-1])
+        g = torch.stack([x[:, 2 - j] * float(d[j]) + float(b[j]) for j in range(3)], -1)
+    else:
+        g = torch.addmm(torch.as_tensor(b.copy(), dtype=torch.float32), x,
+                        torch.as_tensor(m.copy(), dtype=torch.float32).T)
+    return g.reshape(1, 1, 1, -1, 3)
+
+
 def _sample(vol: torch.Tensor, affine: np.ndarray, pts: torch.Tensor, mode: str = "bilinear",
-            padding: str = "zeros") -> torch.Tensor:
-    """Sample ``vol: (C, X, Y, Z)`` (voxel→world ``affine``) at world points ``pts: (..., 3)``."""
-    inv = torch.as_tensor(np.linalg.inv(affine), dtype=torch.float32)
-    vox = pts @ inv[:3, :3].T + inv[:3, 3]
-    sizes = torch.tensor([max(s - 1, 1) for s in vol.shape[1:]], dtype=torch.float32)
-    norm = (vox / sizes * 2 - 1).flip(-1)  # grid_sample wants (z-fastest) = (W, H, D) order
-    lead = pts.shape[:-1]
-    g = norm.reshape(1, 1, 1, -1, 3)
+            padding: str = "zeros", grid: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample ``vol: (C, X, Y, Z)`` (voxel→world ``affine``) at world points ``pts: (..., 3)``
+    (``grid``: a precomputed ``_sample_grid`` of the same points, to sample several volumes)."""
+    g = _sample_grid(vol.shape[1:], affine, pts) if grid is None else grid
     out = F.grid_sample(vol[None], g, mode=mode, padding_mode=padding, align_corners=True)
-    return out.reshape(vol.shape[0], *lead)
+    return out.reshape(vol.shape[0], *pts.shape[:-1])
 
 
 def _integrate_svf(v: torch.Tensor, affine: np.ndarray, steps: int = 7) -> torch.Tensor:
@@ -330,8 +345,9 @@ class _Generator:
         d_reg = _integrate_svf(-a * self.box_u, self.box_aff)
         sl = self.box_slices  # the regional field is zero outside its box: sample only there
         y[sl] = y[sl] + _sample(d_reg, self.box_aff, y[sl]).permute(1, 2, 3, 0)
-        lin = _sample(self.tpl.linear, self.tpl.affine, y)
-        seg = _sample(self.tpl.atlas, self.tpl.affine, y, mode="nearest")[0].round()
+        grid = _sample_grid(self.tpl.linear.shape[1:], self.tpl.affine, y)  # shared by both samplings
+        lin = _sample(self.tpl.linear, self.tpl.affine, y, grid=grid)
+        seg = _sample(self.tpl.atlas, self.tpl.affine, y, mode="nearest", grid=grid)[0].round()
         t1, wm, brain = lin[0], lin[1], lin[2] > 0.5
         seg = torch.where(brain, seg, torch.zeros_like(seg))
         # Lesions: hypointense blobs inside WM probability > 0.9.

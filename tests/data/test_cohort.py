@@ -37,6 +37,17 @@ def test_manifest_is_valid_and_complete(cohort):
     assert "".join(nib.aff2axcodes(img.affine)) == "RAS"
 
 
+def test_check_manifest_cli_accepts_the_cohort(cohort):
+    from typer.testing import CliRunner
+
+    from neuroxai.cli import app
+
+    _, path = cohort
+    r = CliRunner().invoke(app, ["check-manifest", str(path)])
+    assert r.exit_code == 0, r.output
+    assert str(N) in r.output
+
+
 def test_same_seed_byte_identical_other_seed_differs(cohort, tmp_path):
     d, path = cohort
     p2 = generate_cohort(tmp_path / "again", n=4, spacing=SP, seed=0)

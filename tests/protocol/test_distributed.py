@@ -19,8 +19,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_torchrun_two_ranks_equals_single_process(tmp_path, tiny_protocol, strip_results):
-    proto = tiny_protocol
+def _single_and_two_ranks(tmp_path, proto, port: int) -> tuple[dict, dict]:
+    """Run ``proto`` in one process and under ``torchrun`` with 2 CPU ranks; both results.json."""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -28,11 +28,15 @@ def test_torchrun_two_ranks_equals_single_process(tmp_path, tiny_protocol, strip
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
     dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", "29533", str(script), str(proto), str(tmp_path / "dist")],
+                           "--master-port", str(port), str(script), str(proto), str(tmp_path / "dist")],
                           env=env, capture_output=True, text=True, timeout=600)
     assert dist.returncode == 0, dist.stderr[-3000:]
-    a = json.loads((tmp_path / "single" / "results.json").read_text())
-    b = json.loads((tmp_path / "dist" / "results.json").read_text())
+    return (json.loads((tmp_path / "single" / "results.json").read_text()),
+            json.loads((tmp_path / "dist" / "results.json").read_text()))
+
+
+def test_torchrun_two_ranks_equals_single_process(tmp_path, tiny_protocol, strip_results):
+    a, b = _single_and_two_ranks(tmp_path, tiny_protocol, 29533)
     assert json.dumps(strip_results(a), sort_keys=True) == json.dumps(strip_results(b), sort_keys=True)
     assert b["provenance"]["world_size"] == 2
     # both ranks wrote chunks: with batch 2 there are several chunks per method
@@ -68,18 +72,7 @@ def test_torchrun_ddp_training_matches_single_process_within_float_tolerance(tmp
     text = text.replace("run: {device: cpu,", "run: {distributed_training: ddp, device: cpu,")
     assert "batch_norm: false" in text and "distributed_training: ddp" in text
     proto.write_text(text)
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(script), str(proto), str(tmp_path / "single")], env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-2000:]
-    dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", "29537", str(script), str(proto), str(tmp_path / "dist")],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert dist.returncode == 0, dist.stderr[-3000:]
-    a = json.loads((tmp_path / "single" / "results.json").read_text())
-    b = json.loads((tmp_path / "dist" / "results.json").read_text())
+    a, b = _single_and_two_ranks(tmp_path, proto, 29537)
     assert _close(strip_results(a), strip_results(b)) == []
     ck = next((tmp_path / "dist").glob("stages/train/*/model.pt"))
     import torch

@@ -77,7 +77,7 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
     # every volume with one index.
     valid = (torch.ones((1, 1, *mask.shape[2:]), dtype=torch.bool, device=mask.device) if brain_mask is None
              else brain_mask.to(attr.device).bool()).expand_as(mask)
-    inside = (mask & valid).flatten(1).sum(1)
+    inside = _count(mask & valid)
     empty = (inside == 0).nonzero().flatten().tolist()
     if empty:
         raise MaskError("empty ground-truth mask (inside the brain mask)", expected="≥ 1 mask voxel per subject",
@@ -151,10 +151,6 @@ def _check_params(name, fn, params):
 
 # ----------------------------------------------------------------------------------------------
 # batched, tie-aware ranking (one sort per volume)
-def _flat(*xs):
-    return [x.reshape(x.shape[0], -1) for x in xs]
-
-
 def tie_bounds(vs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For rows of sorted values ``vs: (B, N)``, the first and last 0-based position of each
     element's run of equal values, both ``(B, N)`` long. Runs never cross rows."""
@@ -184,15 +180,32 @@ def average_ranks(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.T
     return torch.where(valid, r, 0.0)
 
 
+def _sort_keys(a: torch.Tensor) -> torch.Tensor:
+    """Integer keys whose ascending order is the descending order of ``a`` (float32 → int32,
+    float64 → int64), equal exactly where the values are equal: an integer sort is about 1.5× faster
+    than a float sort on CPU. ``−a + 0.0`` turns −0.0 into +0.0 (equal floats, one bit pattern);
+    flipping the magnitude bits of negative numbers makes the signed-integer order the float
+    order (the usual radix-sort transform)."""
+    if a.dtype not in (torch.float32, torch.float64):
+        a = a.float()
+    k = a.neg().add_(0.0)
+    bits = k.view(torch.int32 if k.dtype == torch.float32 else torch.int64)
+    width = 31 if k.dtype == torch.float32 else 63
+    return bits ^ ((bits >> width) & ((1 << width) - 1))
+
+
 class Ranking:
     """The valid voxels of each volume in one stable descending order of the map's values.
 
     Built from ``attr``, ``mask``, ``valid`` ``(B,1,D,H,W)``: the voxels outside ``valid`` are
     dropped first (a brain mask shared by the batch is one ``index_select``; per-subject brain
-    masks are compacted row by row, padded with ``-inf``), so the sort covers only the brain, in
-    the map's own dtype (float64 only for the sums). Attributes: ``lab`` ``(B, N)`` bool — the
-    mask flag of the voxel at each sorted position (False on padding); ``n_valid`` ``(B,)``;
-    ``n_pos`` ``(B,)`` mask voxels inside the brain. ``runs(b)`` gives row b's tie runs."""
+    masks are compacted row by row, padded), so the sort covers only the brain. The sort is an
+    ascending stable sort of integer keys of ``−value`` (``_sort_keys``): descending values, ties in
+    flat-index order, and ``keys`` sorted ascending for ``searchsorted``. Attributes: ``keys``
+    ``(B, N)`` sorted; ``lab`` ``(B, N)`` bool — the mask flag at each sorted position (False on
+    padding); ``n_valid``, ``n_pos`` ``(B,)``. ``tie_span(b)`` gives, for row b's mask voxels, their
+    sorted positions and the first/last position of their run of tied values — AUROC and AP then
+    cost O(n⁺ log n) per volume after the sort, however many ties there are."""
 
     def __init__(self, attr: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor):
         B = attr.shape[0]
@@ -204,60 +217,57 @@ class Ranking:
             self.n_valid = torch.full((B,), idx.numel(), device=a.device, dtype=torch.long)
         else:
             v = valid.reshape(B, -1)
-            self.n_valid = v.sum(1)
+            self.n_valid = torch.count_nonzero(v, dim=1)
             n = int(self.n_valid.max())
             # position of each valid voxel among its row's valid voxels; invalid ones go to column n
             pos = torch.where(v, v.cumsum(1) - 1, n)
             a = torch.full((B, n + 1), float("-inf"), dtype=a.dtype, device=a.device).scatter_(1, pos, a)[:, :n]
             m = torch.zeros((B, n + 1), dtype=torch.bool, device=a.device).scatter_(1, pos, m & v)[:, :n]
-        self.values, order = torch.sort(a, dim=1, descending=True, stable=True)
+        self.keys, order = torch.sort(_sort_keys(a), dim=1, stable=True)  # padding (−inf) → last
         self.lab = torch.gather(m, 1, order)
-        self.n_pos = self.lab.sum(1)
-        self._runs: dict[int, tuple] = {}
+        self.n_pos = torch.count_nonzero(self.lab, dim=1)
 
-    def runs(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Row b's runs of tied values in sorted order: ``(first, last, tp)`` — each run's first and
-        last 0-based sorted position and its number of mask voxels, ``(R,)`` each (float64)."""
-        if b not in self._runs:
-            n = int(self.n_valid[b])
-            counts = torch.unique_consecutive(self.values[b, :n], return_counts=True)[1]
-            last = counts.cumsum(0) - 1
-            first = last - counts + 1
-            cum_end = self.lab[b, :n].cumsum(0)[last]
-            tp = torch.diff(cum_end, prepend=cum_end.new_zeros(1))
-            self._runs[b] = (first.to(_F64), last.to(_F64), tp.to(_F64), cum_end.to(_F64))
-        return self._runs[b][:3]
-
-    def cum_tp_at_run_end(self, b: int) -> torch.Tensor:
-        self.runs(b)
-        return self._runs[b][3]
+    def tie_span(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row b's mask voxels: ``(p, first, last)`` — each one's sorted position and the first and
+        last sorted position of its run of tied values, long ``(n⁺,)`` each, ``p`` ascending."""
+        n = int(self.n_valid[b])
+        keys = self.keys[b, :n]
+        p = self.lab[b, :n].nonzero().squeeze(1)
+        k = keys[p]
+        first = torch.searchsorted(keys, k, right=False)
+        last = torch.searchsorted(keys, k, right=True) - 1
+        return p, first, last
 
     def top_k_hits(self, k: torch.Tensor) -> torch.Tensor:
         """Fraction of the ``k[b]`` first sorted voxels of row b in the mask, float64 ``(B,)``."""
         rank = torch.arange(self.lab.shape[1], device=self.lab.device).view(1, -1)
-        hits = (self.lab & (rank < k.view(-1, 1))).sum(1).to(_F64)
+        hits = torch.count_nonzero(self.lab & (rank < k.view(-1, 1)), dim=1).to(_F64)
         return hits / k.clamp_min(1).to(_F64)
 
     def auroc(self) -> torch.Tensor:
         """Mann–Whitney U / (n⁺ n⁻) with average ranks for ties; NaN without positives or negatives.
-        A tie run at descending positions [f, l] has ascending average rank n − (f + l)/2."""
+        A voxel in a tie run at descending positions [f, l] has ascending average rank n − (f + l)/2."""
         out = []
         for b in range(self.lab.shape[0]):
-            first, last, tp = self.runs(b)
+            _, first, last = self.tie_span(b)
             n, npos = float(self.n_valid[b]), float(self.n_pos[b])
-            nneg = n - npos
-            u = (tp * (n - (first + last) / 2)).sum() - npos * (npos + 1) / 2
-            out.append(u / (npos * nneg) if npos * nneg > 0 else u.new_tensor(float("nan")))
+            u = (n - (first + last).to(_F64) / 2).sum() - npos * (npos + 1) / 2
+            den = npos * (n - npos)
+            out.append(u / den if den > 0 else u.new_tensor(float("nan")))
         return torch.stack(out)
 
     def average_precision(self) -> torch.Tensor:
-        """Σ over tie runs of (positives in run) × precision at the run's end / n⁺; NaN without positives."""
+        """Mean over mask voxels of the precision at the end of their tie run: TP(l) / (l + 1), with
+        TP(l) the mask voxels at sorted positions ≤ l (= sklearn's Σ (Rₜ − Rₜ₋₁) Pₜ); NaN without
+        positives."""
         out = []
         for b in range(self.lab.shape[0]):
-            first, last, tp = self.runs(b)
+            p, _, last = self.tie_span(b)
             npos = float(self.n_pos[b])
-            prec = self.cum_tp_at_run_end(b) / (last + 1)
-            out.append((tp * prec).sum() / npos if npos > 0 else prec.new_tensor(float("nan")))
+            tp = torch.searchsorted(p, last, right=True)
+            ap = (tp.to(_F64) / (last + 1).to(_F64)).sum() / npos if npos > 0 else torch.tensor(
+                float("nan"), dtype=_F64, device=p.device)
+            out.append(ap)
         return torch.stack(out)
 
 
@@ -273,9 +283,28 @@ def ranking(attr: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor) -> Rank
     return r
 
 
+_DIMS = (1, 2, 3, 4)
+
+
+def _count(x: torch.Tensor) -> torch.Tensor:
+    """Number of True voxels per subject of ``x: (B,1,D,H,W)`` bool, long ``(B,)``. Counts without
+    casting to int64 first (``bool.sum`` does, a full-size copy), and once for a brain mask shared
+    by the batch (an expanded view, stride 0)."""
+    if x.stride(0) == 0 and x.shape[0] > 1:
+        return torch.count_nonzero(x[:1], dim=_DIMS).expand(x.shape[0])
+    return torch.count_nonzero(x, dim=_DIMS)
+
+
+def _sum64(x: torch.Tensor) -> torch.Tensor:
+    """Per-subject sum of ``x: (B,1,D,H,W)`` float as float64 ``(B,)``: float32 sums along W (a few
+    hundred voxels), then float64 across rows — accurate without a float64 copy of the volume."""
+    return x.sum(-1).to(_F64).sum((1, 2, 3))
+
+
 def _share(m, v):
-    """Fraction of valid voxels inside ``m``: the chance level of most metrics."""
-    return (m & v).sum(1).to(_F64) / v.sum(1).to(_F64)
+    """Fraction of valid voxels inside ``m`` (both ``(B,1,D,H,W)`` bool): the chance level of most
+    metrics."""
+    return _count(m & v).to(_F64) / _count(v).to(_F64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,12 +319,11 @@ def relevance_mass_accuracy(attr, mask, valid, *, spacing=None):
     Quantus 0.6 divides by the plain sum Σa (negatives included); for non-negative maps (our
     default ``polarity="positive"``) the two coincide.
     """
-    a, m, v = _flat(attr.clamp_min(0), mask, valid)
-    a = torch.where(v, a, 0)
-    tot = a.sum(1, dtype=_F64)
-    inside = torch.where(m, a, 0).sum(1, dtype=_F64)
+    a = torch.where(valid, attr.clamp_min(0), 0)
+    tot = _sum64(a)
+    inside = _sum64(torch.where(mask, a, 0))
     s = torch.where(tot > 0, inside / torch.where(tot > 0, tot, 1), 0.0)
-    return s, _share(m, v)
+    return s, _share(mask, valid)
 
 
 @METRICS.register("relevance_rank_accuracy")
@@ -370,15 +398,15 @@ def pointing_game(attr, mask, valid, *, spacing=(1.0, 1.0, 1.0), tolerance_mm: f
         raise ConfigError("pointing-game tie rule", path="metrics.pointing_game.ties",
                           expected=["average", "first", "any"], found=repr(ties))
     dil = dilate_mm(mask, float(tolerance_mm), spacing) if tolerance_mm > 0 else mask
-    a, d, v = _flat(attr, dil, valid)
-    x = torch.where(v, a, float("-inf"))
+    x = torch.where(valid, attr, float("-inf"))
     if ties == "first":  # torch.argmax returns the first maximal index
-        hit = torch.gather(d & v, 1, x.argmax(1, keepdim=True))[:, 0].to(_F64)
-        return hit, _share(d, v)
-    top = (x == x.amax(1, keepdim=True)) & v
-    n_in = (top & d).sum(1).to(_F64)
-    hit = (n_in > 0).to(_F64) if ties == "any" else n_in / top.sum(1).to(_F64)
-    return hit, _share(d, v)
+        first = x.reshape(x.shape[0], -1).argmax(1, keepdim=True)
+        hit = torch.gather((dil & valid).reshape(x.shape[0], -1), 1, first)[:, 0].to(_F64)
+        return hit, _share(dil, valid)
+    top = (x == x.amax(_DIMS, keepdim=True)) & valid
+    n_in = _count(top & dil).to(_F64)
+    hit = (n_in > 0).to(_F64) if ties == "any" else n_in / _count(top).to(_F64)
+    return hit, _share(dil, valid)
 
 
 def bounding_box(mask: torch.Tensor) -> torch.Tensor:

@@ -382,3 +382,16 @@ def test_per_subject_brain_masks_match_sklearn_and_a_stable_numpy_ranking():
         assert s["top_k_intersection"][b].item() == pytest.approx(y[order[:n]].sum() / n, abs=1e-12)
         assert s["auroc_chance"][b].item() == 0.5
         assert s["average_precision_chance"][b].item() == pytest.approx(y.mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_integer_sort_keys_order_descending_and_keep_exact_ties(dtype):
+    from neuroxai.scoring.localization import _sort_keys
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(500, generator=g, dtype=dtype) * 10 ** torch.randint(-30, 30, (500,), generator=g),
+                   torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 1.5, 1.5], dtype=dtype)])
+    k = _sort_keys(x)
+    order = torch.sort(k, stable=True).indices
+    assert (x[order][:-1] >= x[order][1:]).all()  # descending values
+    assert torch.equal(k[:, None] == k[None, :], x[:, None] == x[None, :])  # equal keys ⇔ equal values (±0 too)

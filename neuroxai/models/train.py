@@ -22,6 +22,7 @@ models without BatchNorm. Dropout masks are drawn per rank. Rank 0 writes the ch
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -254,7 +255,8 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         if dev.type == "cuda":
-            train_net = nn.SyncBatchNorm.convert_sync_batchnorm(_copy_module(model))
+            # on a copy: the conversion replaces the BatchNorm modules of the model it is given
+            train_net = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))
         elif any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in model.modules()):
             log.warning("DDP on CPU: BatchNorm statistics are per rank (PyTorch has no CPU "
                         "SyncBatchNorm); the result differs from one process with the same batch")
@@ -363,12 +365,6 @@ class _ShareRecorder:
 
     def __len__(self):
         return len(self.sampler)
-
-
-def _copy_module(model: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 @torch.no_grad()

@@ -11,8 +11,8 @@ metric (they are excluded, not zeroed). Every metric returns its *chance level*:
 of a map that ignores the mask (i.i.d. values), from which ``score()`` derives the chance-normalized
 form ``(score − chance) / (1 − chance)`` (1 = perfect, 0 = chance, < 0 = worse than chance).
 
-Ranks and ties: one ``score()`` call sorts each volume's valid voxels once (a stable descending
-sort of the map's own dtype, after compacting away the voxels outside the brain) and every
+Ranks and ties: one ``score()`` call sorts each volume's valid voxels once (a stable sort of
+integer keys of the values, after compacting away the voxels outside the brain) and every
 rank-based metric — rank accuracy, top-K, AUROC, AP — reads that one order (``Ranking``). AUROC and
 AP give tied values one shared rank/threshold (exact, as scikit-learn). Top-K metrics break ties
 deterministically: among equal values the voxel with the lower flat C-order index
@@ -226,17 +226,19 @@ class Ranking:
         self.keys, order = torch.sort(_sort_keys(a), dim=1, stable=True)  # padding (−inf) → last
         self.lab = torch.gather(m, 1, order)
         self.n_pos = torch.count_nonzero(self.lab, dim=1)
+        self._spans: dict[int, tuple] = {}  # AUROC and AP in one call share them
 
     def tie_span(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Row b's mask voxels: ``(p, first, last)`` — each one's sorted position and the first and
         last sorted position of its run of tied values, long ``(n⁺,)`` each, ``p`` ascending."""
-        n = int(self.n_valid[b])
-        keys = self.keys[b, :n]
-        p = self.lab[b, :n].nonzero().squeeze(1)
-        k = keys[p]
-        first = torch.searchsorted(keys, k, right=False)
-        last = torch.searchsorted(keys, k, right=True) - 1
-        return p, first, last
+        if b not in self._spans:
+            n = int(self.n_valid[b])
+            keys = self.keys[b, :n]
+            p = self.lab[b, :n].nonzero().squeeze(1)
+            k = keys[p]
+            self._spans[b] = (p, torch.searchsorted(keys, k, right=False),
+                              torch.searchsorted(keys, k, right=True) - 1)
+        return self._spans[b]
 
     def top_k_hits(self, k: torch.Tensor) -> torch.Tensor:
         """Fraction of the ``k[b]`` first sorted voxels of row b in the mask, float64 ``(B,)``."""

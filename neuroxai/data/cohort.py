@@ -50,7 +50,7 @@ from .volume import Grid
 
 log = logging.getLogger(__name__)
 
-COHORT_VERSION = 1
+COHORT_VERSION = 2  # 2: writes the signal-support mask
 DEFAULT_REGIONS = ("Hippocampus_L", "Hippocampus_R")
 CREDITS = ("ICBM 2009a nonlinear symmetric MNI152 template (Fonov et al. 2009, 2011; McConnell Brain "
            "Imaging Centre), shipped in nilearn; AAL3 atlas (Rolls, Huang, Lin, Feng & Joliot 2020; "
@@ -252,6 +252,7 @@ class CohortParams:
     bias: float = 0.10           # amplitude of the log bias field
     noise: float = 0.03          # Rician noise SD as a fraction of the WM intensity
     margin_mm: float = 10.0      # field of view: brain bounding box + margin
+    signal_tol_mm: float = 0.5   # signal support: where a 1-SD latent moves tissue by more than this
 
     def as_dict(self) -> dict:
         d = self.__dict__.copy()
@@ -316,6 +317,11 @@ class _Generator:
             w = (w / 0.5).clamp(max=1.0)
             u += w * (pts - c).permute(3, 0, 1, 2)
         self.box_u, self.box_aff = u, box_aff
+        # How far a latent of ±1 SD moves each point of the box (mm): the subject's signal support
+        # is where this exceeds signal_tol_mm (see ``signal_support``).
+        a1 = self.p.effect / 3.0
+        self.box_reach = torch.maximum(_integrate_svf(-a1 * u, box_aff).norm(dim=0),
+                                       _integrate_svf(a1 * u, box_aff).norm(dim=0))[None]
         # Output voxels whose (globally deformed) position can fall in the box: its world extent
         # plus the largest global displacement and head-scale change, as slices of the output grid.
         w_lo = box_aff[:3, 3] - 25.0
@@ -344,16 +350,24 @@ class _Generator:
         a = p.effect * z / 3.0
         d_reg = _integrate_svf(-a * self.box_u, self.box_aff)
         sl = self.box_slices  # the regional field is zero outside its box: sample only there
+        signal = torch.zeros(self.grid.shape, dtype=torch.bool)
+        signal[sl] = _sample(self.box_reach, self.box_aff, y[sl])[0] > p.signal_tol_mm
+        y_box = y[sl].clone()
         y[sl] = y[sl] + _sample(d_reg, self.box_aff, y[sl]).permute(1, 2, 3, 0)
         grid = _sample_grid(self.tpl.linear.shape[1:], self.tpl.affine, y)  # shared by both samplings
         lin = _sample(self.tpl.linear, self.tpl.affine, y, grid=grid)
+        # Lesion sites and the noise level come from the WM map *before* the regional change, so
+        # the latent alters the image only where the regional field moves tissue.
+        wm_pre = lin[1].clone()
+        wm_pre[sl] = _sample(self.tpl.linear[1:2], self.tpl.affine, y_box)[0]
         seg = _sample(self.tpl.atlas, self.tpl.affine, y, mode="nearest", grid=grid)[0].round()
         t1, wm, brain = lin[0], lin[1], lin[2] > 0.5
         seg = torch.where(brain, seg, torch.zeros_like(seg))
+        signal &= brain
         # Lesions: hypointense blobs inside WM probability > 0.9.
         lesion = torch.zeros_like(brain)
         n_les = int(rng.poisson(2.0) + 1) if rng.random() < p.lesion_fraction else 0
-        wm_core = torch.nonzero((wm > 0.9).flatten()).flatten()
+        wm_core = torch.nonzero((wm_pre > 0.9).flatten()).flatten()
         profile = torch.zeros_like(t1)
         for _ in range(n_les if len(wm_core) else 0):
             centre = self.pts.reshape(-1, 3)[wm_core[int(rng.integers(len(wm_core)))]]
@@ -362,19 +376,20 @@ class _Generator:
             rv = int(math.ceil(r / p.spacing)) + 1
             sl = tuple(slice(max(0, c - rv), c + rv + 1) for c in cv)
             dist2 = ((self.pts[sl] - centre) ** 2).sum(-1)
-            lesion[sl] |= (dist2 <= r * r) & (wm[sl] > 0.9)
+            lesion[sl] |= (dist2 <= r * r) & (wm_pre[sl] > 0.9)
             profile[sl] = torch.maximum(profile[sl], torch.exp(-dist2 / (2 * (0.6 * r) ** 2)))
         t1 = torch.where(lesion, t1 * (1 - p.lesion_depth * (0.5 + 0.5 * profile)), t1)
         # Bias field, contrast jitter, Rician noise.
         bias = torch.exp(p.bias * _smooth_noise(gen, (3, 3, 3), self.grid.shape, 1)[0])
         gamma = float(rng.uniform(0.9, 1.1))
         t1 = 255.0 * (t1.clamp_min(0) / 255.0) ** gamma * bias
-        sd = p.noise * float(t1[wm > 0.9].mean()) if bool((wm > 0.9).any()) else p.noise * 100
+        core = wm_pre > 0.9
+        sd = p.noise * float(t1[core].mean()) if bool(core.any()) else p.noise * 100
         n1 = torch.randn(t1.shape, generator=gen) * sd
         n2 = torch.randn(t1.shape, generator=gen) * sd
         t1 = torch.sqrt((t1 + n1) ** 2 + n2 ** 2)
         vox_ml = p.spacing ** 3 / 1000.0
-        return {"t1": t1, "seg": seg, "brain": brain, "lesion": lesion, "age": age, "sex": sex,
+        return {"t1": t1, "seg": seg, "brain": brain, "lesion": lesion, "signal": signal, "age": age, "sex": sex,
                 "latent": z, "tiv_ml": float(brain.sum()) * vox_ml, "n_lesions": n_les,
                 "lesion_ml": float(lesion.sum()) * vox_ml}
 
@@ -402,7 +417,8 @@ def _write_subject(job) -> tuple[str, dict, dict]:
     files = {"image": out / sid / "anat" / f"{sid}_T1w.nii.gz",
              "segmentation": deriv / sid / "anat" / f"{sid}_dseg.nii.gz",
              "lesion_mask": deriv / sid / "anat" / f"{sid}_label-lesion_mask.nii.gz",
-             "brain_mask": deriv / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz"}
+             "brain_mask": deriv / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz",
+             "signal_mask": deriv / sid / "anat" / f"{sid}_desc-signal_mask.nii.gz"}
     side = deriv / sid / f"{sid}_latent.json"
     if side.is_file() and all(f.is_file() for f in files.values()):
         return sid, files, json.loads(side.read_text())
@@ -411,6 +427,7 @@ def _write_subject(job) -> tuple[str, dict, dict]:
     _save(s["seg"], g.grid.affine, files["segmentation"], np.uint8)
     _save(s["lesion"].float(), g.grid.affine, files["lesion_mask"], np.uint8)
     _save(s["brain"].float(), g.grid.affine, files["brain_mask"], np.uint8)
+    _save(s["signal"].float(), g.grid.affine, files["signal_mask"], np.uint8)
     info = {k: s[k] for k in ("age", "sex", "latent", "tiv_ml", "n_lesions", "lesion_ml")}
     tmp = side.with_suffix(".tmp")
     tmp.write_text(json.dumps(info))

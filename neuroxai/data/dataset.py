@@ -30,7 +30,7 @@ from .volume import check_same_grid, load_volume
 
 log = logging.getLogger(__name__)
 
-MASK_KEYS = ("lesion_mask", "brain_mask")
+MASK_KEYS = ("lesion_mask", "brain_mask", "signal_mask")
 LABEL_KEYS = ("segmentation",)
 CACHES = ("none", "memory", "disk")
 

@@ -1,6 +1,6 @@
 """Manifests: the table of subjects (a CSV, or discovered from a BIDS-like tree).
 
-Columns: ``subject_id``, ``image`` (required); ``segmentation``, ``lesion_mask``, ``brain_mask``
+Columns: ``subject_id``, ``image`` (required); ``segmentation``, ``lesion_mask``, ``brain_mask``, ``signal_mask``
 (optional paths); any other column is a covariate (e.g. ``age``, ``sex``, ``tiv``). Relative
 paths resolve against the CSV's folder. Every problem is collected and reported at once, so a
 user fixes the whole file in one go.
@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ManifestError, MaskError
 
-PATH_COLUMNS = ("image", "segmentation", "lesion_mask", "brain_mask")
+PATH_COLUMNS = ("image", "segmentation", "lesion_mask", "brain_mask", "signal_mask")
 REQUIRED = ("subject_id", "image")
 _NII = (".nii", ".nii.gz")
 _MAX_LISTED = 20
@@ -145,7 +145,8 @@ def discover_bids(root: str | Path, *, check_files: bool = True) -> pd.DataFrame
     Images: ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]`` (one row per subject and session; the subject id
     is ``sub-XX`` or ``sub-XX_ses-YY``). Masks from ``derivatives/*/sub-*/[ses-*/]anat/``:
     ``*_dseg.nii*`` (segmentation), ``*lesion*_mask.nii*`` (lesion mask), ``*brain_mask.nii*``
-    (brain mask). Covariates from ``participants.tsv`` (joined on ``participant_id``).
+    (brain mask), ``*desc-signal_mask.nii*`` (where a synthetic cohort's latent changed the image).
+    Covariates from ``participants.tsv`` (joined on ``participant_id``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -163,13 +164,14 @@ def discover_bids(root: str | Path, *, check_files: bool = True) -> pd.DataFrame
                      "segmentation": _first([p for p in deriv if "_dseg." in p.name]),
                      "lesion_mask": _first([p for p in deriv if "lesion" in p.name and "_mask." in p.name]),
                      "brain_mask": _first([p for p in deriv if "brain_mask." in p.name
-                                           or "desc-brain_mask" in p.name])})
+                                           or "desc-brain_mask" in p.name]),
+                     "signal_mask": _first([p for p in deriv if "desc-signal_mask." in p.name])})
     if not rows:
         raise ManifestError("no T1w images found in the BIDS folder", path=root,
                             expected="files like sub-01/anat/sub-01_T1w.nii.gz",
                             found="none", fix="point --data to the BIDS root, or write a manifest CSV")
     df = pd.DataFrame(rows)
-    for col in ("segmentation", "lesion_mask", "brain_mask"):
+    for col in ("segmentation", "lesion_mask", "brain_mask", "signal_mask"):
         if df[col].isna().all():
             df = df.drop(columns=col)
     part = root / "participants.tsv"

@@ -6,5 +6,6 @@ paired tests and Holm correction; ``sanity`` the map-similarity measures of Adeb
 """
 from . import localization, region  # noqa: F401  (register metrics)
 from .localization import METRICS, score
+from .profile import distance_profile
 
-__all__ = ["METRICS", "score"]
+__all__ = ["METRICS", "distance_profile", "score"]

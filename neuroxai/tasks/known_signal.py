@@ -3,7 +3,10 @@
 * ``region_volume``: the label is one or more regions' volume measured from each subject's own
   segmentation, adjusted for TIV (and age/sex) by OLS fitted on the training split only; the
   classes are the lowest vs highest quantile (middle dropped) or the value itself (regression).
-  Ground truth: the region(s) in that subject, optionally dilated by ``margin_mm``.
+  Ground truth (``ground_truth``): the region(s) in that subject, optionally dilated by
+  ``margin_mm``; or, on the embedded cohort, the *signal support* (``signal_mask``: where the
+  latent that drives the volume moves tissue, see :mod:`neuroxai.data.cohort`). A volume change
+  shows at the region's boundary, on both sides, so the region alone misses half the evidence.
 * ``lesion``: lesion presence or load from lesion masks; ground truth: the lesion mask. Subjects
   without lesion voxels train the model but are not scored.
 * ``positive_control``: a signal of known shape and strength inserted into one region of half the
@@ -49,10 +52,16 @@ def measure_volumes(paths: Sequence[str], values: Sequence[int]) -> np.ndarray:
     return out
 
 
-def _region_gt(ids: list[int], margin_mm: float):
+GROUND_TRUTHS = ("region", "signal_support")
+
+
+def _region_gt(ids: list[int], margin_mm: float, ground_truth: str = "region"):
     def gt(batch: dict) -> torch.Tensor:
-        seg = batch["segmentation"]
-        m = torch.isin(seg.round().long(), torch.as_tensor(ids, device=seg.device))
+        if ground_truth == "signal_support":
+            m = batch["signal_mask"].bool()
+        else:
+            seg = batch["segmentation"]
+            m = torch.isin(seg.round().long(), torch.as_tensor(ids, device=seg.device))
         return dilate_mm(m, margin_mm, batch["spacing"]) if margin_mm > 0 else m
     return gt
 
@@ -68,6 +77,7 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
                   regions: Sequence[str | int] = ("Hippocampus_L", "Hippocampus_R"),
                   target: str = "classification", quantiles: Sequence[float] = (1 / 3, 2 / 3),
                   covariates: Sequence[str] | None = None, margin_mm: float = 0.0,
+                  ground_truth: str = "region",
                   labels_tsv: str | None = None, split: Sequence[float] = (0.6, 0.15, 0.25)) -> TaskData:
     """Label = the regions' volume, adjusted for covariates; ground truth = the regions.
 
@@ -77,11 +87,29 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
         target: ``"classification"`` (lowest vs highest quantile; middle dropped) or ``"regression"``.
         quantiles: class thresholds, computed on the training split.
         covariates: columns to adjust for (default: ``tiv``, ``age``, ``sex`` present).
-        margin_mm: dilate the ground truth by this tolerance (partial volume, registration).
+        margin_mm: dilate the ground truth by this many mm. A volume change is seen at the region's
+            boundary on both sides (on the embedded cohort the evidence reaches ~6-8 mm beyond
+            the region), so on real data where the signal support is unknown use a margin of
+            about 2 voxels of the model grid (and read the report's distance profile, which shows
+            every margin at once).
+        ground_truth: ``"region"`` (the segmented region, + ``margin_mm``) or ``"signal_support"``
+            (the manifest's ``signal_mask``: where the latent variable moved tissue; the embedded
+            cohort writes it; + ``margin_mm``).
     """
     if target not in ("classification", "regression"):
         raise ConfigError("unknown target", expected=["classification", "regression"], found=target)
+    if ground_truth not in GROUND_TRUTHS:
+        raise ConfigError("unknown region_volume ground_truth", expected=list(GROUND_TRUTHS),
+                          found=ground_truth, fix="use 'region' (+ margin_mm) on your own data")
     _need(manifest, "segmentation", "region_volume")
+    if ground_truth == "signal_support":
+        if "signal_mask" not in manifest.columns or manifest["signal_mask"].isna().any():
+            raise TaskError("ground_truth 'signal_support' needs a signal_mask for every subject",
+                            path=manifest.attrs.get("source"),
+                            expected="a 'signal_mask' column (the embedded cohort writes one)",
+                            found="no signal_mask column" if "signal_mask" not in manifest.columns
+                            else "rows without one",
+                            fix="use ground_truth: region with a margin_mm on your own data")
     ids = resolve_regions(regions, label_table(manifest, labels_tsv))
     vol = measure_volumes(manifest["segmentation"].tolist(), ids)
     if (vol == 0).any():
@@ -96,7 +124,7 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
             "volume_ml_mean": float(vol.mean()), "volume_ml_sd": float(vol.std()),
             "residualization": {"covariates": list(cov.columns), "coef": beta.tolist(),
                                 "fitted_on": "train split only"},
-            "margin_mm": margin_mm, "target": target}
+            "margin_mm": margin_mm, "ground_truth": ground_truth, "target": target}
     ids_all = manifest["subject_id"].astype(str).to_numpy()
     if target == "classification":
         cls = _classes(adj, train, quantiles)
@@ -111,7 +139,9 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
         info["label"] = "z-scored residual volume (train mean/sd)"
     labels_cov = cov[keep].reset_index(drop=True)
     task = TaskData("region_volume", ids_all[keep].tolist(), labels, sp[keep], kind, n_classes,
-                    np.ones(int(keep.sum()), bool), ("segmentation",), _region_gt(ids, margin_mm),
+                    np.ones(int(keep.sum()), bool),
+                    ("segmentation", "signal_mask") if ground_truth == "signal_support" else ("segmentation",),
+                    _region_gt(ids, margin_mm, ground_truth),
                     region_ids=ids, covariates=list(cov.columns), info=info)
     task.confound = confound_check(labels_cov, labels, sp[keep], kind)
     task.info["raw_volume_ml"] = dict(zip(ids_all.tolist(), vol.round(4).tolist()))

@@ -94,3 +94,26 @@ def test_bad_parameters_are_named(manifest):
         build_task("region_volume", manifest, regions=["Hippocampus"])
     with pytest.raises(TaskError, match="lesion_mask"):
         build_task("lesion", manifest.drop(columns="lesion_mask"))
+
+
+def test_region_volume_ground_truth_choice(manifest):
+    from neuroxai.data.dataset import VolumeDataset
+
+    sig = build_task("region_volume", manifest, ground_truth="signal_support")
+    reg = build_task("region_volume", manifest, margin_mm=6.0)
+    assert sig.required_keys == ("segmentation", "signal_mask")
+    assert sig.info["ground_truth"] == "signal_support"
+    ds = VolumeDataset(manifest.iloc[:2].reset_index(drop=True), keys=("segmentation", "signal_mask"))
+    it = ds[0]
+    b = {"segmentation": it["segmentation"][None], "signal_mask": it["signal_mask"][None],
+         "spacing": (6.0, 6.0, 6.0)}
+    assert torch.equal(sig.ground_truth(b), it["signal_mask"][None].bool())
+    # The region dilated by 6 mm contains the region; the support is a different set of voxels.
+    region = build_task("region_volume", manifest).ground_truth(b)
+    dil = reg.ground_truth(b)
+    assert (dil >= region).all() and dil.sum() > region.sum()
+    assert not torch.equal(sig.ground_truth(b), region)
+    with pytest.raises(ConfigError, match="ground_truth"):
+        build_task("region_volume", manifest, ground_truth="blob")
+    with pytest.raises(TaskError, match="signal_mask"):
+        build_task("region_volume", manifest.drop(columns="signal_mask"), ground_truth="signal_support")

@@ -1,4 +1,5 @@
-"""Model-free baselines: maps that ignore the model, the floor any method must beat.
+"""Model-free baselines: maps that ignore the model — the floor any method must beat and the
+ceiling no method can exceed.
 
 Adebayo et al. (2018), "Sanity checks for saliency maps", NeurIPS, showed that an edge detector
 of the input can look like (and score like) a saliency map; a uniform random map is the chance
@@ -45,3 +46,17 @@ def edge_detector(model, x, target) -> torch.Tensor:
     xp = F.pad(x.reshape(B * C, 1, *shape), (1,) * 6, mode="replicate")
     g = F.conv3d(xp, sobel_kernels(x.dtype, x.device))
     return g.pow(2).sum(1).sqrt().view(B, C, *shape)
+
+
+@METHODS.register("oracle")
+@strict
+def oracle(model, x, target, *, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The ground truth itself as a map (1 inside ``mask``, 0 outside): the ceiling of every
+    localization metric (rank and mass accuracy, AUROC and AP are 1). The protocol runner passes the
+    task's ground truth as ``mask`` (bool ``(B,1,D,H,W)``). Ignores the model and the target."""
+    if mask is None:
+        from ..errors import AttributionError
+
+        raise AttributionError("the oracle map needs the ground truth", expected="mask=(B,1,D,H,W) bool",
+                               found="mask=None", fix="pass the task's ground-truth mask as mask=")
+    return mask.to(device=x.device, dtype=x.dtype)

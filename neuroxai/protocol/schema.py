@@ -85,6 +85,9 @@ class ScoringSpec(_Strict):
     smooth_fwhm_mm: float = Field(0.0, ge=0)
     restrict_to_brain: bool = True
     pointing_tolerance_mm: float = Field(0.0, ge=0)
+    profile_distances_mm: tuple[float, ...] = Field(
+        (0.0, 4.0, 8.0, 12.0, 16.0, 24.0),
+        description="distances (mm) of the relevance-by-distance profile, increasing from 0")
 
 
 class StatisticsSpec(_Strict):
@@ -109,20 +112,48 @@ class SanitySpec(_Strict):
     model_randomization: RandomizationSpec = Field(default_factory=RandomizationSpec)
 
 
+class ValiditySpec(_Strict):
+    """Ground-truth validity (:mod:`neuroxai.protocol.validity`): does the model use the ground
+    truth? Run for every task before any method is judged; if not, the task's verdicts are
+    INCONCLUSIVE.
+
+    Defaults: half of the model's above-chance performance must go when the ground truth is
+    replaced by the training mean (``min_drop_share``) and half must stay when only the ground truth
+    is kept (``min_kept_share``) — "most of the evidence is inside"; and the ground truth must move
+    the model's score at least twice as much as an equal-size region elsewhere
+    (``min_effect_ratio``). On the demo's hippocampus-volume model the region alone gives a drop
+    share of ~0.02 (the evidence is at its boundary) and the signal support ~0.8.
+    """
+
+    enabled: bool = True
+    fill: Literal["train_mean"] = "train_mean"
+    n_placements: int = Field(5, ge=1, le=100)
+    min_drop_share: float = Field(0.5, ge=0, le=1)
+    min_kept_share: float = Field(0.5, ge=0, le=1)
+    min_effect_ratio: float = Field(2.0, ge=0)
+    seed: int = 0
+
+
 class Criterion(_Strict):
     """One acceptance criterion; all must hold for PASS.
 
     kinds:
       * ``ci_above_chance``: the lower CI bound of ``metric`` ≥ its chance level + ``margin``.
+      * ``scaled_ci_above``: the lower CI bound of ``metric`` on the chance → oracle scale
+        (per subject ``(score − chance) / (oracle − chance)``: 0 = a map that ignores the mask,
+        1 = the ground truth itself) ≥ ``threshold``.
       * ``beats_random``: ``metric`` is higher than for the ``random`` map, paired test p < alpha
         (after the protocol's multiple-comparison correction).
       * ``beats_null_model``: higher than the same method on the random-label (null) model.
       * ``model_randomization``: the maps change when the model's weights are randomized.
     """
 
-    kind: Literal["ci_above_chance", "beats_random", "beats_null_model", "model_randomization"]
+    kind: Literal["ci_above_chance", "scaled_ci_above", "beats_random", "beats_null_model",
+                  "model_randomization"]
     metric: Optional[str] = None
     margin: float = 0.0
+    threshold: float = Field(0.1, description="scaled_ci_above: minimum lower CI bound on the "
+                             "chance (0) → oracle (1) scale")
     alpha: float = Field(0.01, gt=0, lt=1)
 
     @model_validator(mode="after")
@@ -134,6 +165,8 @@ class Criterion(_Strict):
     def describe(self) -> str:
         if self.kind == "ci_above_chance":
             return (f"{self.metric}: lower CI bound ≥ chance + {self.margin:g}")
+        if self.kind == "scaled_ci_above":
+            return (f"{self.metric}: lower CI bound on the chance (0) → oracle (1) scale ≥ {self.threshold:g}")
         if self.kind == "beats_random":
             return f"{self.metric}: higher than the random map (p < {self.alpha:g}, corrected)"
         if self.kind == "beats_null_model":
@@ -166,6 +199,7 @@ class Protocol(_Strict):
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     sanity: SanitySpec = Field(default_factory=SanitySpec)
+    validity: ValiditySpec = Field(default_factory=ValiditySpec)
     acceptance: list[Criterion]
     run: RunSpec = Field(default_factory=RunSpec)
 

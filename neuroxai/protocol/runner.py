@@ -26,7 +26,9 @@ from .schema import Protocol, load_protocol
 
 log = logging.getLogger(__name__)
 
-BASELINE_METHODS = ("random", "edge_detector")
+BASELINE_METHODS = ("random", "edge_detector", "oracle")
+#: Bump when what an attribute chunk holds changes, so stale chunks are never mixed in.
+ATTRIBUTE_FORMAT = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +166,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     ctx.models = models
     if stop_after == "train":
         return RunResult(ctx.rd.root, None, {}, 0)
+    validity = _rank0_first(ctx, lambda: _validity_stage(ctx, tasks, models, store))
     scores = _attribute_and_score(ctx, tasks, models, store)
     if stop_after == "attribute":
         return RunResult(ctx.rd.root, None, {}, 0)
@@ -174,7 +177,8 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     prov["finished"] = now()
     prov["timings_s"] = ctx.timings
     results = assemble_results(proto, prov, ctx.grid, tasks, models, scores, sanity,
-                               data_info=_data_info(ctx))
+                               data_info=_data_info(ctx), validity=validity,
+                               profiles=_profiles(ctx, tasks, models))
     report_dir = None
     if rank != 0:  # rank 0 writes the results and the report
         return RunResult(ctx.rd.root, None, results, 0 if results["overall"]["verdict"] == "PASS" else 1)
@@ -472,7 +476,7 @@ def _metric_kwargs(ctx: _Ctx, store: SubjectStore, batch: dict, task) -> dict:
 def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectStore) -> dict:
     """Returns {task_id: DataFrame(subject_id, method, metric, value)} (null tasks included)."""
     from ..attribution import attribute
-    from ..scoring import score
+    from ..scoring import distance_profile, score
 
     p = ctx.protocol
     bs = p.run.batch_size
@@ -485,8 +489,7 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
         for mspec in p.methods:
             if is_null(task_id) and mspec.name in BASELINE_METHODS:
                 continue  # a model-free map is the same on both models
-            key = stable_hash([task_id, mspec.model_dump(), str(tm.checkpoint), ids, p.scoring.model_dump(),
-                               [m.model_dump() for m in p.metrics], p.run.save_maps])
+            key = _attribute_key(ctx, task_id, mspec, tm, ids)
             d = ctx.rd.stage("attribute", key)
             if not ctx.rd.is_done("attribute", key):
                 t = time.perf_counter()
@@ -502,18 +505,24 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
                         b = store.batch(sids, ctx.device)
                         x = task.modify_image(b)
                         target = _targets(task, sids, ctx.device)
-                        t_a = _now(ctx.device)
-                        attr = attribute(tm.model, x, target, mspec.name, **mspec.params).float()
-                        t_s = _now(ctx.device)
                         gt = task.ground_truth(b)
+                        params = {**mspec.params, "mask": gt} if mspec.name == "oracle" else mspec.params
+                        t_a = _now(ctx.device)
+                        attr = attribute(tm.model, x, target, mspec.name, **params).float()
+                        t_s = _now(ctx.device)
                         kw = _metric_kwargs(ctx, store, b, task)
-                        s = score(attr, gt, kw.pop("metrics"), brain_mask=b.get("brain_mask") if
-                                  p.scoring.restrict_to_brain else None, **kw)
+                        brain = b.get("brain_mask") if p.scoring.restrict_to_brain else None
+                        s = score(attr, gt, kw.pop("metrics"), brain_mask=brain, **kw)
+                        rel, vol = distance_profile(attr, gt, brain, spacing=store.spacing,
+                                                    distances_mm=p.scoring.profile_distances_mm,
+                                                    polarity=p.scoring.polarity)
                         t_e = _now(ctx.device)
                         # the split the issue's "scoring < 5 % of attribution" is checked against
                         ctx.timings["attribution_s"] = ctx.timings.get("attribution_s", 0.0) + t_s - t_a
                         ctx.timings["scoring_s"] = ctx.timings.get("scoring_s", 0.0) + t_e - t_s
                         arrays = {f"score__{k}": v.detach().cpu().double().numpy() for k, v in s.items()}
+                        arrays["profile_relevance"] = rel.cpu().numpy()
+                        arrays["profile_volume"] = vol.cpu().numpy()
                         norm_attr = _normalize_map(attr, b.get("brain_mask"))
                         arrays["mean_map_sum"] = norm_attr.sum(0)[0].cpu().numpy().astype(np.float32)
                         if p.run.save_maps == "npz16":
@@ -561,12 +570,85 @@ def _read_chunks(d: Path, n_chunks: int, method_key: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])
 
 
-def attribute_dir(ctx: _Ctx, task_id: str, mspec, task, tm) -> Path:
+def _attribute_key(ctx: _Ctx, task_id: str, mspec, tm, ids: list[str]) -> str:
     p = ctx.protocol
-    ids = scored_subjects(ctx, task)
-    key = stable_hash([task_id, mspec.model_dump(), str(tm.checkpoint), ids, p.scoring.model_dump(),
-                       [m.model_dump() for m in p.metrics], p.run.save_maps])
-    return ctx.rd.root / "stages" / "attribute" / key
+    return stable_hash([ATTRIBUTE_FORMAT, task_id, mspec.model_dump(), str(tm.checkpoint), ids,
+                        p.scoring.model_dump(), [m.model_dump() for m in p.metrics], p.run.save_maps])
+
+
+def attribute_dir(ctx: _Ctx, task_id: str, mspec, task, tm) -> Path:
+    return ctx.rd.root / "stages" / "attribute" / _attribute_key(ctx, task_id, mspec, tm,
+                                                                 scored_subjects(ctx, task))
+
+
+def _profiles(ctx: _Ctx, tasks: dict, models: dict) -> dict:
+    """Cohort-mean relevance-by-distance profile per task and method (from the attribute chunks):
+    ``{task: {"distances_mm", "volume_share", "methods": {method: relevance_share}}}``."""
+    out: dict = {}
+    for tid, task in tasks.items():
+        if is_null(tid):
+            continue
+        entry = {"distances_mm": list(ctx.protocol.scoring.profile_distances_mm), "methods": {}}
+        for mspec in ctx.protocol.methods:
+            d = attribute_dir(ctx, tid, mspec, task, models[tid])
+            rel, vol = [], []
+            for f in sorted(d.glob("chunk_*.npz")):
+                z = np.load(f)
+                if "profile_relevance" in z.files:
+                    rel.append(z["profile_relevance"])
+                    vol.append(z["profile_volume"])
+            if rel:
+                r = np.concatenate(rel)
+                ok = ~np.isnan(r).any(1)  # a map with no positive relevance has no profile
+                entry["methods"][mspec.key] = ([float(v) for v in r[ok].mean(0)] if ok.any()
+                                               else [None] * r.shape[1])
+                entry["volume_share"] = [float(v) for v in np.concatenate(vol).mean(0)]
+        out[tid] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# stage 3b: ground-truth validity (does the model use the ground truth? no attribution involved)
+def _validity_stage(ctx: _Ctx, tasks: dict, models: dict, store: SubjectStore) -> dict:
+    from .validity import mean_image, validity_check
+
+    spec = ctx.protocol.validity
+    if not spec.enabled:
+        return {}
+    out: dict = {}
+    bs = ctx.protocol.run.batch_size
+    for task_id, task in tasks.items():
+        if is_null(task_id):
+            continue
+        tm = models[task_id]
+        test = [s for s, sp in zip(task.subject_ids, task.split) if sp == "test"]
+        train = [s for s, sp in zip(task.subject_ids, task.split) if sp == "train"]
+        key = stable_hash([task_id, task.summary(), str(tm.checkpoint), test, spec.model_dump(),
+                           ctx.manifest_hash, ctx.grid])
+        d = ctx.rd.stage("validity", key)
+        if not ctx.rd.is_done("validity", key):
+            t = time.perf_counter()
+            chunks = lambda ids: [ids[i:i + bs] for i in range(0, len(ids), bs)]  # noqa: E731
+            fill = mean_image(task.modify_image(store.batch(c, ctx.device)) for c in chunks(train))
+            pos = {s: i for i, s in enumerate(task.subject_ids)}
+
+            def batches():
+                with ctx.progress.task(f"ground-truth validity on {task_id}", len(test)) as bar:
+                    for c in chunks(test):
+                        b = store.batch(c, ctx.device)
+                        yield {"image": task.modify_image(b), "gt": task.ground_truth(b),
+                               "brain": b.get("brain_mask"),
+                               "label": np.asarray([task.labels[pos[s]] for s in c])}
+                        bar.advance(len(c))
+
+            res = validity_check(tm.model, batches(), fill, task.kind, n_placements=spec.n_placements,
+                                 seed=spec.seed, min_drop_share=spec.min_drop_share,
+                                 min_kept_share=spec.min_kept_share, min_effect_ratio=spec.min_effect_ratio)
+            ctx.timings[f"validity_{task_id}_s"] = time.perf_counter() - t
+            atomic_write_json(d / "validity.json", res)
+            ctx.rd.mark_done("validity", key)
+        out[task_id] = read_json(d / "validity.json")
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ import torch
 
 from .schema import Protocol
 
-BASELINES = ("random", "edge_detector")
+BASELINES = ("random", "edge_detector", "oracle")
+UNREACHABLE = ("criteria unreachable for this model: no method passed the positive control, so a "
+               "FAIL here would not tell a bad method from criteria that nothing can meet")
 
 
 def _is_null(tid: str) -> bool:
@@ -73,9 +75,54 @@ def _f(x) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+def _oracle_key(proto: Protocol) -> str | None:
+    for m in proto.methods:
+        if m.name == "oracle":
+            return m.key
+    return None
+
+
+def _scaled(v: pd.Series, ch: pd.Series, oracle: pd.Series | None) -> pd.Series:
+    """Per subject ``(score − chance) / (oracle − chance)``: 0 = chance, 1 = the oracle map. Without
+    an oracle in the protocol the metric's maximum (1) stands in for it."""
+    ch = ch.reindex(v.index)
+    o = oracle.reindex(v.index) if oracle is not None and len(oracle) else pd.Series(1.0, index=v.index)
+    den = (o - ch).where((o - ch).abs() > 1e-12)
+    return ((v - ch) / den).dropna()
+
+
+def ground_truth_text(task) -> str:
+    """The ground truth of a task in words (for the report)."""
+    info = task.info
+    if task.name in ("region_volume", "null_control") and info.get("ground_truth"):
+        regions = ", ".join(info.get("regions", []))
+        m = info.get("margin_mm", 0) or 0
+        if info["ground_truth"] == "signal_support":
+            base = (f"signal support of {regions}: the voxels where a 1-SD change of the latent that "
+                    f"drives the volume moves tissue by > 0.5 mm (the region's boundary zone, both sides)")
+        else:
+            base = f"the segmented region ({regions})"
+        return base + (f", dilated by {m:g} mm" if m else "")
+    if task.name == "positive_control":
+        return f"the region where the signal was inserted ({', '.join(info.get('regions', []))})"
+    if task.name == "lesion":
+        return "each subject's lesion mask"
+    return ""
+
+
 def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, models: dict,
-                     scores: dict, sanity: dict, *, data_info: dict) -> dict:
-    """Build the ``results.json`` content (schema: :mod:`neuroxai.report.schema`)."""
+                     scores: dict, sanity: dict, *, data_info: dict, validity: dict | None = None,
+                     profiles: dict | None = None) -> dict:
+    """Build the ``results.json`` content (schema: :mod:`neuroxai.report.schema`).
+
+    Verdict rules, in order: a model at chance, or a task whose ground-truth validity check failed
+    (the model does not rely on the ground truth), makes the task's methods INCONCLUSIVE; else a
+    method PASSes when every acceptance criterion holds. Finally, if the protocol has a positive
+    control on which the model is valid and no method under test passes, the criteria are
+    unreachable for this model: FAILs on the other tasks become INCONCLUSIVE, with that reason.
+    """
+    validity = validity or {}
+    profiles = profiles or {}
     metrics = [m.name for m in proto.metrics]
     task_out, method_out = [], []
     all_rows = []
@@ -92,7 +139,8 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
         summary = task.summary()
         n_excluded = int((~np.asarray(task.scorable, bool)).sum())
         task_out.append({
-            "id": tid, "type": task.name, "kind": task.kind, "summary": summary,
+            "id": tid, "type": task.name, "kind": task.kind, "ground_truth": ground_truth_text(task),
+            "summary": summary, "validity": validity.get(tid), "distance_profile": profiles.get(tid),
             "n_subjects": int(len(task.subject_ids)),
             "n_scored": int(df["subject_id"].nunique()) if len(df) else 0,
             "n_excluded_from_scoring": n_excluded,
@@ -107,7 +155,8 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
         for mspec in proto.methods:
             key = mspec.key
             m_entry = {"task": tid, "method": key, "name": mspec.name, "params": mspec.params,
-                       "is_baseline": mspec.name in BASELINES, "metrics": {}}
+                       "is_baseline": mspec.name in BASELINES, "metrics": {},
+                       "has_null_model": null_id in models}
             for met in metrics:
                 v = _vals(df, key, met)
                 if not len(v):
@@ -116,10 +165,16 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                 ch = _vals(df, key, f"{met}_chance")
                 chance = float(ch.mean()) if len(ch) else None
                 norm = _vals(df, key, f"{met}_norm")
+                ok_key = _oracle_key(proto)
+                ov = _vals(df, ok_key, met) if ok_key else None
+                sc = _scaled(v, ch, ov) if len(ch) else pd.Series(dtype=float)
+                s_est, s_lo, s_hi = _ci(sc.to_numpy(), proto) if len(sc) else (None, None, None)
                 rec = {"mean": _f(est), "ci_low": _f(lo), "ci_high": _f(hi),
                        "ci_method": proto.statistics.ci_method, "ci_level": proto.statistics.ci_level,
                        "n": int(len(v)), "chance": _f(chance),
                        "normalized_mean": _f(norm.mean()) if len(norm) else None,
+                       "oracle_mean": _f(ov.mean()) if ov is not None and len(ov) else None,
+                       "scaled_mean": _f(s_est), "scaled_ci_low": _f(s_lo), "scaled_ci_high": _f(s_hi),
                        "median": _f(v.median()), "comparisons": {}}
                 if mspec.name != "random":
                     rv = _vals(df, _random_key(proto), met) if _random_key(proto) else pd.Series(dtype=float)
@@ -144,6 +199,7 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
             entries[ei]["metrics"][met]["comparisons"][comp]["p_adjusted"] = _f(pa)
         # Second pass: criteria and verdicts.
         san = sanity.get(tid, {})
+        val = validity.get(tid)
         for e in entries:
             e["sanity"] = san.get(e["method"])
             e["criteria"] = [_criterion(c, e, proto) for c in proto.acceptance]
@@ -152,6 +208,12 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                 e["verdict"] = "INCONCLUSIVE"
                 e["verdict_reason"] = ("the model is at chance on the test split (its AUROC CI includes "
                                        "0.5): its explanations cannot be validated")
+            elif val is not None and val.get("passed") is not True and not e["is_baseline"]:
+                # Baselines keep their own verdict: the oracle passing and the random map failing
+                # show the criteria are calibrated, whatever the model does.
+                e["verdict"] = "INCONCLUSIVE"
+                e["verdict_reason"] = val.get("reason") or ("the model does not rely on the ground-truth "
+                                                            "region, so localization cannot be judged")
             elif any(c["passed"] is None and c["applicable"] for c in e["criteria"]):
                 e["verdict"] = "INCONCLUSIVE"
                 e["verdict_reason"] = "a criterion could not be evaluated (too few subjects)"
@@ -159,12 +221,20 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                 e["verdict"] = "PASS" if all(results_ok) else "FAIL"
                 failed = [c["text"] for c in e["criteria"] if c["passed"] is False]
                 e["verdict_reason"] = "all criteria hold" if not failed else "failed: " + "; ".join(failed)
+            e.pop("has_null_model", None)
             method_out.append(e)
+    reachable, note = _reachability(tasks, method_out, validity, models)
+    if reachable is False:
+        for m in method_out:
+            if not m["is_baseline"] and m["verdict"] == "FAIL" and tasks[m["task"]].name != "positive_control":
+                m["verdict"] = "INCONCLUSIVE"
+                m["verdict_reason"] = UNREACHABLE + " (" + m["verdict_reason"] + ")"
     non_base = [m for m in method_out if not m["is_baseline"]]
     overall = "PASS" if non_base and all(m["verdict"] == "PASS" for m in non_base) else "FAIL"
     scores_df = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
+    findings = published_findings(method_out, task_out, tasks)
     return {
-        "schema_version": "1.0",
+        "schema_version": "1.1",
         "protocol": {"id": proto.id, "version": proto.version, "title": proto.title,
                      "description": proto.description, "hash": proto.content_hash(),
                      "acceptance": [c.describe() for c in proto.acceptance],
@@ -177,9 +247,88 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                     "n_pass": sum(m["verdict"] == "PASS" for m in non_base),
                     "n_fail": sum(m["verdict"] == "FAIL" for m in non_base),
                     "n_inconclusive": sum(m["verdict"] == "INCONCLUSIVE" for m in non_base),
-                    "exit_code": 0 if overall == "PASS" else 1},
+                    "exit_code": 0 if overall == "PASS" else 1,
+                    "criteria_reachable": reachable, "reachability_note": note},
+        "findings": findings,
         "scores": scores_df.to_dict(orient="list") if len(scores_df) else {},
     }
+
+
+PUBLISHED = (
+    ("gradcam", "GradCAM fails to localize the predictive features"),
+    ("lrp", "LRP produces extensive, artifactual relevance"),
+    ("smoothgrad", "SmoothGrad is consistently accurate"),
+)
+
+
+def _far_share(task: dict, method: str) -> float | None:
+    """Share of a method's positive relevance beyond the profile's largest distance."""
+    prof = task.get("distance_profile") or {}
+    v = (prof.get("methods") or {}).get(method)
+    return None if not v or v[-1] is None else 1.0 - float(v[-1])
+
+
+def published_findings(method_out: list[dict], task_out: list[dict], tasks: dict) -> list[dict]:
+    """Whether this run agrees with each finding of Siegel et al. 2025 (GradCAM fails to localize,
+    LRP is extensive and artifactual, SmoothGrad is consistently accurate), from the verdicts on the
+    tasks whose model uses its ground truth. Empty unless GradCAM, LRP and SmoothGrad all ran.
+
+    Agreement rules: GradCAM — it passes no judged task; LRP — it passes no judged task and puts
+    more of its relevance far from the ground truth (beyond the profile's largest distance) than
+    SmoothGrad; SmoothGrad — it passes every judged task. ``agree`` is None when no task could be
+    judged (every verdict INCONCLUSIVE)."""
+    names = {m["name"] for m in method_out}
+    if not {"gradcam", "lrp", "smoothgrad"} <= names:
+        return []
+    tmap = {t["id"]: t for t in task_out}
+    out = []
+    for name, claim in PUBLISHED:
+        rows = [m for m in method_out if m["name"] == name]
+        judged = [m for m in rows if m["verdict"] in ("PASS", "FAIL")]
+        ev = []
+        for m in rows:
+            x = m["metrics"].get("relevance_rank_accuracy") or next(iter(m["metrics"].values()), {})
+            far = _far_share(tmap.get(m["task"], {}), m["method"])
+            far_sg = _far_share(tmap.get(m["task"], {}), "smoothgrad")
+            vol = (tmap.get(m["task"], {}).get("distance_profile") or {}).get("volume_share") or [None]
+            ev.append({"task": m["task"], "verdict": m["verdict"],
+                       "scaled_mean": x.get("scaled_mean"), "scaled_ci_low": x.get("scaled_ci_low"),
+                       "scaled_ci_high": x.get("scaled_ci_high"), "far_share": far,
+                       "far_share_smoothgrad": far_sg,
+                       "far_share_random": None if vol[-1] is None else 1.0 - float(vol[-1])})
+        if not judged:
+            agree = None
+        elif name == "smoothgrad":
+            agree = all(m["verdict"] == "PASS" for m in judged)
+        elif name == "gradcam":
+            agree = all(m["verdict"] == "FAIL" for m in judged)
+        else:
+            fars = [(e["far_share"], e["far_share_smoothgrad"]) for e in ev
+                    if e["verdict"] in ("PASS", "FAIL") and e["far_share"] is not None
+                    and e["far_share_smoothgrad"] is not None]
+            agree = all(m["verdict"] == "FAIL" for m in judged) and bool(fars) and all(a > b for a, b in fars)
+        out.append({"method": name, "finding": claim, "agree": agree, "n_tasks_judged": len(judged),
+                    "evidence": ev})
+    return out
+
+
+def _reachability(tasks: dict, method_out: list[dict], validity: dict, models: dict) -> tuple[bool | None, str]:
+    """Whether the acceptance criteria are shown reachable: some method under test passes a
+    positive control on which the model is above chance and valid. ``None`` with a note when the
+    protocol has no positive control or it cannot tell."""
+    pcs = [tid for tid, t in tasks.items() if t.name == "positive_control" and not _is_null(tid)]
+    if not pcs:
+        return None, "no positive control in this protocol: reachability of the criteria is not shown"
+    passed_on = sorted({m["method"] for m in method_out if m["task"] in pcs and not m["is_baseline"]
+                        and m["verdict"] == "PASS"})
+    if passed_on:
+        return True, (f"on the positive control {', '.join(pcs)}, {', '.join(passed_on)} passed: the "
+                      f"criteria can be met on this model and data")
+    judged = [tid for tid in pcs if not models[tid].metrics.get("at_chance")
+              and (validity.get(tid) is None or validity[tid].get("passed") is True)]
+    if not judged:
+        return None, "the positive control's model did not learn it or does not use it: reachability not shown"
+    return False, UNREACHABLE
 
 
 def _random_key(proto: Protocol) -> str | None:
@@ -206,6 +355,10 @@ def _criterion(c, e: dict, proto: Protocol) -> dict:
     if rec is None:
         out["applicable"] = False
         return out
+    if c.kind == "scaled_ci_above":
+        lo = rec.get("scaled_ci_low")
+        out.update(observed=lo, threshold=c.threshold, passed=None if lo is None else bool(lo >= c.threshold))
+        return out
     if c.kind == "ci_above_chance":
         thr = (rec["chance"] or 0.0) + c.margin
         out.update(observed=rec["ci_low"], threshold=thr,
@@ -217,6 +370,10 @@ def _criterion(c, e: dict, proto: Protocol) -> dict:
         out["text"] += " (the random map cannot beat itself)"
         return out
     cmp = rec["comparisons"].get(comp)
+    if cmp is None and comp == "null_model" and not e.get("has_null_model", True):
+        out["applicable"] = False
+        out["text"] += " (the protocol trains no null model for this task)"
+        return out
     if cmp is None:
         # A model-free baseline has no null-model counterpart; for a real method a missing
         # comparison (e.g. no null model trained) leaves the criterion unevaluated.

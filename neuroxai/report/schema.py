@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import RunError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: validity, distance profiles, oracle scale, reachability
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 
@@ -70,11 +70,47 @@ class ModelPerf(_Open):
     at_chance: bool = False
 
 
+class ValidityCriterion(_Closed):
+    name: str
+    text: str
+    observed: Num = None
+    threshold: float
+    passed: Optional[bool] = None
+
+
+class Validity(_Open):
+    """Ground-truth validity (:mod:`neuroxai.protocol.validity`): does the model use the ground truth?"""
+
+    metric: str
+    chance: float
+    n_subjects: int = Field(ge=0)
+    performance: dict[str, Any]
+    mean_abs_delta: dict[str, Num]
+    drop_share: Num = None
+    kept_share: Num = None
+    effect_ratio: Num = None
+    criteria: list[ValidityCriterion]
+    passed: Optional[bool] = Field(description="None: could not be evaluated (model at chance)")
+    reason: str
+
+
+class DistanceProfile(_Closed):
+    """Cohort-mean share of positive relevance (per method) and of brain volume within d mm of the
+    ground truth."""
+
+    distances_mm: list[float]
+    volume_share: list[float] = Field(default_factory=list)
+    methods: dict[str, list[Num]] = Field(default_factory=dict)
+
+
 class TaskResult(_Closed):
     id: str
     type: str
     kind: str
+    ground_truth: str = Field("", description="what the ground-truth mask is, in words")
     summary: dict[str, Any] = Field(default_factory=dict)
+    validity: Optional[Validity] = None
+    distance_profile: Optional[DistanceProfile] = None
     n_subjects: int = Field(ge=0)
     n_scored: int = Field(ge=0)
     n_excluded_from_scoring: int = Field(ge=0)
@@ -100,6 +136,10 @@ class MetricSummary(_Closed):
     n: int = Field(ge=0)
     chance: Num = None
     normalized_mean: Num = None
+    oracle_mean: Num = Field(None, description="the oracle map's mean (the ground truth as a map)")
+    scaled_mean: Num = Field(None, description="mean of (score − chance) / (oracle − chance)")
+    scaled_ci_low: Num = None
+    scaled_ci_high: Num = None
     median: Num = None
     comparisons: dict[Literal["random", "null_model"], Comparison] = Field(default_factory=dict)
 
@@ -123,7 +163,8 @@ class Sanity(_Closed):
 
 
 class Criterion(_Closed):
-    kind: Literal["ci_above_chance", "beats_random", "beats_null_model", "model_randomization"]
+    kind: Literal["ci_above_chance", "scaled_ci_above", "beats_random", "beats_null_model",
+                  "model_randomization"]
     text: str
     metric: Optional[str] = None
     observed: Num = None
@@ -151,6 +192,10 @@ class Overall(_Closed):
     n_fail: int = Field(ge=0)
     n_inconclusive: int = Field(ge=0)
     exit_code: Literal[0, 1, 2]
+    criteria_reachable: Optional[bool] = Field(
+        None, description="whether some method under test passed the positive control (None: no "
+        "positive control in the protocol, or its model/validity failed)")
+    reachability_note: str = ""
 
 
 SCORE_COLUMNS = ("subject_id", "method", "metric", "value", "task")
@@ -164,6 +209,9 @@ class Results(_Closed):
     tasks: list[TaskResult]
     methods: list[MethodResult]
     overall: Overall
+    findings: list[dict[str, Any]] = Field(default_factory=list, description="agreement with the "
+                                           "published findings (Siegel et al. 2025), when GradCAM, LRP "
+                                           "and SmoothGrad ran")
     scores: dict[str, list[Union[str, float, int, None]]] = Field(
         default_factory=dict, description="long table, columns of equal length: subject_id, "
                                           "method, metric, value, task")

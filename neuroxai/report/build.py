@@ -31,7 +31,8 @@ MAX_FIGURE_METHODS = 8
 MAX_FIGURE_METRICS = 6
 
 SUMMARY_COLUMNS = ["task", "method", "metric", "mean", "ci_low", "ci_high", "chance",
-                   "normalized_mean", "median", "n", "p_vs_random", "p_vs_random_adjusted",
+                   "normalized_mean", "oracle_mean", "scaled_mean", "scaled_ci_low", "scaled_ci_high",
+                   "median", "n", "p_vs_random", "p_vs_random_adjusted",
                    "p_vs_null_model", "p_vs_null_model_adjusted", "verdict"]
 
 # One sentence per metric for "how to read this report"; chance as the scoring layer defines it.
@@ -63,9 +64,9 @@ VERDICT_MEANING = {
     "FAIL": ("At least one method did not meet the acceptance criteria. Do not use a failing "
              "method's maps as evidence of where this model's signal lies; see which criterion "
              "failed below."),
-    "INCONCLUSIVE": ("The evidence is insufficient to decide (e.g. the model is at chance or too "
-                     "few subjects could be scored). The methods are neither validated nor "
-                     "refuted."),
+    "INCONCLUSIVE": ("The evidence is insufficient to decide (the model is at chance, does not "
+                     "rely on the ground truth, the criteria were not shown reachable, or too few "
+                     "subjects could be scored). The methods are neither validated nor refuted."),
 }
 
 
@@ -169,7 +170,9 @@ def summary_rows(results: dict) -> list[dict]:
             r, nm = cmp.get("random", {}), cmp.get("null_model", {})
             rows.append({"task": m["task"], "method": m["method"], "metric": met, "mean": x["mean"],
                          "ci_low": x["ci_low"], "ci_high": x["ci_high"], "chance": x.get("chance"),
-                         "normalized_mean": x.get("normalized_mean"), "median": x.get("median"),
+                         "normalized_mean": x.get("normalized_mean"), "oracle_mean": x.get("oracle_mean"),
+                         "scaled_mean": x.get("scaled_mean"), "scaled_ci_low": x.get("scaled_ci_low"),
+                         "scaled_ci_high": x.get("scaled_ci_high"), "median": x.get("median"),
                          "n": x["n"], "p_vs_random": r.get("p"),
                          "p_vs_random_adjusted": r.get("p_adjusted"),
                          "p_vs_null_model": nm.get("p"),
@@ -185,8 +188,11 @@ def verdict_rows(results: dict) -> list[dict]:
         x = m["metrics"].get(met, {})
         cmp = x.get("comparisons", {}) or {}
         s = m.get("sanity")
+        sc = "—" if not x or x.get("scaled_mean") is None else (
+            f"{fmt(x['scaled_mean'])} [{fmt(x.get('scaled_ci_low'))}, {fmt(x.get('scaled_ci_high'))}]")
         out.append({"task": m["task"], "method": m["method"], "verdict": m["verdict"],
                     "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.get("chance")),
+                    "scaled": sc, "oracle": fmt(x.get("oracle_mean")),
                     "p_random": fmt_p(_p_adj(cmp.get("random"))),
                     "p_null": fmt_p(_p_adj(cmp.get("null_model"))),
                     "sanity": "—" if not s else f"{'pass' if s['passed'] else 'fail'} "
@@ -303,6 +309,29 @@ def _figure_sections(results: dict, figures: dict) -> list[dict]:
                                    "each method's map.",
                         "png": figs.overlays(ex["image"], ex.get("mask"), exmaps,
                                              f"{tid} — subject {sid}", sp)})
+        tres = next((x for x in results["tasks"] if x["id"] == tid), {})
+        if tres.get("validity"):
+            out.append({"name": f"{tid}_validity", "alt": f"ground-truth validity check on {tid}",
+                        "caption": "Does the model use the ground truth? Test performance when the "
+                                   "ground truth is replaced by the training-mean image, when an "
+                                   "equal-size region elsewhere is, and when only the ground truth is "
+                                   "kept. Dashed: chance. No attribution is involved.",
+                        "png": figs.validity_bars(tres["validity"], f"{tid} — ground-truth validity")})
+        prof = tres.get("distance_profile") or {}
+        if prof.get("methods") and prof.get("volume_share"):
+            out.append({"name": f"{tid}_distance_profile", "alt": f"relevance by distance on {tid}",
+                        "caption": "Where the relevance goes: the cohort-mean share of each method's "
+                                   "positive relevance within d mm of the ground truth, against the "
+                                   "share of the brain within d mm (dashed: what a map that ignores "
+                                   "the ground truth gets). A near miss rises steeply a few mm out; a "
+                                   "map that is elsewhere follows the dashed line. Reading d as a "
+                                   "margin added to the ground truth shows the effect of any margin.",
+                        "png": figs.distance_profiles(
+                            prof["distances_mm"],
+                            {k: np.asarray([np.nan if x is None else x for x in v], float)
+                             for k, v in list(prof["methods"].items())[:MAX_FIGURE_METHODS]
+                             if k != "oracle"},  # the oracle is 1 at every distance
+                            np.asarray(prof["volume_share"], float), f"{tid} — relevance by distance")})
         out += _distribution_figures(results, tid)
         curves = {m["method"]: m["sanity"] for m in results["methods"]
                   if m["task"] == tid and m.get("sanity")}
@@ -396,11 +425,13 @@ def render_html(results: dict, sections: list[dict]) -> str:
     help_rows = [(k, *METRIC_HELP.get(k, ("see the protocol's metric definition", "see summary.csv")))
                  for k in used]
     at_chance = [t["id"] for t in results["tasks"] if (t.get("model") or {}).get("at_chance")]
+    vals = [t["validity"] for t in results["tasks"] if t.get("validity")]
+    n_placements = vals[0].get("n_placements", "several") if vals else "several"
     return env.get_template("report.html.j2").render(
         r=results, rows=verdict_rows(results), sections=sections, fmt=fmt, fmt_p=fmt_p,
         prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results["overall"]["verdict"], ""),
         methods_text=methods_paragraph(results), help_rows=help_rows, at_chance=at_chance,
-        stats=spec.get("statistics", {}) or {}, main=main_metric(results),
+        stats=spec.get("statistics", {}) or {}, main=main_metric(results), n_placements=n_placements,
         ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results))
 
 

@@ -160,6 +160,74 @@ def randomization(curves: dict[str, dict]) -> bytes:
     return png_bytes(fig)
 
 
+def distance_profiles(distances_mm, profiles: dict[str, np.ndarray], volume_share: np.ndarray,
+                      title: str) -> bytes:
+    """Relevance-by-distance curves (``scoring.profile.distance_profile``): per method the cohort-mean
+    share of positive relevance within d mm of the ground truth, against d; the cohort-mean share of
+    brain voxels within d (what a map that ignores the mask gets) as a dashed black chance line.
+
+    ``distances_mm``: ``(K,)``; ``profiles[name]``: ``(K,)`` or per subject ``(B, K)`` (NaN rows,
+    maps without positive relevance, are left out of the mean); ``volume_share``: ``(K,)`` or ``(B, K)``.
+    """
+    d = np.asarray(distances_mm, float)
+
+    def _mean(v):
+        v = np.asarray(v, float)
+        if v.ndim == 1:
+            return v
+        keep = ~np.isnan(v).any(axis=1)
+        return v[keep].mean(axis=0) if keep.any() else np.full(v.shape[1], np.nan)
+
+    vol = _mean(volume_share)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    top = float(np.nanmax(vol)) if vol.size else 1.0
+    for name, v in profiles.items():
+        m = _mean(v)
+        ax.plot(d, m, marker="o", ms=3, lw=1.2, label=name)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ax2.plot(d, m / vol, marker="o", ms=3, lw=1.2, label=name)
+        if np.isfinite(m).any():
+            top = max(top, float(np.nanmax(m)))
+    ax.plot(d, vol, color="k", ls="--", lw=1, label="random map / chance")
+    ax2.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set_ylim(0, min(1.0, top * 1.1 + 0.02))
+    ax2.set_ylim(bottom=0)
+    for a in (ax, ax2):
+        a.set_xlim(float(d.min()) if d.size else 0.0, float(d.max()) if d.size else 1.0)
+        a.set_xlabel("distance from ground truth (mm)", fontsize=8)
+        a.tick_params(labelsize=7)
+        a.grid(alpha=0.3, lw=0.5)
+    ax.set_ylabel("share of positive relevance within d", fontsize=8)
+    ax2.set_ylabel("enrichment: relevance share / brain share", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=9)
+    return png_bytes(fig)
+
+
+def validity_bars(v: dict, title: str) -> bytes:
+    """The ground-truth validity check as bars: the model's test performance on the original
+    images, with the ground truth removed, with an equal-size region elsewhere removed (mean over
+    placements), and with only the ground truth kept; a dashed line at chance."""
+    perf = v.get("performance", {})
+    names = ["original", "removed", "elsewhere", "kept"]
+    labels = ["original", "ground truth\nremoved", "equal region\nelsewhere removed", "only ground\ntruth kept"]
+    vals = [np.nan if perf.get(k) is None else float(perf[k]) for k in names]
+    fig, ax = plt.subplots(figsize=(5, 3.0))
+    colors = ["#4c72b0", "#c44e52", "#8c8c8c", "#55a868"]
+    ax.bar(range(4), np.nan_to_num(vals, nan=0.0), color=colors, width=0.6)
+    for i, x in enumerate(vals):
+        ax.text(i, (0 if np.isnan(x) else x) + 0.01, "—" if np.isnan(x) else f"{x:.2f}", ha="center",
+                va="bottom", fontsize=7)
+    ax.axhline(float(v.get("chance", 0.5)), color="k", ls="--", lw=1)
+    ax.set_xticks(range(4))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylim(min(0.0, np.nanmin(vals) if not np.all(np.isnan(vals)) else 0.0), 1.05)
+    ax.set_ylabel(f"test {v.get('metric', 'performance')}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=9)
+    return png_bytes(fig)
+
+
 def load_figures_npz(path) -> dict:
     """Read ``figures.npz`` written by the runner: keys ``"{task}|image"``, ``"{task}|mask"``,
     ``"{task}|spacing"``, ``"{task}|maps|{method}"``, ``"{task}|example|{image,mask,subject_id}"``,

@@ -142,6 +142,9 @@ def _expected_rows(results):
         s = m["sanity"]
         rows.append([m["task"], m["method"], m["verdict"], "relevance_mass_accuracy",
                      f"{f(x['mean'])} [{f(x['ci_low'])}, {f(x['ci_high'])}]", f(x["chance"]),
+                     f(x.get("oracle_mean")),
+                     "—" if x.get("scaled_mean") is None else
+                     f"{f(x['scaled_mean'])} [{f(x['scaled_ci_low'])}, {f(x['scaled_ci_high'])}]",
                      p(x["comparisons"].get("random")), p(x["comparisons"].get("null_model")),
                      "—" if s is None else f"{'pass' if s['passed'] else 'fail'} "
                                            f"({f(s['final_similarity'])} vs {f(s['threshold'])})",
@@ -156,11 +159,11 @@ def test_verdict_table_equals_the_method_entries(built):
     # Literal checks of the formatting on hand-picked numbers of the fixture.
     by = {(r[0], r[1]): r for r in rows}
     assert by[("hippocampus_volume", "gradcam")][2] == "PASS"
-    assert by[("hippocampus_volume", "gradcam")][6:8] == ["< 0.001", "0.004"]  # 2.5e-4, 0.0041
+    assert by[("hippocampus_volume", "gradcam")][8:10] == ["< 0.001", "0.004"]  # 2.5e-4, 0.0041
     assert by[("hippocampus_volume", "lrp")][2] == "FAIL"
-    assert by[("hippocampus_volume", "lrp")][6:8] == ["0.023", "0.200"]  # 0.0234, 0.2
-    assert by[("hippocampus_volume", "lrp")][8] == "fail (0.620 vs 0.500)"
-    assert by[("hippocampus_volume", "random")][6:9] == ["—", "—", "—"]
+    assert by[("hippocampus_volume", "lrp")][8:10] == ["0.023", "0.200"]  # 0.0234, 0.2
+    assert by[("hippocampus_volume", "lrp")][10] == "fail (0.620 vs 0.500)"
+    assert by[("hippocampus_volume", "random")][8:11] == ["—", "—", "—"]
     assert [r[2] for r in rows if r[0] == "lesion"] == ["INCONCLUSIVE"] * 3
     assert by[("hippocampus_volume", "gradcam")][5] == "0.050"
 

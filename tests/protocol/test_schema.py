@@ -27,7 +27,7 @@ def test_load_by_name_and_hash_is_stable():
 def test_hash_changes_with_content(tmp_path):
     text = (PROTOCOL_DIR / "quick.yaml").read_text()
     p = tmp_path / "q.yaml"
-    p.write_text(text.replace("margin: 0.1", "margin: 0.15"))
+    p.write_text(text.replace("threshold: 0.1}", "threshold: 0.15}"))
     assert load_protocol(p).content_hash() != load_protocol("quick").content_hash()
 
 
@@ -65,8 +65,8 @@ def test_unknown_method_name_is_rejected(tmp_path):
 
 
 def test_acceptance_metric_must_be_scored(tmp_path):
-    p, _ = _broken(tmp_path, "{kind: ci_above_chance, metric: relevance_mass_accuracy",
-                   "{kind: ci_above_chance, metric: pointing_game")
+    p, _ = _broken(tmp_path, "{kind: scaled_ci_above, metric: relevance_rank_accuracy",
+                   "{kind: scaled_ci_above, metric: pointing_game")
     with pytest.raises(ConfigError, match="pointing_game"):
         load_protocol(p)
 

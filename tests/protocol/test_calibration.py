@@ -57,3 +57,69 @@ def test_oracle_passes_and_random_fails_every_shipped_protocol(proto):
     assert rnd["verdict"] == "FAIL"
     assert any(c["passed"] is False and c["kind"] != "beats_random" for c in rnd["criteria"]), \
         "the random map must fail on its score, not only because it cannot beat itself"
+
+
+def _two_task_results(proto, validity, good_method_on_pc: bool):
+    """Tasks ``t`` (region volume) and ``pc`` (positive control); the method under test
+    (``gradient``) gives a random map on ``t`` and, if asked, the oracle map on ``pc``."""
+    mask = _masks()
+    metrics = {m.name: dict(m.params) for m in proto.metrics}
+    ids = [f"s{i:02d}" for i in range(N)]
+    frames, tasks, models = {}, {}, {}
+    for tid, tname in (("t", "region_volume"), ("pc", "positive_control")):
+        rows = []
+        for key in ("gradient", "random", "oracle"):
+            if key == "oracle" or (key == "gradient" and tid == "pc" and good_method_on_pc):
+                attr = mask.float() + 0.01 * torch.rand(mask.shape, generator=torch.Generator().manual_seed(3))
+            else:
+                attr = torch.rand(mask.shape, generator=torch.Generator().manual_seed(1 if key == "random" else 2))
+            s = score(attr, mask, metrics, spacing=(2.0, 2.0, 2.0))
+            rows += [(sid, key, k, float(x)) for k, v in s.items() for sid, x in zip(ids, v)]
+        frames[tid] = pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])
+        tasks[tid] = TaskData(tname, ids, np.arange(N) % 2, np.array(["test"] * N), "classification", 2,
+                              np.ones(N, bool), ("segmentation",), lambda b: None)
+        models[tid] = _Model()
+    sanity = {tid: {"gradient": {"layers": ["a"], "similarity": [0.1], "final_similarity": 0.1,
+                                 "threshold": 0.5, "passed": True, "measure": "spearman"}} for tid in tasks}
+    return assemble_results(proto, {}, {}, tasks, models, frames, sanity,
+                            data_info={"source": "test", "n_subjects": N}, validity=validity)
+
+
+def _valid(passed=True):
+    return {"passed": passed, "reason": "the model relies on the ground truth" if passed else
+            "the model does not rely on the ground-truth region, so localization cannot be judged"}
+
+
+def _by(results):
+    return {(m["task"], m["method"]): m for m in results["methods"]}
+
+
+@pytest.fixture(scope="module")
+def quick_no_null():
+    from neuroxai.protocol.schema import load_protocol
+
+    p = load_protocol("quick").model_copy(deep=True)
+    p.methods = [m for m in p.methods if m.name in ("gradient", "random", "oracle")]
+    return p
+
+
+def test_a_method_never_fails_for_the_models_fault(quick_no_null):
+    r = _two_task_results(quick_no_null, {"t": _valid(False), "pc": _valid(True)}, good_method_on_pc=True)
+    by = _by(r)
+    assert by[("t", "gradient")]["verdict"] == "INCONCLUSIVE"
+    assert "does not rely on the ground-truth region" in by[("t", "gradient")]["verdict_reason"]
+    assert by[("t", "oracle")]["verdict"] == "PASS" and by[("t", "random")]["verdict"] == "FAIL"
+    assert by[("pc", "gradient")]["verdict"] == "PASS"
+    assert r["overall"]["criteria_reachable"] is True
+
+
+def test_criteria_unreachable_on_the_positive_control_turn_fails_into_inconclusive(quick_no_null):
+    r = _two_task_results(quick_no_null, {"t": _valid(), "pc": _valid()}, good_method_on_pc=False)
+    by = _by(r)
+    assert by[("pc", "gradient")]["verdict"] == "FAIL"  # the positive control itself stays a FAIL
+    assert by[("t", "gradient")]["verdict"] == "INCONCLUSIVE"
+    assert "criteria unreachable" in by[("t", "gradient")]["verdict_reason"]
+    assert r["overall"]["criteria_reachable"] is False
+    # With a method that passes the positive control, the same random-level map FAILs on t.
+    r2 = _two_task_results(quick_no_null, {"t": _valid(), "pc": _valid()}, good_method_on_pc=True)
+    assert _by(r2)[("t", "gradient")]["verdict"] == "FAIL"

@@ -273,10 +273,10 @@ def published_findings(method_out: list[dict], task_out: list[dict], tasks: dict
     LRP is extensive and artifactual, SmoothGrad is consistently accurate), from the verdicts on the
     tasks whose model uses its ground truth. Empty unless GradCAM, LRP and SmoothGrad all ran.
 
-    Agreement rules: GradCAM — it passes no judged task; LRP — it passes no judged task and puts
-    more of its relevance far from the ground truth (beyond the profile's largest distance) than
-    SmoothGrad; SmoothGrad — it passes every judged task. ``agree`` is None when no task could be
-    judged (every verdict INCONCLUSIVE)."""
+    Agreement per judged task (``evidence[i]["agrees"]``): GradCAM — it FAILs; LRP — it FAILs and
+    puts more of its relevance far from the ground truth (beyond the profile's largest distance)
+    than SmoothGrad; SmoothGrad — it PASSes. ``agree`` is True when every judged task agrees, None
+    when none could be judged; ``level`` says yes / partly (k of n tasks) / no / cannot tell."""
     names = {m["name"] for m in method_out}
     if not {"gradcam", "lrp", "smoothgrad"} <= names:
         return []
@@ -296,20 +296,48 @@ def published_findings(method_out: list[dict], task_out: list[dict], tasks: dict
                        "scaled_ci_high": x.get("scaled_ci_high"), "far_share": far,
                        "far_share_smoothgrad": far_sg,
                        "far_share_random": None if vol[-1] is None else 1.0 - float(vol[-1])})
-        if not judged:
-            agree = None
-        elif name == "smoothgrad":
-            agree = all(m["verdict"] == "PASS" for m in judged)
-        elif name == "gradcam":
-            agree = all(m["verdict"] == "FAIL" for m in judged)
-        else:
-            fars = [(e["far_share"], e["far_share_smoothgrad"]) for e in ev
-                    if e["verdict"] in ("PASS", "FAIL") and e["far_share"] is not None
-                    and e["far_share_smoothgrad"] is not None]
-            agree = all(m["verdict"] == "FAIL" for m in judged) and bool(fars) and all(a > b for a, b in fars)
-        out.append({"method": name, "finding": claim, "agree": agree, "n_tasks_judged": len(judged),
-                    "evidence": ev})
+        for e in ev:
+            if e["verdict"] not in ("PASS", "FAIL"):
+                e["agrees"] = None
+            elif name == "smoothgrad":
+                e["agrees"] = e["verdict"] == "PASS"
+            elif name == "gradcam":
+                e["agrees"] = e["verdict"] == "FAIL"
+            else:
+                e["agrees"] = (e["verdict"] == "FAIL" and e["far_share"] is not None
+                               and e["far_share_smoothgrad"] is not None
+                               and e["far_share"] > e["far_share_smoothgrad"])
+        for e in ev:
+            if e["agrees"] is False:
+                e["note"] = _disagreement_note(name, e, tmap.get(e["task"], {}))
+        votes = [e["agrees"] for e in ev if e["agrees"] is not None]
+        agree = None if not votes else all(votes)
+        level = ("cannot tell" if not votes else "yes" if all(votes) else "no" if not any(votes)
+                 else f"partly ({sum(votes)} of {len(votes)} tasks)")
+        out.append({"method": name, "finding": claim, "agree": agree, "level": level,
+                    "n_tasks_judged": len(judged), "evidence": ev})
     return out
+
+
+def _disagreement_note(name: str, e: dict, task: dict) -> str:
+    """The facts of the run that bear on a disagreement with a published finding."""
+    perf, val = task.get("model") or {}, task.get("validity") or {}
+    facts = []
+    if perf.get("auroc") is not None:
+        weak = perf.get("auroc_ci_low") is not None and perf["auroc_ci_low"] < 0.75
+        facts.append(f"model test AUROC {perf['auroc']:.2f} [{perf.get('auroc_ci_low') or 0:.2f}, "
+                     f"{perf.get('auroc_ci_high') or 0:.2f}]" + (" (a weak model: little signal per "
+                                                                 "subject for any map to show)" if weak else ""))
+    if val.get("gt_voxels_mean") is not None:
+        facts.append(f"ground truth {val['gt_voxels_mean']:.0f} voxels per subject on average")
+    if name == "lrp" and e.get("far_share") is not None and e.get("far_share_smoothgrad") is not None:
+        facts.append(f"far share LRP {e['far_share']:.3f} vs SmoothGrad {e['far_share_smoothgrad']:.3f} "
+                     f"(random {e['far_share_random']:.3f})" if e.get("far_share_random") is not None else "")
+        if e["verdict"] == "PASS":
+            facts.append("LRP passed here")
+    if name == "smoothgrad" and e.get("scaled_mean") is not None:
+        facts.append(f"SmoothGrad at {e['scaled_mean']:.3f} on the chance → oracle scale")
+    return "; ".join(f for f in facts if f)
 
 
 def _reachability(tasks: dict, method_out: list[dict], validity: dict, models: dict) -> tuple[bool | None, str]:

@@ -7,6 +7,16 @@ bit-identical weights, and a run resumed from the checkpoint of epoch k draws ex
 uninterrupted run draws in epochs k+1.. . (On CUDA, cuDNN autotuning and atomics make runs close
 but not bit-identical.)
 
+Across CPUs: the rounding of a CPU run depends on the number of intra-op threads (oneDNN's
+convolution weight gradients and the reductions split their sums by thread) and on the instruction
+set the kernels are chosen for (oneDNN and MKL pick AVX2 / AVX-512 / AMX code at run time). On CPU
+training therefore runs with a fixed ``threads`` (1 by default; the caller's setting is restored
+afterwards), so the weights are bit-identical on any core count of the same instruction set.
+``torch.use_deterministic_algorithms`` changes nothing here (it concerns CUDA and scatter-type
+kernels). Between instruction sets the last bits differ and training amplifies them (demo: test
+AUROC within 0.011): see ``docs/reproducibility.md`` for the measurements and for the environment
+(``ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2``) that makes AVX2 and AVX-512 machines agree bit for bit.
+
 Resume: after every epoch the model, optimizer, scheduler, RNG and early-stopping state are
 written atomically (temp file + ``os.replace``) to ``checkpoint_path``; a killed run restarted
 with ``resume=True`` continues from the last finished epoch and ends with the same weights.
@@ -27,6 +37,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -51,6 +62,10 @@ class TrainConfig(BaseModel):
     (0 = off; the best weights are kept). ``amp="auto"`` is bf16 autocast on CUDA and fp32 on CPU.
     ``augment`` adds random translations of up to ``augment_shift`` voxels (zero filled); there
     are no flips, because known-signal tasks can be lateralized and a flip would move the signal.
+    ``threads`` fixes ``torch.set_num_threads`` while training on CPU (restored afterwards): the
+    rounding of convolution gradients depends on it, so a fixed count gives bit-identical weights
+    across core counts; ``None`` keeps the caller's setting (e.g. all cores: faster, but the
+    weights then depend on the machine). Ignored on CUDA.
     Unknown keys are a ``ConfigError`` naming the key and the allowed ones.
     """
 
@@ -69,6 +84,9 @@ class TrainConfig(BaseModel):
     augment: bool = False
     augment_shift: int = Field(2, ge=0, description="max translation in voxels when augment is on")
     num_workers: int = Field(0, ge=0)
+    threads: int | None = Field(1, ge=1, description="intra-op CPU threads while training on CPU; the "
+                                "same number gives the same weights on any core count (None: "
+                                "torch's current setting, faster but machine-dependent)")
 
     def __init__(self, **kw):
         bad = sorted(set(kw) - set(type(self).model_fields))
@@ -86,7 +104,8 @@ class TrainConfig(BaseModel):
 
     def fingerprint(self) -> dict:
         """The fields that change the optimization (a resume checkpoint must match them)."""
-        return self.model_dump(exclude={"device", "num_workers", "compile"})
+        # threads, like device, changes the rounding, not the optimization
+        return self.model_dump(exclude={"device", "num_workers", "compile", "threads"})
 
 
 @dataclass
@@ -224,8 +243,31 @@ def train_model(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *,
     AUROC for binary classification, accuracy for multi-class, MAE for regression).
     ``distributed=True``: every rank of the initialized process group calls this together and
     trains with DDP (see the module doc); without it the process group, if any, is ignored.
+    On CPU it runs with ``cfg.threads`` intra-op threads (see ``TrainConfig``).
     Returns a ``TrainResult`` with the model in eval mode.
     """
+    threads = cfg.threads if torch.device(cfg.device).type == "cpu" else None
+    with _intra_op_threads(threads):
+        return _train(model, train_ds, val_ds, cfg, checkpoint_path=checkpoint_path, resume=resume,
+                      progress=progress, distributed=distributed)
+
+
+@contextmanager
+def _intra_op_threads(n: int | None):
+    """``torch.set_num_threads(n)`` inside the block, the previous count after it (``None``: no-op)."""
+    if n is None:
+        yield
+        return
+    prev = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *, checkpoint_path, resume,
+           progress, distributed) -> TrainResult:
     dev = torch.device(cfg.device)
     model.to(dev)
     if dev.type == "cuda":

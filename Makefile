@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml Makefile
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# Pinning oneDNN/MKL to AVX2 code paths makes training bit-identical on AVX2 and AVX-512 x86 CPUs
+# (docs/reproducibility.md); override with `make demo CPU_PIN=` to use the CPU's own paths.
+CPU_PIN ?= ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
+
 demo: $(STAMP)
-	$(VENV)/bin/neuroxai demo
+	$(CPU_PIN) $(VENV)/bin/neuroxai demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -197,7 +197,9 @@ def verdict_rows(results: dict) -> list[dict]:
                     "p_null": fmt_p(_p_adj(cmp.get("null_model"))),
                     "sanity": "—" if not s else f"{'pass' if s['passed'] else 'fail'} "
                                                 f"({fmt(s['final_similarity'])} vs {fmt(s['threshold'])})",
-                    "reason": m.get("verdict_reason", ""), "baseline": m.get("is_baseline", False)})
+                    "reason": m.get("verdict_reason", ""), "baseline": m.get("is_baseline", False),
+                    "role": ("under test" if not m.get("is_baseline") else
+                             "baseline (ceiling)" if m.get("name") == "oracle" else "baseline (floor)")})
     return out
 
 

@@ -361,7 +361,7 @@ class _Generator:
         wm_pre = lin[1].clone()
         wm_pre[sl] = _sample(self.tpl.linear[1:2], self.tpl.affine, y_box)[0]
         seg = _sample(self.tpl.atlas, self.tpl.affine, y, mode="nearest", grid=grid)[0].round()
-        t1, wm, brain = lin[0], lin[1], lin[2] > 0.5
+        t1, brain = lin[0], lin[2] > 0.5
         seg = torch.where(brain, seg, torch.zeros_like(seg))
         signal &= brain
         # Lesions: hypointense blobs inside WM probability > 0.9.

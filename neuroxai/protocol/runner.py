@@ -23,10 +23,10 @@ from .provenance import now, provenance
 from .rundir import (RunDir, atomic_savez, atomic_torch_save, atomic_write_json, read_json,
                      stable_hash)
 from .schema import Protocol, load_protocol
+from .verdict import BASELINES as BASELINE_METHODS  # the one list of model-free maps
 
 log = logging.getLogger(__name__)
 
-BASELINE_METHODS = ("random", "edge_detector", "oracle")
 #: Bump when what an attribute chunk holds changes, so stale chunks are never mixed in.
 ATTRIBUTE_FORMAT = 2
 
@@ -75,6 +75,8 @@ class _Ctx:
     world: int = 1
     timings: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
+    #: {task: {method: (relevance_share (N,K), volume_share (N,K))}}, read with the chunks' scores
+    profiles: dict = field(default_factory=dict)
 
 
 def _init_distributed(dev: torch.device) -> tuple[int, int]:
@@ -178,7 +180,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     prov["timings_s"] = ctx.timings
     results = assemble_results(proto, prov, ctx.grid, tasks, models, scores, sanity,
                                data_info=_data_info(ctx), validity=validity,
-                               profiles=_profiles(ctx, tasks, models))
+                               profiles=_profiles(ctx, tasks))
     report_dir = None
     if rank != 0:  # rank 0 writes the results and the report
         return RunResult(ctx.rd.root, None, results, 0 if results["overall"]["verdict"] == "PASS" else 1)
@@ -484,7 +486,7 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
     for task_id, task in tasks.items():
         tm = models[task_id]
         ids = scored_subjects(ctx, task)
-        chunks = [ids[i:i + bs] for i in range(0, len(ids), bs)]
+        chunks = _chunks(ids, bs)
         frames = []
         for mspec in p.methods:
             if is_null(task_id) and mspec.name in BASELINE_METHODS:
@@ -534,12 +536,20 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
                 if ctx.rank == 0:
                     ctx.rd.mark_done("attribute", key, {"n_chunks": len(chunks)})
                 _barrier(ctx)
-            frames.append(_read_chunks(d, len(chunks), mspec.key))
+            df, prof = _read_chunks(d, len(chunks), mspec.key)
+            frames.append(df)
+            if prof is not None:
+                ctx.profiles.setdefault(task_id, {})[mspec.key] = prof
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["subject_id", "method", "metric", "value"])
         out[task_id] = df
         ctx.grid.setdefault("stage_dirs", {})
     return out
+
+
+def _chunks(ids: list[str], size: int) -> list[list[str]]:
+    """``ids`` in consecutive batches of ``size`` (the last one shorter)."""
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
 def _now(device: torch.device) -> float:
@@ -558,8 +568,10 @@ def _normalize_map(attr: torch.Tensor, brain: torch.Tensor | None) -> torch.Tens
     return a / s
 
 
-def _read_chunks(d: Path, n_chunks: int, method_key: str) -> pd.DataFrame:
-    rows = []
+def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame, tuple | None]:
+    """The chunks' scores as a long table, and their distance profiles ``(relevance (N,K),
+    volume (N,K))`` (None if the chunks hold none)."""
+    rows, rel, vol = [], [], []
     for ci in range(n_chunks):
         z = np.load(d / f"chunk_{ci:05d}.npz")
         sids = list(z["subject_id"])
@@ -567,7 +579,11 @@ def _read_chunks(d: Path, n_chunks: int, method_key: str) -> pd.DataFrame:
             if k.startswith("score__"):
                 for s, v in zip(sids, z[k]):
                     rows.append((str(s), method_key, k[len("score__"):], float(v)))
-    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])
+        if "profile_relevance" in z.files:
+            rel.append(z["profile_relevance"])
+            vol.append(z["profile_volume"])
+    prof = (np.concatenate(rel), np.concatenate(vol)) if rel else None
+    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"]), prof
 
 
 def _attribute_key(ctx: _Ctx, task_id: str, mspec, tm, ids: list[str]) -> str:
@@ -581,28 +597,18 @@ def attribute_dir(ctx: _Ctx, task_id: str, mspec, task, tm) -> Path:
                                                                  scored_subjects(ctx, task))
 
 
-def _profiles(ctx: _Ctx, tasks: dict, models: dict) -> dict:
-    """Cohort-mean relevance-by-distance profile per task and method (from the attribute chunks):
-    ``{task: {"distances_mm", "volume_share", "methods": {method: relevance_share}}}``."""
+def _profiles(ctx: _Ctx, tasks: dict) -> dict:
+    """Cohort-mean relevance-by-distance profile per task and method (``ctx.profiles``, read with
+    the scores): ``{task: {"distances_mm", "volume_share", "methods": {method: relevance_share}}}``."""
     out: dict = {}
-    for tid, task in tasks.items():
+    for tid in tasks:
         if is_null(tid):
             continue
         entry = {"distances_mm": list(ctx.protocol.scoring.profile_distances_mm), "methods": {}}
-        for mspec in ctx.protocol.methods:
-            d = attribute_dir(ctx, tid, mspec, task, models[tid])
-            rel, vol = [], []
-            for f in sorted(d.glob("chunk_*.npz")):
-                z = np.load(f)
-                if "profile_relevance" in z.files:
-                    rel.append(z["profile_relevance"])
-                    vol.append(z["profile_volume"])
-            if rel:
-                r = np.concatenate(rel)
-                ok = ~np.isnan(r).any(1)  # a map with no positive relevance has no profile
-                entry["methods"][mspec.key] = ([float(v) for v in r[ok].mean(0)] if ok.any()
-                                               else [None] * r.shape[1])
-                entry["volume_share"] = [float(v) for v in np.concatenate(vol).mean(0)]
+        for key, (r, vol) in ctx.profiles.get(tid, {}).items():
+            ok = ~np.isnan(r).any(1)  # a map with no positive relevance has no profile
+            entry["methods"][key] = [float(v) for v in r[ok].mean(0)] if ok.any() else [None] * r.shape[1]
+            entry["volume_share"] = [float(v) for v in vol.mean(0)]
         out[tid] = entry
     return out
 
@@ -628,13 +634,12 @@ def _validity_stage(ctx: _Ctx, tasks: dict, models: dict, store: SubjectStore) -
         d = ctx.rd.stage("validity", key)
         if not ctx.rd.is_done("validity", key):
             t = time.perf_counter()
-            chunks = lambda ids: [ids[i:i + bs] for i in range(0, len(ids), bs)]  # noqa: E731
-            fill = mean_image(task.modify_image(store.batch(c, ctx.device)) for c in chunks(train))
+            fill = mean_image(task.modify_image(store.batch(c, ctx.device)) for c in _chunks(train, bs))
             pos = {s: i for i, s in enumerate(task.subject_ids)}
 
             def batches():
                 with ctx.progress.task(f"ground-truth validity on {task_id}", len(test)) as bar:
-                    for c in chunks(test):
+                    for c in _chunks(test, bs):
                         b = store.batch(c, ctx.device)
                         yield {"image": task.modify_image(b), "gt": task.ground_truth(b),
                                "brain": b.get("brain_mask"),

@@ -75,13 +75,6 @@ def _f(x) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _oracle_key(proto: Protocol) -> str | None:
-    for m in proto.methods:
-        if m.name == "oracle":
-            return m.key
-    return None
-
-
 def _scaled(v: pd.Series, ch: pd.Series, oracle: pd.Series | None) -> pd.Series:
     """Per subject ``(score − chance) / (oracle − chance)``: 0 = chance, 1 = the oracle map. Without
     an oracle in the protocol the metric's maximum (1) stands in for it."""
@@ -124,6 +117,7 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
     validity = validity or {}
     profiles = profiles or {}
     metrics = [m.name for m in proto.metrics]
+    random_key, oracle_key = _method_key(proto, "random"), _method_key(proto, "oracle")
     task_out, method_out = [], []
     all_rows = []
     for tid, task in tasks.items():
@@ -155,8 +149,7 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
         for mspec in proto.methods:
             key = mspec.key
             m_entry = {"task": tid, "method": key, "name": mspec.name, "params": mspec.params,
-                       "is_baseline": mspec.name in BASELINES, "metrics": {},
-                       "has_null_model": null_id in models}
+                       "is_baseline": mspec.name in BASELINES, "metrics": {}}
             for met in metrics:
                 v = _vals(df, key, met)
                 if not len(v):
@@ -165,8 +158,7 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                 ch = _vals(df, key, f"{met}_chance")
                 chance = float(ch.mean()) if len(ch) else None
                 norm = _vals(df, key, f"{met}_norm")
-                ok_key = _oracle_key(proto)
-                ov = _vals(df, ok_key, met) if ok_key else None
+                ov = _vals(df, oracle_key, met) if oracle_key else None
                 sc = _scaled(v, ch, ov) if len(ch) else pd.Series(dtype=float)
                 s_est, s_lo, s_hi = _ci(sc.to_numpy(), proto) if len(sc) else (None, None, None)
                 rec = {"mean": _f(est), "ci_low": _f(lo), "ci_high": _f(hi),
@@ -177,7 +169,7 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                        "scaled_mean": _f(s_est), "scaled_ci_low": _f(s_lo), "scaled_ci_high": _f(s_hi),
                        "median": _f(v.median()), "comparisons": {}}
                 if mspec.name != "random":
-                    rv = _vals(df, _random_key(proto), met) if _random_key(proto) else pd.Series(dtype=float)
+                    rv = _vals(df, random_key, met) if random_key else pd.Series(dtype=float)
                     if len(rv):
                         p, n = _paired_p(v, rv, proto)
                         rec["comparisons"]["random"] = {"p": _f(p), "n_pairs": n,
@@ -202,7 +194,8 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
         val = validity.get(tid)
         for e in entries:
             e["sanity"] = san.get(e["method"])
-            e["criteria"] = [_criterion(c, e, proto) for c in proto.acceptance]
+            e["criteria"] = [_criterion(c, e, proto, has_null_model=null_id in models)
+                             for c in proto.acceptance]
             results_ok = [c["passed"] for c in e["criteria"] if c["passed"] is not None]
             if at_chance:
                 e["verdict"] = "INCONCLUSIVE"
@@ -221,7 +214,6 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                 e["verdict"] = "PASS" if all(results_ok) else "FAIL"
                 failed = [c["text"] for c in e["criteria"] if c["passed"] is False]
                 e["verdict_reason"] = "all criteria hold" if not failed else "failed: " + "; ".join(failed)
-            e.pop("has_null_model", None)
             method_out.append(e)
     reachable, note = _reachability(tasks, method_out, validity, models)
     if reachable is False:
@@ -359,14 +351,12 @@ def _reachability(tasks: dict, method_out: list[dict], validity: dict, models: d
     return False, UNREACHABLE
 
 
-def _random_key(proto: Protocol) -> str | None:
-    for m in proto.methods:
-        if m.name == "random":
-            return m.key
-    return None
+def _method_key(proto: Protocol, name: str) -> str | None:
+    """The key (label or name) of the protocol's first method called ``name``, if any."""
+    return next((m.key for m in proto.methods if m.name == name), None)
 
 
-def _criterion(c, e: dict, proto: Protocol) -> dict:
+def _criterion(c, e: dict, proto: Protocol, *, has_null_model: bool = True) -> dict:
     text = c.describe()
     out = {"kind": c.kind, "text": text, "metric": c.metric, "observed": None, "threshold": None,
            "passed": None, "applicable": True}
@@ -398,7 +388,7 @@ def _criterion(c, e: dict, proto: Protocol) -> dict:
         out["text"] += " (the random map cannot beat itself)"
         return out
     cmp = rec["comparisons"].get(comp)
-    if cmp is None and comp == "null_model" and not e.get("has_null_model", True):
+    if cmp is None and comp == "null_model" and not has_null_model:
         out["applicable"] = False
         out["text"] += " (the protocol trains no null model for this task)"
         return out

@@ -216,11 +216,19 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                 e["verdict_reason"] = "all criteria hold" if not failed else "failed: " + "; ".join(failed)
             method_out.append(e)
     reachable, note = _reachability(tasks, method_out, validity, models)
-    if reachable is False:
-        for m in method_out:
-            if not m["is_baseline"] and m["verdict"] == "FAIL" and tasks[m["task"]].name != "positive_control":
-                m["verdict"] = "INCONCLUSIVE"
-                m["verdict_reason"] = UNREACHABLE + " (" + m["verdict_reason"] + ")"
+    for m in method_out:
+        if m["is_baseline"] or m["verdict"] != "FAIL":
+            continue
+        if reachable is False and tasks[m["task"]].name != "positive_control":
+            m["verdict"] = "INCONCLUSIVE"
+            m["verdict_reason"] = UNREACHABLE + " (" + m["verdict_reason"] + ")"
+        else:  # say whose fault a FAIL is: the model and the criteria were checked first
+            val = validity.get(m["task"])
+            model = ("the model relies on the ground truth" if val and val.get("passed")
+                     else "the model's use of the ground truth was not checked")
+            crit = (f"the criteria are reachable: {note}" if reachable
+                    else "the criteria were not shown reachable: no positive control passed or ran")
+            m["verdict_reason"] += f" — at fault: the method ({model}; {crit})"
     non_base = [m for m in method_out if not m["is_baseline"]]
     overall = "PASS" if non_base and all(m["verdict"] == "PASS" for m in non_base) else "FAIL"
     scores_df = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
@@ -342,8 +350,7 @@ def _reachability(tasks: dict, method_out: list[dict], validity: dict, models: d
     passed_on = sorted({m["method"] for m in method_out if m["task"] in pcs and not m["is_baseline"]
                         and m["verdict"] == "PASS"})
     if passed_on:
-        return True, (f"on the positive control {', '.join(pcs)}, {', '.join(passed_on)} passed: the "
-                      f"criteria can be met on this model and data")
+        return True, f"{', '.join(passed_on)} passed the positive control {', '.join(pcs)}"
     judged = [tid for tid in pcs if not models[tid].metrics.get("at_chance")
               and (validity.get(tid) is None or validity[tid].get("passed") is True)]
     if not judged:

@@ -123,3 +123,6 @@ def test_criteria_unreachable_on_the_positive_control_turn_fails_into_inconclusi
     # With a method that passes the positive control, the same random-level map FAILs on t.
     r2 = _two_task_results(quick_no_null, {"t": _valid(), "pc": _valid()}, good_method_on_pc=True)
     assert _by(r2)[("t", "gradient")]["verdict"] == "FAIL"
+    reason = _by(r2)[("t", "gradient")]["verdict_reason"]
+    assert "at fault: the method" in reason and "relies on the ground truth" in reason
+    assert "criteria are reachable" in reason

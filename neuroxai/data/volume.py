@@ -9,7 +9,8 @@ in ``Volume.original`` so that :func:`save_map` can write a map back in the subj
 from __future__ import annotations
 
 import gzip
-import zlib
+import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Union
@@ -18,7 +19,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from ..errors import AffineMismatchError, VolumeFileError, VolumeShapeError, VolumeValueError
+from ..errors import (AffineMismatchError, ConfigError, VolumeFileError, VolumeShapeError,
+                      VolumeValueError)
 
 PathOrImage = Union[str, Path, nib.spatialimages.SpatialImage]
 
@@ -80,11 +82,132 @@ def _is_nifti_path(p: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def _read_image(path_or_img: PathOrImage) -> tuple[np.ndarray, np.ndarray, object, str | None]:
-    """Return ``(array, affine, header, path)``; every read problem becomes a VolumeFileError."""
+#: Default cap on one volume's size in memory (MB); ``NEUROXAI_MAX_VOLUME_MB`` overrides it.
+MAX_VOLUME_MB_DEFAULT = 2048.0
+MAX_VOLUME_MB_ENV = "NEUROXAI_MAX_VOLUME_MB"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def max_volume_mb() -> float:
+    """The size cap (MB) for one volume: ``$NEUROXAI_MAX_VOLUME_MB`` or :data:`MAX_VOLUME_MB_DEFAULT`.
+
+    A NIfTI header can declare any shape: a 300 KB ``.nii.gz`` may claim gigabytes (a corrupt or
+    hostile file), and reading it would end in a MemoryError or an out-of-memory kill. The cap is
+    checked against the header *before* any voxel is read.
+    """
+    raw = os.environ.get(MAX_VOLUME_MB_ENV)
+    if raw is None or raw.strip() == "":
+        return MAX_VOLUME_MB_DEFAULT
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = float("nan")
+    if not math.isfinite(mb) or mb <= 0:
+        raise ConfigError(f"the environment variable {MAX_VOLUME_MB_ENV} is not a positive number",
+                          expected="a size in MB, e.g. 4096", found=repr(raw),
+                          fix=f"unset it (default {MAX_VOLUME_MB_DEFAULT:g} MB) or set a number of MB")
+    return mb
+
+
+def _declared_bytes(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, int]:
+    """``(on_disk, in_memory)`` bytes of the data a header declares.
+
+    In memory a volume is at least float32 (integer files are converted; scaled integer files
+    may be float64 while nibabel applies the slope), so the in-memory figure uses
+    ``max(itemsize, 4)`` bytes per voxel.
+    """
+    n = math.prod(int(s) for s in shape)
+    return n * dtype.itemsize, n * max(dtype.itemsize, 4)
+
+
+def _check_header(img, path: str | None, max_mb: float | None) -> None:
+    """Refuse, before reading any voxel, what cannot become a float volume on a valid grid."""
+    shape = tuple(int(s) for s in img.shape)
+    dtype = np.dtype(img.get_data_dtype())
+    if len(shape) == 0 or any(s <= 0 for s in shape):
+        raise VolumeShapeError("the header declares an empty image", path=path,
+                               expected="a positive size along every axis", found=f"shape {shape}",
+                               fix="the file is corrupt or empty; re-export it")
+    if dtype.fields is not None:
+        raise VolumeValueError(
+            "the image is an RGB/colour (structured) image, not an intensity volume", path=path,
+            expected="one intensity per voxel (int or float)", found=f"data type {dtype}",
+            fix="convert it to a single-channel intensity image (e.g. the grey-scale MRI the "
+                "colour image was rendered from)")
+    if dtype.kind == "c":
+        raise VolumeValueError(
+            "the image is complex-valued; converting it to real would drop the imaginary part",
+            path=path, expected="a real-valued volume", found=f"data type {dtype}",
+            fix="save the magnitude (e.g. `fslcomplex -realabs in out`, or "
+                "`nib.Nifti1Image(np.abs(data), affine)`) and load that")
+    if dtype.kind not in "biuf":
+        raise VolumeValueError("the image's data type is not numeric", path=path,
+                               expected="an integer or floating-point data type",
+                               found=f"data type {dtype}", fix="re-save the image as float32")
+    limit = max_volume_mb() if max_mb is None else float(max_mb)
+    on_disk, in_mem = _declared_bytes(shape, dtype)
+    if in_mem > limit * 2**20:
+        raise VolumeFileError(
+            "the header declares a volume larger than the size limit; refusing to read it",
+            path=path, expected=f"at most {limit:g} MB in memory ({MAX_VOLUME_MB_ENV})",
+            found=f"shape {shape} of {dtype} = {on_disk / 2**20:,.0f} MB declared, "
+                  f"{in_mem / 2**20:,.0f} MB as float",
+            fix=f"if the header is right and the machine has the memory, raise {MAX_VOLUME_MB_ENV}; "
+                "otherwise the file is corrupt or not one brain volume (a 1 mm T1 is ~10 MB as float32)")
+    affine = img.affine
+    if affine is None:
+        raise VolumeValueError("the image has no affine (voxel-to-world matrix)", path=path,
+                               expected="a 4×4 affine", found="none",
+                               fix="set the sform/qform (e.g. `fslorient`) or re-export the image")
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise VolumeValueError("the image's affine is not a finite 4×4 matrix", path=path,
+                               expected="finite voxel-to-world numbers", found=f"affine\n{a}",
+                               fix="repair the sform/qform (e.g. `fslorient -copyqform2sform`) or "
+                                   "re-export the image")
+    zooms = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    det = float(np.linalg.det(a[:3, :3]))
+    if zooms.min() <= 1e-6 or abs(det) <= 1e-9 * float(np.prod(zooms)):
+        raise VolumeValueError(
+            "the image's affine is singular: voxels have no volume in world space", path=path,
+            expected="an invertible 3×3 part with positive voxel sizes",
+            found=f"voxel sizes {tuple(round(float(z), 6) for z in zooms)} mm, determinant {det:.3g}",
+            fix="repair the sform/qform (e.g. `fslorient -copyqform2sform`), or check pixdim in "
+                "the header")
+
+
+def _read_gz_checked(path: Path, needed: int, limit_bytes: float) -> bytes:
+    """Decompress ``path`` and verify the gzip trailer (CRC-32 and length).
+
+    nibabel stops decompressing once it has the voxels, so a corrupted stream that still
+    inflates, or a damaged CRC, would load as wrong numbers. Draining to the end makes the
+    gzip module check the trailer; trailing data past the image is read in chunks and dropped.
+    """
+    with gzip.open(path, "rb") as f:
+        raw = f.read(needed)
+        if len(raw) < needed:
+            raise VolumeFileError(
+                "the file holds less data than its header declares (truncated)", path=path,
+                expected=f"{needed} bytes of header + voxels", found=f"{len(raw)} bytes",
+                fix="re-export or re-copy the file; `gzip -t FILE` tests a .nii.gz")
+        extra = 0
+        while chunk := f.read(1 << 22):
+            extra += len(chunk)
+            if extra > limit_bytes:
+                raise VolumeFileError(
+                    "the file holds far more data than its header declares", path=path,
+                    expected=f"{needed} bytes of header + voxels", found=f"> {needed + extra} bytes",
+                    fix="the file is corrupt or not NIfTI; re-export it")
+    return raw
+
+
+def _open_image(path_or_img: PathOrImage, max_mb: float | None = None):
+    """``(img, path)``: the nibabel image with its header checked, its voxels not yet read."""
     if isinstance(path_or_img, nib.spatialimages.SpatialImage):
         img = path_or_img
-        return np.asanyarray(img.dataobj), np.asarray(img.affine, float), img.header, img.get_filename()
+        path = img.get_filename()
+        _check_header(img, path, max_mb)
+        return img, path
     path = Path(path_or_img)
     if not path.exists():
         raise VolumeFileError(
@@ -101,25 +224,101 @@ def _read_image(path_or_img: PathOrImage) -> tuple[np.ndarray, np.ndarray, objec
             found=f"suffix {''.join(path.suffixes) or '(none)'}",
             fix="convert the image to NIfTI (e.g. dcm2niix for DICOM, mri_convert for .mgz)")
     try:
-        img = nib.load(str(path))
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise VolumeFileError("not a NIfTI image", path=path, expected="NIfTI-1 or NIfTI-2",
-                                  found=type(img).__name__, fix="convert the image to NIfTI")
-        # Read now: a truncated .nii.gz only fails when the data are decompressed.
-        arr = np.asanyarray(img.dataobj)
-    except VolumeFileError:
-        raise
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError,
-            nib.filebasedimages.ImageFileError) as exc:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+    except OSError as exc:
+        raise VolumeFileError("cannot open the file", path=path, expected="a readable file",
+                              found=f"{type(exc).__name__}: {exc}",
+                              fix="check the file's permissions") from exc
+    is_gz = path.name.lower().endswith(".gz")
+    if is_gz and magic and magic != _GZIP_MAGIC:
+        raise VolumeFileError("the file is named .nii.gz but is not gzip-compressed", path=path,
+                              expected="gzip data (starting 1f 8b)", found=f"first bytes {magic.hex()}",
+                              fix="if it is an uncompressed NIfTI, rename it to .nii; otherwise "
+                                  "re-export it")
+    if not is_gz and magic == _GZIP_MAGIC:
+        raise VolumeFileError("the file is named .nii but is gzip-compressed", path=path,
+                              expected="uncompressed NIfTI", found="gzip data (starts 1f 8b)",
+                              fix="rename it to .nii.gz")
+    try:
+        img = nib.load(str(path))  # reads the header only
+    except Exception as exc:  # nibabel raises many types on bad headers
         raise VolumeFileError(
-            "cannot read the image: the file is truncated, corrupt or not NIfTI",
+            "cannot read the image header: the file is truncated, corrupt or not NIfTI",
             path=path, expected="a complete NIfTI-1/2 file", found=f"{type(exc).__name__}: {exc}",
             fix="re-export or re-copy the file; `gzip -t FILE` tests a .nii.gz") from exc
-    return arr, np.asarray(img.affine, dtype=np.float64), img.header, str(path)
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise VolumeFileError("not a NIfTI image", path=path, expected="NIfTI-1 or NIfTI-2",
+                              found=type(img).__name__, fix="convert the image to NIfTI")
+    _check_header(img, str(path), max_mb)
+    return img, str(path)
+
+
+def _read_data(img, path: str | None, max_mb: float | None = None, *,
+               from_file: bool = True) -> np.ndarray:
+    """The voxels of an image returned by :func:`_open_image`; read problems are VolumeFileErrors.
+
+    ``from_file=False``: the caller passed an image object, whose own data proxy is read.
+    """
+    if not from_file:
+        try:
+            return np.asanyarray(img.dataobj)
+        except Exception as exc:
+            raise VolumeFileError("cannot read the image's data", path=path,
+                                  expected="an image whose voxels can be read",
+                                  found=f"{type(exc).__name__}: {exc}",
+                                  fix="re-load the image from an intact file") from exc
+    p = Path(path)
+    on_disk, _ = _declared_bytes(img.shape, np.dtype(img.get_data_dtype()))
+    # the proxy's offset is the file's vox_offset (the image's header copy has it reset to 0)
+    needed = int(getattr(img.dataobj, "offset", 0) or img.header.get_data_offset()) + on_disk
+    limit = (max_volume_mb() if max_mb is None else float(max_mb)) * 2**20
+    try:
+        if p.name.lower().endswith(".gz"):
+            # Read now and in full: a truncated or corrupted .nii.gz only fails when decompressed.
+            img = type(img).from_bytes(_read_gz_checked(p, needed, limit))
+        elif p.stat().st_size < needed:
+            raise VolumeFileError(
+                "the file holds less data than its header declares (truncated)", path=p,
+                expected=f"{needed} bytes of header + voxels", found=f"{p.stat().st_size} bytes",
+                fix="re-export or re-copy the file")
+        arr = np.asanyarray(img.dataobj)
+        # a copy, never a memory map onto a file that may change or be truncated under us
+        return np.array(arr) if isinstance(arr, np.memmap) else arr
+    except VolumeFileError:
+        raise
+    except MemoryError as exc:
+        raise VolumeFileError(
+            "not enough memory to read the image", path=p, expected="a volume that fits in memory",
+            found=f"shape {tuple(img.shape)} of {img.get_data_dtype()}",
+            fix=f"lower {MAX_VOLUME_MB_ENV} to refuse such files early, or use a larger machine") from exc
+    except Exception as exc:  # EOFError, zlib.error, BadGzipFile, OSError, ValueError, ...
+        raise VolumeFileError(
+            "cannot read the image: the file is truncated, corrupt or not NIfTI",
+            path=p, expected="a complete NIfTI-1/2 file", found=f"{type(exc).__name__}: {exc}",
+            fix="re-export or re-copy the file; `gzip -t FILE` tests a .nii.gz") from exc
+
+
+def read_header(path_or_img: PathOrImage, *, max_mb: float | None = None):
+    """The nibabel image of a NIfTI file with its header checked and no voxel read.
+
+    Raises the same named errors as :func:`load_volume` does for the header (missing file,
+    not NIfTI, complex/RGB data, singular or non-finite affine, declared size over the cap).
+    """
+    return _open_image(path_or_img, max_mb)[0]
+
+
+def _read_image(path_or_img: PathOrImage, max_mb: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, object, str | None]:
+    """Return ``(array, affine, header, path)``; every read problem becomes a named error."""
+    img, path = _open_image(path_or_img, max_mb)
+    from_file = not isinstance(path_or_img, nib.spatialimages.SpatialImage)
+    arr = _read_data(img, path, max_mb, from_file=from_file)
+    return arr, np.asarray(img.affine, dtype=np.float64), img.header, path
 
 
 def load_volume(path_or_img: PathOrImage, *, canonical: bool = True, dtype=torch.float32,
-                allow_nonfinite: bool = False) -> Volume:
+                allow_nonfinite: bool = False, max_mb: float | None = None) -> Volume:
     """Load a NIfTI file (or nibabel image) as a :class:`Volume`.
 
     Args:
@@ -127,12 +326,20 @@ def load_volume(path_or_img: PathOrImage, *, canonical: bool = True, dtype=torch
         canonical: reorient to RAS+ by exact axis permutation/flips (no interpolation).
         dtype: tensor dtype (float32 for images; label maps stay exact in float32 up to 2**24).
         allow_nonfinite: accept NaN/Inf voxels (otherwise a :class:`VolumeValueError`).
+        max_mb: refuse a file whose header declares more than this many MB in memory, before
+            reading it (default :func:`max_volume_mb`: ``$NEUROXAI_MAX_VOLUME_MB`` or 2048).
 
     Returns:
         ``Volume`` with ``data: (1, D, H, W)``. A 4-D file holding a single volume is squeezed;
         a true 4-D (several volumes), 2-D or 5-D+ file is a :class:`VolumeShapeError`.
+
+    Raises:
+        VolumeFileError: missing, unreadable, truncated or corrupt file (the gzip CRC is checked),
+            or a header declaring more than ``max_mb``.
+        VolumeValueError: complex or RGB data, a singular or non-finite affine, NaN/Inf voxels.
+        VolumeShapeError: not one 3-D volume.
     """
-    arr, affine, hdr, path = _read_image(path_or_img)
+    arr, affine, hdr, path = _read_image(path_or_img, max_mb)
     shape = arr.shape
     if arr.ndim > 3 and all(s == 1 for s in shape[3:]):
         arr = arr.reshape(shape[:3])

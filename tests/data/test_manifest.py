@@ -39,11 +39,11 @@ def test_missing_required_column_names_it(tmp_path):
 
 
 def test_bids_discovery_finds_sessions_and_derivatives(tmp_path, write_nifti):
-    for sub, ses in [("sub-01", None), ("sub-02", "ses-1"), ("sub-02", "ses-2")]:
+    for i, (sub, ses) in enumerate([("sub-01", None), ("sub-02", "ses-1"), ("sub-02", "ses-2")]):
         d = f"{sub}/{ses}/anat" if ses else f"{sub}/anat"
         stem = f"{sub}_{ses}" if ses else sub
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
-        _img(write_nifti, f"{d}/{stem}_T1w.nii.gz")
+        _img(write_nifti, f"{d}/{stem}_T1w.nii.gz", 1.0 + i)  # three scans, not one scan three times
         (tmp_path / "derivatives/seg" / d).mkdir(parents=True, exist_ok=True)
         _img(write_nifti, f"derivatives/seg/{d}/{stem}_dseg.nii.gz")
     (tmp_path / "participants.tsv").write_text("participant_id\tage\nsub-01\t30\nsub-02\t50\n")

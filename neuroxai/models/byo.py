@@ -7,7 +7,9 @@
 * a **torch.export** archive (``*.pt2``, ``torch.export.save``) — its graph module has no
   layer objects, so layer-hook methods (Grad-CAM, LRP) cannot run on it, gradient methods can;
 * a **neuroxai checkpoint** (``save_checkpoint``) — loaded with ``weights_only=True``;
-* ``"package.module:ClassName"`` — the class is imported (your code, so trusted), built with the
+* ``"package.module:ClassName"`` — the class is imported (your code: the runner imports it only
+  when a person opted in with ``--trust-module``/``--model``, never because a protocol names it;
+  it must be an ``nn.Module`` subclass, checked before it is called), built with the
   keyword arguments of ``kwargs_yaml`` and given the weights of ``state_dict`` (a file of tensors,
   read with ``weights_only=True``; a ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``
   wrapper and a DDP ``module.`` prefix are unwrapped);
@@ -51,13 +53,13 @@ def _read_kwargs(kwargs_yaml) -> dict:
         return {}
     if isinstance(kwargs_yaml, dict):
         return dict(kwargs_yaml)
-    import yaml
+    from ..safe_yaml import load_yaml
 
     p = Path(kwargs_yaml)
     if not p.is_file():
         raise ConfigError("model kwargs file not found", path=p, expected="a YAML mapping of constructor arguments",
                           found="no such file", fix="check the path")
-    data = yaml.safe_load(p.read_text()) or {}
+    data = load_yaml(p, what="model kwargs file") or {}
     if not isinstance(data, dict):
         raise ConfigError("model kwargs YAML must be a mapping", path=p, expected="key: value pairs",
                           found=type(data).__name__, fix="write the constructor arguments as `name: value` lines")
@@ -91,7 +93,17 @@ def _load_weights(model: nn.Module, path, who: str) -> None:
                               fix="use the constructor arguments (kwargs YAML) the weights were trained with") from None
 
 
-def _import_class(spec: str):
+def class_spec_module(spec: str) -> str | None:
+    """The module of a ``"package.module:ClassName"`` spec, or None if ``spec`` is not one."""
+    spec = str(spec)
+    if Path(spec).is_file() or not _CLASS_SPEC.fullmatch(spec):
+        return None
+    return spec.partition(":")[0]
+
+
+def _import_class(spec: str) -> type[nn.Module]:
+    """Import the class named by ``spec``; it must be an ``nn.Module`` subclass, checked before
+    anything is called (a function, even one returning a module, is refused: it could do anything)."""
     mod_name, _, cls_name = spec.partition(":")
     try:
         mod = importlib.import_module(mod_name)
@@ -106,9 +118,12 @@ def _import_class(spec: str):
             raise ModelError(f"{mod_name!r} has no {cls_name!r}", expected=avail, found=cls_name,
                              fix="spell it as package.module:ClassName")
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise ModelError(f"{spec!r} is not a class or factory", found=type(obj).__name__,
-                         fix="point at an nn.Module subclass or a function returning one")
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ModelError(f"{spec!r} is not an nn.Module subclass; it was not called",
+                         expected="a class deriving from torch.nn.Module",
+                         found=f"{type(obj).__name__} {getattr(obj, '__qualname__', '')}".strip(),
+                         fix="point at the model class itself (a factory function would have to be "
+                             "wrapped in a small nn.Module subclass)")
     return obj
 
 
@@ -141,8 +156,9 @@ def load_user_model(spec: str, *, state_dict: str | Path | None = None, kwargs_y
         raise ModelError("model file not found", path=path, expected="an existing file", found="no such file",
                          fix="check the path")
     elif _CLASS_SPEC.fullmatch(spec):
-        model = _import_class(spec)(**_read_kwargs(kwargs_yaml))
-        if not isinstance(model, nn.Module):
+        cls = _import_class(spec)
+        model = cls(**_read_kwargs(kwargs_yaml))
+        if not isinstance(model, nn.Module):  # a __new__ returning something else
             raise ModelError(f"{spec!r} did not return an nn.Module", found=type(model).__name__,
                              fix="point at an nn.Module subclass")
         if state_dict is not None:

@@ -39,6 +39,8 @@ class DataSpec(_Strict):
     spacing_mm: Optional[float] = Field(None, gt=0, description="model grid spacing (mm)")
     shape: Optional[tuple[int, int, int]] = None
     normalize: Optional[Literal["zscore", "percentile"]] = "zscore"
+    mask_threshold: float = Field(0.5, ge=0, description="voxels > this value of a mask file are in the mask "
+                                  "(probabilistic masks: the probability cut; stated in the report)")
 
     @model_validator(mode="after")
     def _need_manifest(self):
@@ -178,7 +180,10 @@ class RunSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(8, ge=1)
     n_test_subjects: Optional[int] = Field(None, ge=1, description="cap on scored test subjects")
-    save_maps: Literal["npz16", "nifti", "none"] = "npz16"
+    save_maps: Literal["npz16", "nifti", "none"] = Field(
+        "npz16", description="keep the maps: 'npz16' inside the attribute chunks (float16), 'nifti' as one "
+        "<subject>_desc-<method>_saliency.nii.gz per subject in the attribute stage's maps/ folder "
+        "(model grid, float32), 'none' to keep only the scores")
     seed: int = 0
     distributed_training: Literal["auto", "ddp", "rank0"] = Field(
         "auto", description="under torchrun: 'ddp' trains with DistributedDataParallel on all ranks, "
@@ -273,14 +278,15 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
 
 def load_protocol(path_or_name: str | Path) -> Protocol:
     """Load and validate a protocol from a path or a shipped name (``quick``, ``siegel2025``…)."""
+    from ..safe_yaml import compose_yaml, load_yaml
+
     path = resolve_protocol_path(path_or_name)
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-        tree = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("the protocol is not valid YAML", path=path, found=str(exc),
-                          fix="fix the YAML syntax at the line shown") from exc
+    if path.is_dir():
+        raise ConfigError("the protocol is a folder, not a YAML file", path=path,
+                          expected="a .yaml file or a shipped name", found="a directory",
+                          fix="`neuroxai protocols` lists the shipped protocols")
+    raw = load_yaml(path, what="protocol")  # no alias bombs, no duplicate keys, no python tags
+    tree = compose_yaml(path.read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         raise ConfigError("a protocol must be a YAML mapping", path=path,
                           expected="keys id, version, tasks, methods, metrics, acceptance",

@@ -1,9 +1,13 @@
 """The ``neuroxai`` command line. Exit codes: 0 = every method passes, 1 = some fail, 2 = error.
 
 Start with ``neuroxai demo``; then ``neuroxai validate PROTOCOL --data MANIFEST``.
+
+Every error is exit 2 with a named message (file, expected, found, fix); a traceback is shown
+only with ``neuroxai --debug ...`` (or ``NEUROXAI_DEBUG=1``). Exit 1 means only "a method FAILed".
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -17,15 +21,61 @@ from rich.table import Table
 from .errors import NeuroXAIError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  pretty_exceptions_enable=False,
                   help="Validate explanation methods (GradCAM, LRP, SmoothGrad, ...) on 3-D brain-MRI models "
                        "against known-signal ground truth.\n\nStart with [bold]neuroxai demo[/bold].")
 console = Console()
 err = Console(stderr=True)
 
 
+_DEBUG = {"on": os.environ.get("NEUROXAI_DEBUG", "") not in ("", "0")}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error")):
+    """Validate explanation methods on 3-D brain-MRI models against known-signal ground truth."""
+    if debug:
+        _DEBUG["on"] = True
+
+
 def _fail(exc: NeuroXAIError) -> None:
-    err.print(f"[bold red]error:[/bold red] {exc}")
+    err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _named(exc: BaseException) -> NeuroXAIError | None:
+    """The NeuroXAIError behind ``exc`` (libraries such as MONAI wrap ours in a RuntimeError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NeuroXAIError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _guarded(fn):
+    """Every error is exit 2 with a message, never a traceback (unless --debug); 1 stays "FAIL"."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/yellow]: finished stages are kept; rerun with --resume to continue")
+            raise typer.Exit(130)
+        except Exception as exc:  # noqa: BLE001 - the one place that turns any error into exit 2
+            if _DEBUG["on"]:
+                err.print_exception(show_locals=False)
+            named = _named(exc)
+            if named is not None:
+                _fail(named)
+            err.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}\n"
+                      "  this input or situation has no named check yet; rerun with "
+                      "[bold]neuroxai --debug ...[/bold] for the traceback and report it", highlight=False)
+            raise typer.Exit(2)
+    return wrapper
 
 
 def _verdict_table(results: dict) -> Table:
@@ -49,7 +99,8 @@ def _verdict_table(results: dict) -> Table:
 
 
 def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *, quiet: bool,
-         device: Optional[str] = None, weights: Optional[Path] = None, model_kwargs: Optional[Path] = None) -> int:
+         device: Optional[str] = None, weights: Optional[Path] = None, model_kwargs: Optional[Path] = None,
+         trust_modules: tuple = ()) -> int:
     from .progress import RichProgress
     from .protocol.runner import run_protocol
 
@@ -58,7 +109,7 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
             res = run_protocol(protocol, out, manifest=str(data) if data else None,
                                checkpoint=str(model) if model else None, weights=str(weights) if weights else None,
                                model_kwargs=str(model_kwargs) if model_kwargs else None, device=device,
-                               progress=prog)
+                               trust_modules=tuple(trust_modules), progress=prog)
     except NeuroXAIError as exc:
         _fail(exc)
     if not quiet:
@@ -74,19 +125,25 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
 
 
 @app.command()
+@_guarded
 def demo(out: Path = typer.Option(Path("reports/demo"), help="run directory; the report goes to OUT/report"),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or tables")):
     """Build the embedded MNI152+AAL3 cohort, run [bold]protocols/quick.yaml[/bold], print the verdicts.
 
-    Takes a few minutes on a laptop CPU. Re-running reuses finished stages.
+    Takes a few minutes on a laptop CPU. Re-running reuses finished stages. OUT must be new, empty
+    or an earlier demo's folder: neuroxai never writes over files it did not create.
     Example: [cyan]neuroxai demo --out reports/demo[/cyan]
     """
+    from .outdir import claim_dir
+
+    claim_dir(out, "run", reuse=True)
     code = _run("quick", out, None, None, quiet=quiet)
     # The demo succeeded if it produced a verdict; FAIL verdicts are findings, not errors.
     raise typer.Exit(0 if code in (0, 1) else code)
 
 
 @app.command()
+@_guarded
 def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipped name (`neuroxai protocols`)"),
              data: Optional[Path] = typer.Option(None, "--data", help="manifest CSV or BIDS folder"),
              model: Optional[str] = typer.Option(None, "--model", help="evaluate this model instead of training: a "
@@ -94,7 +151,11 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
              weights: Optional[Path] = typer.Option(None, "--weights", help="state_dict file for --model pkg.module:Class"),
              model_kwargs: Optional[Path] = typer.Option(None, "--model-kwargs", help="YAML of constructor kwargs for --model pkg.module:Class"),
              out: Path = typer.Option(Path("runs/run"), "--out", help="run directory"),
-             resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+             resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out; stages "
+                                         "whose inputs changed (model file, images, settings) are recomputed"),
+             trust_module: Optional[List[str]] = typer.Option(
+                 None, "--trust-module", help="let the protocol's model.checkpoint 'pkg.module:Class' import "
+                 "this module (repeatable); a protocol never imports code without it"),
              device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
              quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Run a validation protocol: exit 0 = all methods pass, 1 = some fail, 2 = error.
@@ -102,32 +163,38 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
     Example: [cyan]neuroxai validate siegel2025 --data study/manifest.csv --model sfcn.pt --out runs/s25[/cyan]
     A prior study's model: [cyan]--model mypkg.nets:Net --weights best.pth --model-kwargs net.yaml[/cyan]
     """
-    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 checks
-    if first_rank and out.exists() and any(out.iterdir()) and not resume:
-        _fail(NeuroXAIError("the output folder already holds a run", path=out,
-                            fix="pass --resume to continue it, or choose a new --out"))
+    from .outdir import claim_dir
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 checks
+        claim_dir(out, "run", reuse=resume)  # never into someone else's files, nor over a run unasked
     raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device, weights=weights,
-                          model_kwargs=model_kwargs))
+                          model_kwargs=model_kwargs, trust_modules=tuple(trust_module or ())))
 
 
 @app.command()
+@_guarded
 def audit(maps: Path = typer.Option(..., "--maps", help="folder of NIfTI maps (or one sub-folder per method)"),
           masks: Path = typer.Option(..., "--masks", help="folder of ground-truth masks, same subject prefixes"),
           brain_mask: Optional[Path] = typer.Option(None, "--brain-mask", help="one NIfTI or a folder per subject"),
           metric: Optional[List[str]] = typer.Option(None, "--metric", help="repeat to choose metrics"),
+          mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0,
+                                               help="mask voxels > this are in the mask (probabilistic masks)"),
           out: Path = typer.Option(Path("runs/audit"), "--out"),
           device: str = typer.Option("cpu")):
     """Re-evaluate a prior study: score its saved maps against masks, no model needed.
 
     Example: [cyan]neuroxai audit --maps study/gradcam --masks study/lesions --out runs/audit[/cyan]
     """
+    from .outdir import claim_dir
     from .protocol.audit import audit_maps, write_audit
 
+    claim_dir(out, "audit")  # before the work: never over a folder of the user's own files
     try:
-        df, summary = audit_maps(maps, masks, brain_mask=brain_mask, metrics=metric or None, device=device)
+        df, summary = audit_maps(maps, masks, brain_mask=brain_mask, metrics=metric or None, device=device,
+                                 mask_threshold=mask_threshold)
     except NeuroXAIError as exc:
         _fail(exc)
-    write_audit(df, summary, out)
+    write_audit(df, summary, out, mask_threshold=mask_threshold)
     t = Table(title="audit")
     for c in ("method", "metric", "mean [95% CI]", "chance", "n"):
         t.add_column(c)
@@ -136,10 +203,11 @@ def audit(maps: Path = typer.Option(..., "--maps", help="folder of NIfTI maps (o
             ch = "—" if r["chance"] is None else f"{r['chance']:.3f}"
             t.add_row(method, met, f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", ch, str(r["n"]))
     console.print(t)
-    console.print(f"scores: {out / 'scores.csv'}")
+    console.print(f"scores: {out / 'scores.csv'} (mask voxels > {mask_threshold:g})")
 
 
 @app.command()
+@_guarded
 def report(run_dir: Path = typer.Argument(..., help="a run directory holding results.json")):
     """Rebuild the HTML/JSON/CSV report of a finished run."""
     from .report import rebuild_report
@@ -151,6 +219,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory holding res
 
 
 @app.command()
+@_guarded
 def protocols():
     """List the shipped validation protocols."""
     from .protocol.schema import list_protocols
@@ -164,6 +233,7 @@ def protocols():
 
 
 @app.command()
+@_guarded
 def cohort(out: Path = typer.Option(..., "--out", help="destination folder (BIDS-like + manifest.csv)"),
            n: int = typer.Option(200, "--n", help="number of subjects"),
            spacing: float = typer.Option(2.0, "--spacing", help="voxel size in mm"),
@@ -183,6 +253,7 @@ def cohort(out: Path = typer.Option(..., "--out", help="destination folder (BIDS
 
 
 @app.command("check-manifest")
+@_guarded
 def check_manifest(path: Path = typer.Argument(..., help="manifest CSV or BIDS folder")):
     """Validate a manifest (all problems at once) and summarize it."""
     from .data.manifest import load_manifest
@@ -195,6 +266,7 @@ def check_manifest(path: Path = typer.Argument(..., help="manifest CSV or BIDS f
 
 
 @app.command()
+@_guarded
 def info(path: Optional[Path] = typer.Argument(None, help="a NIfTI file to describe"),
          regions: bool = typer.Option(False, "--regions", help="list the AAL3 region names")):
     """Describe a NIfTI file (shape, spacing, orientation), or list atlas regions."""
@@ -218,6 +290,7 @@ def info(path: Optional[Path] = typer.Argument(None, help="a NIfTI file to descr
 
 
 @app.command()
+@_guarded
 def bench(project: int = typer.Option(45000, "--project", help="subjects to project GPU-hours for"),
           device: str = typer.Option("auto"), shape: str = typer.Option("96,112,96"),
           batch: int = typer.Option(4)):

@@ -27,10 +27,13 @@ def test_check_manifest_reports_problems_with_exit_code_2(tmp_path):
 
 
 def test_validate_refuses_a_used_folder_without_resume(tmp_path):
-    (tmp_path / "run").mkdir()
+    from neuroxai.outdir import claim_dir
+
+    claim_dir(tmp_path / "run", "run")  # a folder an earlier run created
     (tmp_path / "run" / "x").write_text("")
     r = runner.invoke(app, ["validate", "quick", "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and "--resume" in r.output
+    assert (tmp_path / "run" / "x").exists()
 
 
 def test_audit_scores_oracle_and_random_maps(tmp_path):

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, RunError
+from ..outdir import MARKER, claim_dir
 from .manifest import write_manifest
 from .transforms import resample_to_grid
 from .volume import Grid
@@ -435,6 +436,13 @@ def _write_subject(job) -> tuple[str, dict, dict]:
     return sid, files, info
 
 
+def _legacy_cohort(meta: Path) -> bool:
+    try:
+        return not (meta.parent / MARKER).exists() and "params" in json.loads(meta.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None, **options) -> Path:
     """Write ``n`` synthetic subjects into ``out_dir`` (BIDS-like) and return ``manifest.csv``.
@@ -458,9 +466,13 @@ def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, see
         options["regions"] = tuple(options["regions"])
     p = CohortParams(n=int(n), spacing=float(spacing), seed=int(seed), **options)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     manifest = out / "manifest.csv"
     meta = out / "cohort.json"
+    # Never write into a folder of someone else's files (a cohort from before the marker existed
+    # is recognised by its cohort.json and adopted).
+    if _legacy_cohort(meta):
+        (out / MARKER).write_text(json.dumps({"kind": "cohort", "tool": "neuroxai"}))
+    claim_dir(out, "cohort")
     if manifest.is_file() and meta.is_file() and json.loads(meta.read_text()).get("params") == p.as_dict():
         if progress:
             progress(p.n, p.n)

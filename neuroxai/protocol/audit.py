@@ -6,6 +6,7 @@ or the whole stem when there is no ``_``.
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import torch
 
 from ..errors import ManifestError
 from .rundir import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 NII = re.compile(r"\.nii(\.gz)?$")
 
@@ -59,8 +62,12 @@ def discover_maps(maps_dir: str | Path) -> dict[str, dict[str, Path]]:
 
 def audit_maps(maps_dir: str | Path, masks_dir: str | Path, *, brain_mask: str | Path | None = None,
                metrics: list[str] | None = None, polarity: str = "positive",
-               device: str = "cpu", n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+               device: str = "cpu", n_boot: int = 2000, seed: int = 0,
+               mask_threshold: float = 0.5) -> tuple[pd.DataFrame, dict]:
     """Score every map against its subject's mask. Returns (scores table, summary per method/metric).
+
+    Mask voxels ``> mask_threshold`` are in the mask (a probabilistic mask is cut there; a
+    non-binary mask is logged with the threshold used).
 
     The summary holds the mean, a percentile-bootstrap CI and the chance level per metric.
     """
@@ -92,13 +99,16 @@ def audit_maps(maps_dir: str | Path, masks_dir: str | Path, *, brain_mask: str |
             amap = load_volume(mpath)
             mask = load_volume(masks[sid])
             check_same_grid(amap, mask, what="mask")
-            m = mask.data > 0.5
+            m = mask.data > mask_threshold
+            if not bool(((mask.data == 0) | (mask.data == 1)).all()):
+                log.warning("%s is not binary (values in [%.3g, %.3g]); voxels > %g are the mask",
+                            masks[sid], float(mask.data.min()), float(mask.data.max()), mask_threshold)
             check_mask(m, masks[sid])
             brain = None
             if brain_single is not None or sid in brain_masks:
                 bv = brain_single if brain_single is not None else load_volume(brain_masks[sid])
                 check_same_grid(amap, bv, what="brain mask")
-                brain = (bv.data > 0.5)[None].to(dev)
+                brain = (bv.data > mask_threshold)[None].to(dev)
             s = score(amap.data[None].to(dev), m[None].to(dev), metrics, brain_mask=brain,
                       spacing=amap.spacing, polarity=polarity)
             for k, v in s.items():
@@ -121,10 +131,13 @@ def audit_maps(maps_dir: str | Path, masks_dir: str | Path, *, brain_mask: str |
     return df, summary
 
 
-def write_audit(df: pd.DataFrame, summary: dict, out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "scores.csv", index=False)
+def write_audit(df: pd.DataFrame, summary: dict, out_dir: str | Path, *, mask_threshold: float = 0.5) -> Path:
+    from ..outdir import claim_dir
+    from ..report.build import scores_csv
+    from .rundir import atomic_write_bytes
+
+    out = claim_dir(out_dir, "audit")  # never over a user's own scores.csv
+    atomic_write_bytes(out / "scores.csv", scores_csv({c: df[c].tolist() for c in df.columns}).encode())
     atomic_write_json(out / "audit.json", {"schema_version": "1.0", "kind": "audit",
-                                           "summary": summary})
+                                           "mask_threshold": mask_threshold, "summary": summary})
     return out

@@ -7,6 +7,9 @@ Layout::
       stages/<stage>/<key>/...    outputs of one stage for one input key
       stages/<stage>/<key>/DONE   written last: the stage is complete
 
+The run directory is claimed with :func:`neuroxai.outdir.claim_dir`: it never overwrites or
+deletes a file neuroxai did not create.
+
 Re-running skips a stage whose ``DONE`` marker exists. A stage interrupted mid-way (even by
 ``kill -9``) leaves no ``DONE`` and only whole files (every file is written to a temporary name and
 renamed), so ``--resume`` redoes or continues exactly the unfinished work.
@@ -21,6 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from ..outdir import MARKER, claim_dir  # noqa: F401  (re-exported)
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -80,11 +85,10 @@ def read_json(path: Path) -> Any:
 
 
 class RunDir:
-    """Stage bookkeeping for one run directory."""
+    """Stage bookkeeping for one run directory (claimed with :func:`claim_dir`)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = claim_dir(root, "run")
 
     def stage(self, name: str, key: str) -> Path:
         d = self.root / "stages" / name / key

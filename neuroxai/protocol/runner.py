@@ -113,6 +113,40 @@ def _rank0_first(ctx, fn):
     return out if ctx.rank == 0 else fn()
 
 
+def _say_what_changed(run_json: Path, prov: dict) -> None:
+    """On a resume, name the inputs that changed since the last run (their stages are recomputed:
+    every stage key holds the content of its inputs, so nothing stale is ever mixed in)."""
+    if not run_json.is_file():
+        return
+    try:
+        before = read_json(run_json).get("provenance", {})
+    except (ValueError, OSError):
+        return
+    changed = [name for key, name in (("protocol_hash", "the protocol"), ("manifest_hash", "the data (manifest or "
+               "image contents)")) if before.get(key) and before.get(key) != prov.get(key)]
+    if changed:
+        log.warning("resuming %s: %s changed since the last run; the stages that depend on it are recomputed",
+                    run_json.parent, " and ".join(changed))
+
+
+def _check_trusted(proto: Protocol, trust_modules) -> None:
+    """Refuse a protocol that names Python code to import unless a person opted in to its module."""
+    from ..models.byo import class_spec_module
+
+    mod = class_spec_module(proto.model.checkpoint) if proto.model.checkpoint else None
+    if mod is None:
+        return
+    trusted = {str(m) for m in trust_modules}
+    if mod not in trusted and not any(mod.startswith(t + ".") for t in trusted):
+        raise ConfigError("the protocol names Python code to import; a protocol cannot run code",
+                          expected="model.checkpoint: a model file (TorchScript, torch.export, neuroxai "
+                                   "checkpoint) or a registry name",
+                          found=f"model.checkpoint: {proto.model.checkpoint!r} (module {mod!r})",
+                          fix=f"if you wrote or trust the module {mod!r}, opt in on the command line with "
+                              f"--trust-module {mod} (Python API: trust_modules=[{mod!r}]), or pass "
+                              f"--model {proto.model.checkpoint} yourself")
+
+
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -125,7 +159,7 @@ def resolve_device(spec: str) -> torch.device:
 
 def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manifest: str | None = None,
                  checkpoint: str | None = None, weights: str | None = None, model_kwargs: str | None = None,
-                 device: str | None = None,
+                 device: str | None = None, trust_modules: tuple[str, ...] | list[str] = (),
                  progress: Progress | None = None, report: bool = True,
                  stop_after: str | None = None) -> RunResult:
     """Run a validation protocol end to end into ``out_dir`` (resumable; see module doc).
@@ -134,11 +168,16 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         protocol: a :class:`Protocol`, a path or a shipped protocol name.
         out_dir: run directory (created). Re-running with the same directory resumes.
         manifest: overrides ``data`` with a manifest CSV or BIDS folder.
-        checkpoint: overrides ``model.checkpoint`` (evaluate a given model instead of training).
+        checkpoint: overrides ``model.checkpoint`` (evaluate a given model instead of training);
+            a ``"pkg.module:Class"`` given here is typed by the caller, so it is trusted.
+        trust_modules: modules a protocol's own ``model.checkpoint: "pkg.module:Class"`` may import.
+            A protocol is a shared document: it never makes neuroxai import code on its own.
         device: overrides ``run.device``.
         stop_after: stop after this stage (``data``, ``tasks``, ``train``, ``attribute``) — tests.
     """
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    if not checkpoint:
+        _check_trusted(proto, trust_modules)
     if manifest:
         src = "bids" if Path(manifest).is_dir() else "manifest"
         proto = proto.model_copy(update={"data": proto.data.model_copy(update={"source": src, "manifest": str(manifest)})})
@@ -156,6 +195,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
                              "cohort": proto.data.cohort.seed})
     prov["world_size"] = world
     if rank == 0:
+        _say_what_changed(ctx.rd.root / "run.json", prov)
         atomic_write_json(ctx.rd.root / "run.json", {"protocol": proto.model_dump(mode="json"),
                                                        "provenance": prov})
     if stop_after == "data":
@@ -227,7 +267,7 @@ def _prepare_data(ctx: _Ctx) -> None:
     ctx.manifest_hash = manifest_hash(ctx.manifest)
     spacing = d.spacing_mm if d.spacing_mm else (d.cohort.spacing_mm if d.source == "embedded" else None)
     ctx.grid = {"spacing_mm": spacing, "shape": list(d.shape) if d.shape else None,
-                "normalize": d.normalize}
+                "normalize": d.normalize, "mask_threshold": d.mask_threshold}
 
 
 def _data_info(ctx: _Ctx) -> dict:
@@ -307,7 +347,8 @@ def _load_store(ctx: _Ctx, tasks: dict) -> SubjectStore:
 
     def compute(d: Path):
         ds = VolumeDataset(ctx.manifest, keys=tuple(keys), spacing=ctx.grid["spacing_mm"],
-                           shape=ctx.grid["shape"], normalize=ctx.grid["normalize"], cache="none")
+                           shape=ctx.grid["shape"], normalize=ctx.grid["normalize"], cache="none",
+                           mask_threshold=ctx.grid["mask_threshold"])
         items = []
         with ctx.progress.task(f"load {len(ds)} volumes onto the model grid", len(ds)) as bar:
             for i in range(len(ds)):
@@ -338,6 +379,32 @@ class TrainedModel:
     model: torch.nn.Module
     metrics: dict
     checkpoint: Path
+    #: content hash of the weights and of every file the model came from: later stages key on
+    #: it, so a model file replaced at the same path is never mixed with the old one's results
+    fingerprint: str = ""
+
+
+def _model_fingerprint(model: torch.nn.Module, files=(), extra=()) -> str:
+    """sha256 of the model's tensors (names, dtypes, shapes, bytes), its class's source file and
+    ``files``' contents: what decides the model's outputs, not where it is stored."""
+    import hashlib
+    import inspect
+
+    from ..data.manifest import file_digest
+
+    h = hashlib.sha256(repr(list(extra)).encode())
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.flatten().view(torch.uint8).numpy().tobytes())
+    try:
+        src = inspect.getsourcefile(type(model))
+    except (TypeError, OSError):
+        src = None
+    for f in [*files, src]:
+        if f and Path(f).is_file():
+            h.update(f"{Path(f).name}:{file_digest(str(f))};".encode())
+    return h.hexdigest()[:16]
 
 
 class _TaskDataset(torch.utils.data.Dataset):
@@ -367,7 +434,7 @@ def _config_yaml(kind: str, name: str | None) -> dict:
     """Parameters from ``configs/<kind>/<name>.yaml`` (or a path); the protocol's own keys win."""
     if not name:
         return {}
-    import yaml
+    from ..safe_yaml import load_yaml
 
     p = Path(name)
     if not p.is_file():
@@ -376,7 +443,7 @@ def _config_yaml(kind: str, name: str | None) -> dict:
         avail = sorted(f.stem for f in (CONFIG_DIR / kind).glob("*.yaml"))
         raise ConfigError(f"no {kind} config {name!r}", path=p, expected=avail, found=name,
                           fix=f"use one of {avail} or a path to a YAML file")
-    data = yaml.safe_load(p.read_text()) or {}
+    data = load_yaml(p, what=f"{kind} config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{kind} config must be a mapping of parameters", path=p, found=type(data).__name__)
     return data
@@ -411,7 +478,9 @@ def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> Traine
         model.eval()
         test = _TaskDataset(store, task, "test")
         metrics = evaluate(model, test, task.kind, device=ctx.device)
-        return TrainedModel(model, metrics, Path(m.checkpoint))
+        fp = _model_fingerprint(model, [f for f in (m.checkpoint, m.weights, m.kwargs) if f],
+                                extra=[m.checkpoint])
+        return TrainedModel(model, metrics, Path(m.checkpoint), fp)
     params = {**_config_yaml("models", m.config), **m.params}
     train_cfg = {**_config_yaml("training", m.training_config), **m.training}
     key = stable_hash([task_id, task.summary(), m.model_dump(), params, train_cfg, ctx.manifest_hash, ctx.grid])
@@ -442,7 +511,7 @@ def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> Traine
             _barrier(ctx)
     model, meta = load_checkpoint(ckpt, device=ctx.device)
     model.eval()
-    return TrainedModel(model, read_json(d / "metrics.json"), ckpt)
+    return TrainedModel(model, read_json(d / "metrics.json"), ckpt, _model_fingerprint(model, [ckpt]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,7 +560,7 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
         for mspec in p.methods:
             if is_null(task_id) and mspec.name in BASELINE_METHODS:
                 continue  # a model-free map is the same on both models
-            key = _attribute_key(ctx, task_id, mspec, tm, ids)
+            key = _attribute_key(ctx, task_id, task, mspec, tm, ids)
             d = ctx.rd.stage("attribute", key)
             if not ctx.rd.is_done("attribute", key):
                 t = time.perf_counter()
@@ -529,6 +598,8 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
                         arrays["mean_map_sum"] = norm_attr.sum(0)[0].cpu().numpy().astype(np.float32)
                         if p.run.save_maps == "npz16":
                             arrays["maps"] = attr[:, 0].cpu().numpy().astype(np.float16)
+                        elif p.run.save_maps == "nifti":
+                            _save_nifti_maps(d / "maps", sids, attr, b["affine"], mspec.key)
                         atomic_savez(f, subject_id=np.array(sids), **arrays)
                         bar.advance()
                 ctx.timings[f"attribute_{task_id}_{mspec.key}_s"] = time.perf_counter() - t
@@ -545,6 +616,31 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
         out[task_id] = df
         ctx.grid.setdefault("stage_dirs", {})
     return out
+
+
+def _safe_name(subject_id: str) -> str:
+    """A file-name-safe form of a subject id (an id such as ``../../x`` must not leave the folder)."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)).lstrip(".")
+    return name or "_"
+
+
+def _save_nifti_maps(folder: Path, sids: list[str], attr: torch.Tensor, affines: torch.Tensor, method: str) -> None:
+    """One float32 NIfTI per subject on the model grid (``<id>_desc-<method>_saliency.nii.gz``,
+    the BIDS-derivatives name ``neuroxai audit`` reads), each written atomically."""
+    import os
+
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, sid in enumerate(sids):
+        path = folder / f"{_safe_name(sid)}_desc-{_safe_name(method)}_saliency.nii.gz"
+        img = nib.Nifti1Image(attr[i, 0].detach().cpu().numpy().astype(np.float32),
+                              affines[i].cpu().numpy().astype(np.float64))
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.nii.gz")
+        nib.save(img, tmp)
+        os.replace(tmp, path)
 
 
 def _chunks(ids: list[str], size: int) -> list[list[str]]:
@@ -586,14 +682,17 @@ def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame,
     return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"]), prof
 
 
-def _attribute_key(ctx: _Ctx, task_id: str, mspec, tm, ids: list[str]) -> str:
+def _attribute_key(ctx: _Ctx, task_id: str, task, mspec, tm, ids: list[str]) -> str:
     p = ctx.protocol
-    return stable_hash([ATTRIBUTE_FORMAT, task_id, mspec.model_dump(), str(tm.checkpoint), ids,
+    # Content, not paths: the model's weights, the images (manifest hash), the grid, the task,
+    # the batch size (chunk boundaries) and the device type. Any change starts a new stage folder.
+    return stable_hash([ATTRIBUTE_FORMAT, task_id, mspec.model_dump(), tm.fingerprint, ids, ctx.manifest_hash,
+                        ctx.grid, task.summary(), p.run.batch_size, ctx.device.type,
                         p.scoring.model_dump(), [m.model_dump() for m in p.metrics], p.run.save_maps])
 
 
 def attribute_dir(ctx: _Ctx, task_id: str, mspec, task, tm) -> Path:
-    return ctx.rd.root / "stages" / "attribute" / _attribute_key(ctx, task_id, mspec, tm,
+    return ctx.rd.root / "stages" / "attribute" / _attribute_key(ctx, task_id, task, mspec, tm,
                                                                  scored_subjects(ctx, task))
 
 
@@ -629,7 +728,7 @@ def _validity_stage(ctx: _Ctx, tasks: dict, models: dict, store: SubjectStore) -
         tm = models[task_id]
         test = [s for s, sp in zip(task.subject_ids, task.split) if sp == "test"]
         train = [s for s, sp in zip(task.subject_ids, task.split) if sp == "train"]
-        key = stable_hash([task_id, task.summary(), str(tm.checkpoint), test, spec.model_dump(),
+        key = stable_hash([task_id, task.summary(), tm.fingerprint, test, spec.model_dump(), bs,
                            ctx.manifest_hash, ctx.grid])
         d = ctx.rd.stage("validity", key)
         if not ctx.rd.is_done("validity", key):
@@ -674,7 +773,8 @@ def _model_randomization(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
         ids = scored_subjects(ctx, task)[: spec.n_subjects]
         if not ids:
             continue
-        key = stable_hash([task_id, str(tm.checkpoint), ids, spec.model_dump(),
+        key = stable_hash([task_id, task.summary(), tm.fingerprint, ids, spec.model_dump(), ctx.manifest_hash,
+                           ctx.grid, ctx.device.type,
                            [m.model_dump() for m in ctx.protocol.methods]])
         d = ctx.rd.stage("randomization", key)
         if not ctx.rd.is_done("randomization", key):

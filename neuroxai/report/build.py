@@ -20,6 +20,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..errors import RunError
+from ..outdir import claim_dir
 from . import figures as figs
 from .schema import SCORE_COLUMNS, json_schema, validate_results
 
@@ -203,12 +204,26 @@ def verdict_rows(results: dict) -> list[dict]:
     return out
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet (CSV injection, OWASP).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(v):
+    """``v`` for a CSV cell: a text starting like a formula (``=HYPERLINK(...)`` as a subject id)
+    gets a leading ``'`` so spreadsheets show it as text; numbers are left as they are."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
 def _csv(rows: list[dict], cols: list[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
+        w.writerow({k: csv_cell(r.get(k)) for k in cols})
     return buf.getvalue()
 
 
@@ -445,9 +460,9 @@ def build_report(results: dict, figures: dict | None, out_dir: str | Path) -> Pa
     "spacing", "maps": {method: (D,H,W)}, "example": {...}}}}`` (any part may be missing: that
     figure is skipped). Deterministic: the same inputs give byte-identical files.
     """
+    out = claim_dir(out_dir, "report")  # stale figures are deleted below: only in our own folder
     validate_results(results)
     results = canonical(results)
-    out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     sections = _figure_sections(results, figures or {})

@@ -6,6 +6,7 @@ Slices are drawn in neurological convention (subject's left on the viewer's left
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -21,6 +22,17 @@ _META = {"Software": None}
 _DPI = 80
 VIEWS = ("axial", "coronal", "sagittal")
 GT_COLOUR = "cyan"
+
+
+def _plain_text(fn):
+    """Labels are data (subject ids, method labels from a protocol): ``$x^$`` or ``\\frac`` in an
+    id is drawn as typed, never parsed as math text (it used to crash the report after a whole
+    run). Scoped to our figures: the caller's matplotlib settings are left alone."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def png_bytes(fig) -> bytes:
@@ -70,6 +82,7 @@ def _contour(ax, m_s: np.ndarray | None, aspect: float, lw: float) -> None:
     ax.set_aspect(aspect)
 
 
+@_plain_text
 def overlays(image: np.ndarray, mask: np.ndarray | None, maps: dict[str, np.ndarray], title: str,
              spacing=(1.0, 1.0, 1.0)) -> bytes:
     """Tri-planar overlays through :func:`slice_centre` of ``mask``.
@@ -113,6 +126,7 @@ def overlays(image: np.ndarray, mask: np.ndarray | None, maps: dict[str, np.ndar
     return png_bytes(fig)
 
 
+@_plain_text
 def distributions(values: dict[str, np.ndarray], chance: float | None, metric: str,
                   cis: dict[str, tuple] | None = None) -> bytes:
     """Per-method box + strip plot of per-subject scores, the mean with its CI as a diamond with
@@ -139,6 +153,7 @@ def distributions(values: dict[str, np.ndarray], chance: float | None, metric: s
     return png_bytes(fig)
 
 
+@_plain_text
 def randomization(curves: dict[str, dict]) -> bytes:
     """Similarity of each method's map to its original as layers are randomized from the output
     down (cascading model randomization, Adebayo et al. 2018); the pass threshold dashed."""
@@ -160,6 +175,7 @@ def randomization(curves: dict[str, dict]) -> bytes:
     return png_bytes(fig)
 
 
+@_plain_text
 def distance_profiles(distances_mm, profiles: dict[str, np.ndarray], volume_share: np.ndarray,
                       title: str) -> bytes:
     """Relevance-by-distance curves (``scoring.profile.distance_profile``): per method the cohort-mean
@@ -204,6 +220,7 @@ def distance_profiles(distances_mm, profiles: dict[str, np.ndarray], volume_shar
     return png_bytes(fig)
 
 
+@_plain_text
 def validity_bars(v: dict, title: str) -> bytes:
     """The ground-truth validity check as bars: the model's test performance on the original
     images, with the ground truth removed, with an equal-size region elsewhere removed (mean over

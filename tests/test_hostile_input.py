@@ -551,3 +551,43 @@ def test_a_run_from_before_the_marker_is_adopted_a_lookalike_is_not(tmp_path):
     (fake / "run.json").write_text("{}")  # a user's file that happens to have the name
     with pytest.raises(RunError, match="did not write"):
         claim_dir(fake, "run")
+
+
+def _manifest_case(tmp_path: Path, case: str) -> Path:
+    """A manifest with one careless value (images are tiny distinct volumes)."""
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "m").mkdir()
+    for i in range(3):
+        nib.save(nib.Nifti1Image(np.full((6, 6, 6), i + 1.0, np.float32), np.eye(4)), tmp_path / "imgs" / f"s{i}.nii.gz")
+    rows = [("s0", "../imgs/s0.nii.gz", "30", "M"), ("s1", "../imgs/s1.nii.gz", "40", "F"),
+            ("s2", "../imgs/s2.nii.gz", "50", "F")]
+    if case == "age":
+        rows[1] = ("s1", "../imgs/s1.nii.gz", "unknown", "F")
+    elif case == "sex":
+        rows[2] = ("s2", "../imgs/s2.nii.gz", "50", "X")
+    elif case == "same_scan":
+        rows[2] = ("s2", "../imgs/../imgs/s0.nii.gz", "50", "F")
+    elif case == "escape":
+        rows[2] = ("s2", "../../nowhere/s2.nii.gz", "50", "F")
+    p = tmp_path / "m" / "manifest.csv"
+    p.write_text("subject_id,image,age,sex\n" + "".join(",".join(r) + "\n" for r in rows))
+    return p
+
+
+@pytest.mark.parametrize("case, needle", [("age", "unknown"), ("sex", "'X'"), ("same_scan", "s0.nii.gz"),
+                                          ("escape", "nowhere")])
+def test_check_manifest_catches_careless_values(tmp_path, case, needle):
+    code, out = _cli("check-manifest", _manifest_case(tmp_path, case))
+    _named_exit_2(code, out, needle, "manifest.csv")
+
+
+def test_check_manifest_reads_dotdot_paths_and_mf_codes(tmp_path, monkeypatch):
+    from neuroxai.data.manifest import load_manifest
+
+    p = _manifest_case(tmp_path, "ok")
+    monkeypatch.chdir(tmp_path / "imgs")  # the cwd must not matter
+    code, out = _cli("check-manifest", p)
+    assert code == 0, out
+    df = load_manifest(p)
+    assert [Path(x).resolve() for x in df["image"]] == [(tmp_path / "imgs" / f"s{i}.nii.gz").resolve() for i in range(3)]
+    assert df["sex"].tolist() == [1, 0, 0]

@@ -11,6 +11,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 
@@ -176,6 +177,10 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         stop_after: stop after this stage (``data``, ``tasks``, ``train``, ``attribute``) — tests.
     """
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    if proto.kind == "audit":
+        raise ConfigError(f"{proto.id!r} is an audit protocol (criteria for saved maps, no tasks)",
+                          expected="a validation protocol", found=f"kind: {proto.kind}",
+                          fix=f"use it with `neuroxai audit --protocol {proto.id} --maps ... --masks ...`")
     if not checkpoint:
         _check_trusted(proto, trust_modules)
     if manifest:
@@ -427,7 +432,7 @@ class _TaskDataset(torch.utils.data.Dataset):
         return {"image": img, "label": label}
 
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(files("neuroxai") / "configs")  # shipped inside the package (see schema.PROTOCOL_DIR)
 
 
 def _config_yaml(kind: str, name: str | None) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import ConfigError
 
-PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "protocols"
+# Shipped inside the package, so a wheel carries them. neuroxai is always installed as files
+# (wheel, editable or checkout), where `files()` is a real Path: glob and error paths need one.
+PROTOCOL_DIR = Path(files("neuroxai") / "protocols")
 
 
 class _Strict(BaseModel):
@@ -194,12 +197,14 @@ class RunSpec(_Strict):
 class Protocol(_Strict):
     id: str
     version: str
+    kind: Literal["validate", "audit"] = Field("validate", description="'audit': criteria for `neuroxai audit` "
+                                               "of saved maps (no data, tasks or model; methods = baselines)")
     title: str = ""
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
-    tasks: list[TaskSpec]
+    tasks: list[TaskSpec] = Field(default_factory=list)
     model: ModelSpec = Field(default_factory=ModelSpec)
-    methods: list[MethodSpec]
+    methods: list[MethodSpec] = Field(default_factory=list)
     metrics: list[MetricSpec]
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
@@ -208,12 +213,22 @@ class Protocol(_Strict):
     acceptance: list[Criterion]
     run: RunSpec = Field(default_factory=RunSpec)
 
-    @field_validator("tasks", "methods", "metrics")
+    @field_validator("metrics")
     @classmethod
     def _non_empty(cls, v):
         if not v:
             raise ValueError("must list at least one entry")
         return v
+
+    @model_validator(mode="after")
+    def _validate_needs_tasks(self):
+        if self.kind == "validate":
+            for name in ("tasks", "methods"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: must list at least one entry (a validation protocol)")
+        elif self.tasks:
+            raise ValueError("tasks: an audit protocol has no tasks (the audited maps and masks are the task)")
+        return self
 
     @model_validator(mode="after")
     def _registry_names(self):

@@ -173,37 +173,47 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
 
 @app.command()
 @_guarded
-def audit(maps: Path = typer.Option(..., "--maps", help="folder of NIfTI maps (or one sub-folder per method)"),
-          masks: Path = typer.Option(..., "--masks", help="folder of ground-truth masks, same subject prefixes"),
-          brain_mask: Optional[Path] = typer.Option(None, "--brain-mask", help="one NIfTI or a folder per subject"),
-          metric: Optional[List[str]] = typer.Option(None, "--metric", help="repeat to choose metrics"),
+def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per method, one flat folder, or BIDS "
+                                    "derivatives (sub-*/anat/*_desc-<method>_saliency.nii.gz)"),
+          masks: Path = typer.Option(..., "--masks", help="ground-truth masks: sub-*_..._mask.nii.gz (or "
+                                     "*_desc-<label>_mask / *_dseg with --label), matched by subject"),
+          protocol: str = typer.Option("audit", "--protocol", help="acceptance criteria, metrics and statistics "
+                                       "(default: the shipped audit.yaml)"),
+          brain_mask: Optional[Path] = typer.Option(None, "--brain-mask", help="one NIfTI or a folder per subject "
+                                                    "(in the masks' space)"),
+          anat: Optional[Path] = typer.Option(None, "--anat", help="anatomical image(s) for the figures (masks' space)"),
+          transform: Optional[Path] = typer.Option(None, "--transform", help="affine from the masks' space to the "
+                                                   "maps' (ITK/ANTs .mat or .txt, or a 4×4 text matrix in RAS mm)"),
+          grid: str = typer.Option("mask", "--grid", help="score on each subject's 'mask' grid (maps trilinear) or "
+                                   "'map' grid (masks nearest neighbour)"),
           mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0,
                                                help="mask voxels > this are in the mask (probabilistic masks)"),
-          out: Path = typer.Option(Path("runs/audit"), "--out"),
-          device: str = typer.Option("cpu")):
-    """Re-evaluate a prior study: score its saved maps against masks, no model needed.
+          mask_desc: Optional[str] = typer.Option(None, "--mask-desc", help="which desc-<label>_mask to use"),
+          label: Optional[List[int]] = typer.Option(None, "--label", help="with *_dseg masks: the label value(s) "
+                                                   "that form the ground truth (repeatable)"),
+          out: Path = typer.Option(Path("runs/audit"), "--out", help="new or empty folder (or an earlier audit)"),
+          device: str = typer.Option("cpu", help="cpu | cuda"),
+          quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """Re-evaluate a prior study: its saved maps against masks, no model. Same verdicts and report as validate.
 
-    Example: [cyan]neuroxai audit --maps study/gradcam --masks study/lesions --out runs/audit[/cyan]
+    Exit 0 = every method passes, 1 = some fail, 2 = error.
+    Example: [cyan]neuroxai audit --maps study/derivatives/xai --masks study/derivatives/lesions --out runs/audit[/cyan]
     """
-    from .outdir import claim_dir
-    from .protocol.audit import audit_maps, write_audit
+    from rich.progress import Progress
 
-    claim_dir(out, "audit")  # before the work: never over a folder of the user's own files
-    try:
-        df, summary = audit_maps(maps, masks, brain_mask=brain_mask, metrics=metric or None, device=device,
-                                 mask_threshold=mask_threshold)
-    except NeuroXAIError as exc:
-        _fail(exc)
-    write_audit(df, summary, out, mask_threshold=mask_threshold)
-    t = Table(title="audit")
-    for c in ("method", "metric", "mean [95% CI]", "chance", "n"):
-        t.add_column(c)
-    for method, mets in summary.items():
-        for met, r in mets.items():
-            ch = "—" if r["chance"] is None else f"{r['chance']:.3f}"
-            t.add_row(method, met, f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]", ch, str(r["n"]))
-    console.print(t)
-    console.print(f"scores: {out / 'scores.csv'} (mask voxels > {mask_threshold:g})")
+    from .protocol.audit import run_audit
+
+    with Progress(console=err, disable=quiet) as p:
+        tid = p.add_task("audit", total=None)
+        res = run_audit(maps, masks, out, protocol=protocol, brain_mask=brain_mask, anat=anat, transform=transform,
+                        grid=grid, mask_threshold=mask_threshold, mask_desc=mask_desc, labels=list(label or []) or None,
+                        device=device, progress=lambda i, n: p.update(tid, completed=i, total=n))
+    if not quiet:
+        console.print(_verdict_table(res.results))
+        for f in res.results["audit"]["flags"][:10]:
+            console.print(f"[yellow]flag[/]: {f['method']} {f['subject_id']}: {f['flag']}")
+    console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
+    raise typer.Exit(res.exit_code)
 
 
 @app.command()

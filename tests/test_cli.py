@@ -38,24 +38,30 @@ def test_validate_refuses_a_used_folder_without_resume(tmp_path):
 
 def test_audit_scores_oracle_and_random_maps(tmp_path):
     rng = np.random.default_rng(0)
-    (tmp_path / "maps" / "oracle").mkdir(parents=True)
+    (tmp_path / "maps" / "perfect").mkdir(parents=True)
     (tmp_path / "maps" / "noise").mkdir(parents=True)
     (tmp_path / "masks").mkdir()
-    for i in range(6):
+    for i in range(12):
         mask = np.zeros((12, 12, 12), np.uint8)
         mask[2 + i % 3:6 + i % 3, 3:7, 4:9] = 1
         nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "masks" / f"sub-{i}_mask.nii.gz")
-        nib.save(nib.Nifti1Image(mask.astype(np.float32), np.eye(4)), tmp_path / "maps" / "oracle" / f"sub-{i}_map.nii.gz")
+        nib.save(nib.Nifti1Image(mask.astype(np.float32), np.eye(4)), tmp_path / "maps" / "perfect" / f"sub-{i}_map.nii.gz")
         nib.save(nib.Nifti1Image(rng.random((12, 12, 12)).astype(np.float32), np.eye(4)),
                  tmp_path / "maps" / "noise" / f"sub-{i}_map.nii.gz")
     r = runner.invoke(app, ["audit", "--maps", str(tmp_path / "maps"), "--masks", str(tmp_path / "masks"),
                             "--out", str(tmp_path / "out")])
-    assert r.exit_code == 0, r.output
-    s = json.loads((tmp_path / "out" / "audit.json").read_text())["summary"]
-    assert s["oracle"]["relevance_mass_accuracy"]["mean"] == 1.0
-    assert s["oracle"]["auroc"]["mean"] == 1.0
-    chance = s["noise"]["relevance_mass_accuracy"]["chance"]
-    assert abs(s["noise"]["relevance_mass_accuracy"]["mean"] - chance) < 0.03
+    assert r.exit_code == 1, r.output  # the noise maps FAIL
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["kind"] == "audit"
+    s = {m["method"]: m for m in res["methods"]}
+    assert s["perfect"]["metrics"]["relevance_mass_accuracy"]["mean"] == 1.0
+    assert s["perfect"]["metrics"]["auroc"]["mean"] == 1.0
+    assert s["perfect"]["verdict"] == "PASS" and s["noise"]["verdict"] == "FAIL"
+    assert s["oracle"]["verdict"] == "PASS" and s["random"]["verdict"] == "FAIL"  # the scale's two ends
+    chance = s["noise"]["metrics"]["relevance_mass_accuracy"]["chance"]
+    assert abs(s["noise"]["metrics"]["relevance_mass_accuracy"]["mean"] - chance) < 0.03
+    assert (tmp_path / "out" / "report" / "index.html").is_file()
+    assert (tmp_path / "out" / "report" / "scores.csv").is_file()
 
 
 def test_audit_names_a_map_without_mask(tmp_path):

@@ -1,143 +1,551 @@
-"""Re-evaluate a prior study: score its saved NIfTI attribution maps against masks, no model needed.
+"""Re-evaluate a prior study: score its saved NIfTI maps against ground-truth masks, no model needed,
+and give the same verdicts, ``results.json`` (``kind: audit``) and HTML report as ``validate``.
 
-``maps_dir`` holds either NIfTI files (one method) or one sub-folder per method. Files are matched
-to masks by subject id: the part of the file name before the first ``_`` (BIDS: ``sub-01_...``),
-or the whole stem when there is no ``_``.
+**Layouts** (:func:`discover_maps`, :func:`discover_masks`):
+
+* maps: one folder per method (``maps/gradcam/sub-01_map.nii.gz``), one flat folder (one method,
+  named after the folder; or BIDS names with ``desc-<method>``), or BIDS derivatives
+  (``derivatives/<pipeline>/sub-*/[ses-*/]anat/*_desc-<method>_saliency.nii.gz``);
+* masks: one file per subject (``sub-01_*.nii.gz``), BIDS masks ``*_desc-<label>_mask.nii.gz``
+  (``mask_desc`` picks one label when there are several) or a segmentation ``*_dseg.nii.gz`` with
+  ``labels`` (the voxels of those label values are the mask).
+
+Files are matched by subject: ``sub-<id>[_ses-<id>]`` for BIDS names, else the part of the name
+before the first ``_``. A NIfTI that fits no layout, a map without a mask, and two files of one
+subject are named errors: nothing is ignored silently. Sidecars (``.json``, ``.tsv``, ``.md``,
+``.txt``) and hidden files are skipped.
+
+**Grids.** Scores are computed on the *mask's* grid by default (``grid="mask"``): the ground truth
+is never altered and each map is resampled onto it by trilinear interpolation (zero outside the
+map's field of view). With ``grid="map"`` the masks are resampled onto the map's grid by nearest
+neighbour instead. Maps and masks must share a world space, or ``transform`` maps points from the
+mask's world space to the map's (:func:`read_transform`). World extents that do not overlap are
+refused with the distance between them.
+
+The random map (floor) and the oracle (the mask itself, ceiling) are computed on the audited
+masks; model-dependent checks (ground-truth validity, model randomization, the null model) are
+"not applicable: no model" in the report.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ManifestError
-from .rundir import atomic_write_json
+from ..errors import ConfigError, ManifestError, ScoringError
 
 log = logging.getLogger(__name__)
 
-NII = re.compile(r"\.nii(\.gz)?$")
+NII = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+_SKIP_SUFFIX = (".json", ".tsv", ".md", ".txt", ".csv", ".bvec", ".bval")
+_BIDS_SUB = re.compile(r"^(sub-[A-Za-z0-9]+)(_ses-[A-Za-z0-9]+)?")
+_DESC = re.compile(r"_desc-([A-Za-z0-9]+)_")
+_SALIENCY = re.compile(r"_desc-([A-Za-z0-9]+)_saliency\.nii(\.gz)?$", re.IGNORECASE)
+_MASK = re.compile(r"_desc-([A-Za-z0-9]+)_mask\.nii(\.gz)?$", re.IGNORECASE)
+_DSEG = re.compile(r"_dseg\.nii(\.gz)?$", re.IGNORECASE)
+NOT_APPLICABLE = "not applicable: no model"
 
 
 def subject_key(path: Path) -> str:
+    """``sub-01_ses-2`` for BIDS names, else the part of the name before the first ``_``."""
+    m = _BIDS_SUB.match(path.name)
+    if m:
+        return m.group(1) + (m.group(2) or "")
     stem = NII.sub("", path.name)
     return stem.split("_")[0] if "_" in stem else stem
 
 
-def _index(folder: Path, what: str) -> dict[str, Path]:
-    files = sorted(p for p in Path(folder).iterdir() if NII.search(p.name))
-    out: dict[str, Path] = {}
-    dups = []
-    for f in files:
-        k = subject_key(f)
-        if k in out:
-            dups.append(f"{out[k].name} and {f.name} both map to subject {k!r}")
-        out[k] = f
-    if dups:
-        raise ManifestError(f"ambiguous {what} files", path=folder, found="; ".join(dups),
-                            fix="keep one file per subject, named SUBJECT_... .nii.gz")
+def _skipped(p: Path) -> bool:
+    return p.name.startswith(".") or p.name.lower().endswith(_SKIP_SUFFIX) or p.name.upper().startswith(
+        ("README", "CHANGES", "LICENSE"))
+
+
+def _files(folder: Path, depth: int = 8) -> list[Path]:
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not _skipped(p) and not any(part.startswith(".") for part in
+                                                        p.relative_to(folder).parts[:-1]):
+            if len(p.relative_to(folder).parts) > depth:
+                raise ManifestError("the folder is nested too deep", path=p, expected=f"≤ {depth} levels",
+                                    found=len(p.relative_to(folder).parts), fix="point at the study folder")
+            out.append(p)
     return out
 
 
-def discover_maps(maps_dir: str | Path) -> dict[str, dict[str, Path]]:
-    """``{method: {subject: path}}`` from a folder of maps or a folder of per-method folders."""
-    maps_dir = Path(maps_dir)
-    if not maps_dir.is_dir():
-        raise ManifestError("maps folder not found", path=maps_dir, expected="a folder of NIfTI maps",
-                            found="no such folder")
-    subdirs = sorted(p for p in maps_dir.iterdir() if p.is_dir())
-    if subdirs:
-        out = {d.name: _index(d, "map") for d in subdirs}
-        out = {k: v for k, v in out.items() if v}
-    else:
-        out = {maps_dir.name: _index(maps_dir, "map")}
-    if not any(out.values()):
-        raise ManifestError("no NIfTI maps found", path=maps_dir, expected="*.nii or *.nii.gz files",
-                            found="none", fix="point --maps to the folder holding the maps")
-    return out
+def _put(out: dict, key: str, f: Path, what: str, problems: list) -> None:
+    if key in out:
+        problems.append(f"{out[key]} and {f} are both the {what} of subject {key!r}")
+    out[key] = f
 
 
-def audit_maps(maps_dir: str | Path, masks_dir: str | Path, *, brain_mask: str | Path | None = None,
-               metrics: list[str] | None = None, polarity: str = "positive",
-               device: str = "cpu", n_boot: int = 2000, seed: int = 0,
-               mask_threshold: float = 0.5) -> tuple[pd.DataFrame, dict]:
-    """Score every map against its subject's mask. Returns (scores table, summary per method/metric).
+def _raise(problems: list, path, what: str, fix: str) -> None:
+    if problems:
+        body = "\n  ".join(problems[:20]) + (f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ManifestError(f"{len(problems)} {what}:\n  {body}", path=path, fix=fix)
 
-    Mask voxels ``> mask_threshold`` are in the mask (a probabilistic mask is cut there; a
-    non-binary mask is logged with the threshold used).
 
-    The summary holds the mean, a percentile-bootstrap CI and the chance level per metric.
-    """
-    from ..data import check_same_grid, load_volume
-    from ..data.manifest import check_mask
-    from ..scoring import score
-    from ..scoring.stats import bootstrap_ci
-
-    metrics = metrics or ["relevance_mass_accuracy", "relevance_rank_accuracy", "auroc",
-                          "average_precision", "pointing_game"]
-    methods = discover_maps(maps_dir)
-    masks = _index(Path(masks_dir), "mask")
-    brain_single = None
-    brain_masks: dict[str, Path] = {}
-    if brain_mask is not None:
-        bm = Path(brain_mask)
-        if bm.is_dir():
-            brain_masks = _index(bm, "brain mask")
-        else:
-            brain_single = load_volume(bm)
-    dev = torch.device(device)
-    rows = []
-    problems = []
-    for method, files in methods.items():
-        for sid, mpath in files.items():
-            if sid not in masks:
-                problems.append(f"{mpath}: no mask for subject {sid!r} in {masks_dir}")
+def discover_maps(maps_dir: str | Path) -> tuple[str, dict[str, dict[str, Path]]]:
+    """``(layout, {method: {subject: path}})``; layout is ``bids``, ``per-method`` or ``flat``."""
+    root = Path(maps_dir)
+    if not root.is_dir():
+        raise ManifestError("maps folder not found", path=root, expected="a folder of NIfTI maps",
+                            found="no such folder" if not root.exists() else "a file",
+                            fix="point --maps at the folder holding the maps")
+    files = _files(root)
+    problems: list[str] = []
+    out: dict[str, dict[str, Path]] = {}
+    top_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    bids = any(_SALIENCY.search(f.name) for f in files) and any(
+        part.startswith("sub-") for f in files for part in f.relative_to(root).parts[:-1])
+    if bids:
+        layout = "bids"
+        for f in files:
+            m = _SALIENCY.search(f.name)
+            if not m or not _BIDS_SUB.match(f.name):
+                problems.append(f"{f}: not a BIDS saliency map (expected sub-<id>[_ses-<id>]_..._desc-<method>"
+                                f"_saliency.nii.gz)")
                 continue
-            amap = load_volume(mpath)
-            mask = load_volume(masks[sid])
-            check_same_grid(amap, mask, what="mask")
-            m = mask.data > mask_threshold
-            if not bool(((mask.data == 0) | (mask.data == 1)).all()):
-                log.warning("%s is not binary (values in [%.3g, %.3g]); voxels > %g are the mask",
-                            masks[sid], float(mask.data.min()), float(mask.data.max()), mask_threshold)
-            check_mask(m, masks[sid])
-            brain = None
-            if brain_single is not None or sid in brain_masks:
-                bv = brain_single if brain_single is not None else load_volume(brain_masks[sid])
-                check_same_grid(amap, bv, what="brain mask")
-                brain = (bv.data > mask_threshold)[None].to(dev)
-            s = score(amap.data[None].to(dev), m[None].to(dev), metrics, brain_mask=brain,
-                      spacing=amap.spacing, polarity=polarity)
+            _put(out.setdefault(m.group(1), {}), subject_key(f), f, f"{m.group(1)} map", problems)
+    elif top_dirs:
+        layout = "per-method"
+        for f in files:
+            rel = f.relative_to(root).parts
+            if len(rel) != 2 or not NII.search(f.name):
+                where = "beside the per-method folders" if len(rel) == 1 else "nested below a method folder"
+                problems.append(f"{f}: {where}" + ("" if NII.search(f.name) else " (and not NIfTI)")
+                                + "; each map goes into its method's folder")
+                continue
+            _put(out.setdefault(rel[0], {}), subject_key(f), f, f"{rel[0]} map", problems)
+    else:
+        layout = "flat"
+        with_desc = [f for f in files if _DESC.search(f.name)]
+        for f in files:
+            if not NII.search(f.name):
+                problems.append(f"{f}: not a NIfTI file (.nii or .nii.gz)")
+                continue
+            if with_desc and not _DESC.search(f.name):
+                problems.append(f"{f}: no desc-<method> in its name while other maps here have one")
+                continue
+            method = _DESC.search(f.name).group(1) if with_desc else root.name
+            _put(out.setdefault(method, {}), subject_key(f), f, f"{method} map", problems)
+    _raise(problems, root, "map file(s) fit no layout", "one folder per method, one flat folder, or BIDS "
+           "derivatives (sub-*/anat/*_desc-<method>_saliency.nii.gz); remove or move the files named")
+    if not any(out.values()):
+        raise ManifestError("no NIfTI maps found", path=root, expected="*.nii or *.nii.gz files",
+                            found="none", fix="point --maps at the folder holding the maps")
+    return layout, out
+
+
+def discover_masks(masks_dir: str | Path, *, mask_desc: str | None = None,
+                   labels: list[int] | None = None) -> tuple[str, dict[str, Path]]:
+    """``(kind, {subject: path})``: kind ``mask`` (binary or probabilistic) or ``dseg`` (label image,
+    used with ``labels``)."""
+    root = Path(masks_dir)
+    if not root.is_dir():
+        raise ManifestError("masks folder not found", path=root, expected="a folder of NIfTI masks",
+                            found="no such folder" if not root.exists() else "a file",
+                            fix="point --masks at the folder holding the masks")
+    files = [f for f in _files(root) if NII.search(f.name)]
+    problems: list[str] = []
+    if labels:
+        chosen = [f for f in files if _DSEG.search(f.name)]
+        if not chosen:
+            raise ManifestError("--label was given but no *_dseg.nii.gz segmentation was found", path=root,
+                                expected="sub-*_dseg.nii.gz files", found=f"{len(files)} other NIfTI files",
+                                fix="drop --label to use mask files, or point --masks at the segmentations")
+        kind = "dseg"
+    else:
+        descs = sorted({m.group(1) for f in files if (m := _MASK.search(f.name))})
+        if mask_desc is not None:
+            chosen = [f for f in files if (m := _MASK.search(f.name)) and m.group(1) == mask_desc]
+            if not chosen:
+                raise ManifestError(f"no mask with desc-{mask_desc}", path=root, expected=descs or "desc-<label>",
+                                    found=mask_desc, fix="choose one of the desc labels found")
+        elif len(descs) > 1:
+            raise ManifestError("several kinds of masks are here", path=root, expected="one desc-<label>",
+                                found=descs, fix="choose one with --mask-desc LABEL")
+        else:
+            chosen = [f for f in files if not _DSEG.search(f.name)]
+            if not chosen and any(_DSEG.search(f.name) for f in files):
+                raise ManifestError("only segmentations (*_dseg) found", path=root, expected="masks, or --label",
+                                    found=f"{len(files)} dseg files",
+                                    fix="pass --label N (repeatable) to make the mask from those label values")
+        kind = "mask"
+    out: dict[str, Path] = {}
+    for f in chosen:
+        _put(out, subject_key(f), f, "mask", problems)
+    _raise(problems, root, "ambiguous mask file(s)", "keep one mask per subject (or choose with --mask-desc)")
+    if not out:
+        raise ManifestError("no NIfTI masks found", path=root, expected="*.nii or *.nii.gz files", found="none",
+                            fix="point --masks at the folder holding the masks")
+    return kind, out
+
+
+# ------------------------------------------------------------------------------- spaces and grids
+_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def read_transform(path: str | Path) -> np.ndarray:
+    """A 4×4 world→world matrix (RAS mm) mapping a point of the *mask's* space to the *map's* space.
+
+    Accepted: a 4×4 text matrix (whitespace separated, RAS, the above direction), or an ITK/ANTs
+    affine (``.mat`` written by antsRegistration, or an ITK ``.txt`` "Insight Transform File")
+    — ITK transforms map points of the *fixed* image to the *moving* one in LPS, so the ANTs
+    registration of a template (moving) to a subject (fixed) is the one to pass. Nonlinear warps
+    are not supported: resample the maps with ``antsApplyTransforms`` first.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("transform file not found", path=p, expected="a .mat / ITK .txt / 4×4 text file",
+                          found="no such file", fix="check the path")
+    if p.suffix.lower() == ".mat":
+        try:
+            from scipy.io import loadmat
+
+            m = loadmat(str(p))
+        except Exception as exc:  # noqa: BLE001 - any parse failure is one named error
+            raise ConfigError("cannot read the ITK/ANTs .mat transform", path=p, found=f"{type(exc).__name__}: {exc}",
+                              fix="write it with antsRegistration, or give a 4×4 text matrix") from exc
+        key = next((k for k in m if k.startswith("AffineTransform") or k.startswith("MatrixOffsetTransform")), None)
+        if key is None or "fixed" not in m:
+            raise ConfigError("the .mat file holds no 3-D affine transform", path=p,
+                              expected="AffineTransform_double_3_3 and fixed", found=sorted(k for k in m if not k.startswith("__")),
+                              fix="nonlinear warps are not supported: resample the maps with antsApplyTransforms first")
+        params, center = np.asarray(m[key], float).ravel(), np.asarray(m["fixed"], float).ravel()
+        return _itk_to_ras(params, center, p)
+    text = p.read_text(errors="replace")
+    if text.lstrip().startswith("#Insight Transform File"):
+        kinds = re.findall(r"^Transform:\s*(\S+)", text, re.M)
+        if len(kinds) != 1 or not re.match(r"(Affine|MatrixOffset|Euler3D|Rigid3D|Similarity3D)Transform", kinds[0]):
+            raise ConfigError("only one linear ITK transform is supported", path=p, expected="AffineTransform_double_3_3",
+                              found=kinds, fix="resample the maps with antsApplyTransforms first")
+        params = np.array(re.search(r"^Parameters:(.*)$", text, re.M).group(1).split(), float)
+        fixed = re.search(r"^FixedParameters:(.*)$", text, re.M)
+        center = np.array(fixed.group(1).split(), float) if fixed else np.zeros(3)
+        if len(params) != 12:
+            raise ConfigError("unsupported ITK transform parameters", path=p, expected="12 (3×3 matrix + translation)",
+                              found=len(params), fix="convert it to an AffineTransform_double_3_3")
+        return _itk_to_ras(params, center, p)
+    try:
+        a = np.array([[float(x) for x in line.split()] for line in text.splitlines() if line.strip()
+                      and not line.lstrip().startswith("#")])
+    except ValueError:
+        a = np.zeros(0)
+    if a.shape == (3, 4):
+        a = np.vstack([a, [0, 0, 0, 1]])
+    if a.shape != (4, 4) or not np.isfinite(a).all() or abs(np.linalg.det(a[:3, :3])) < 1e-9:
+        raise ConfigError("not a 4×4 affine matrix", path=p, expected="4 rows of 4 numbers, invertible",
+                          found=f"shape {a.shape}", fix="write the matrix as 4 lines of 4 numbers (RAS mm)")
+    return a
+
+
+def _itk_to_ras(params: np.ndarray, center: np.ndarray, path: Path) -> np.ndarray:
+    if len(params) != 12 or len(center) != 3:
+        raise ConfigError("unsupported ITK transform", path=path, expected="3×3 matrix + translation + center",
+                          found=f"{len(params)} parameters, {len(center)} fixed", fix="use a 3-D affine transform")
+    mat, trans = params[:9].reshape(3, 3), params[9:]
+    lps = np.eye(4)
+    lps[:3, :3] = mat
+    lps[:3, 3] = trans + center - mat @ center
+    return _LPS @ lps @ _LPS
+
+
+def _bounds(shape, affine) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array([[i, j, k, 1.0] for i in (-0.5, shape[0] - 0.5) for j in (-0.5, shape[1] - 0.5)
+                        for k in (-0.5, shape[2] - 0.5)])
+    w = (affine @ corners.T).T[:, :3]
+    return w.min(0), w.max(0)
+
+
+def check_overlap(map_vol, mask_vol, to_mask_world: np.ndarray, *, map_path, mask_path) -> None:
+    """Refuse maps and masks whose world extents do not overlap, saying how far apart they are."""
+    lo1, hi1 = _bounds(map_vol.shape, to_mask_world @ map_vol.affine)
+    lo2, hi2 = _bounds(mask_vol.shape, mask_vol.affine)
+    gap = np.maximum(0.0, np.maximum(lo1 - hi2, lo2 - hi1))
+    if (gap > 0).any():
+        raise ScoringError("the map and the mask do not overlap in world space", path=map_path,
+                           expected=f"extents that overlap the mask {mask_path}",
+                           found=f"{np.linalg.norm(gap):.1f} mm apart (per axis {np.round(gap, 1).tolist()} mm; "
+                                 f"map x,y,z [{np.round(lo1, 1).tolist()} … {np.round(hi1, 1).tolist()}] mm, "
+                                 f"mask [{np.round(lo2, 1).tolist()} … {np.round(hi2, 1).tolist()}] mm)",
+                           fix="are they in the same space? give --transform (mask space → map space), "
+                               "or check the affines (`neuroxai info FILE`)")
+
+
+# ------------------------------------------------------------------------------- the audit
+@dataclass
+class AuditInputs:
+    maps: dict[str, dict[str, Path]]
+    masks: dict[str, Path]
+    layout: str
+    mask_kind: str
+    brain: dict[str, Path] = field(default_factory=dict)
+    brain_single: Path | None = None
+    anat: dict[str, Path] = field(default_factory=dict)
+
+
+class _AuditTask(SimpleNamespace):
+    """What the verdict assembly needs to know of a task, for saved maps."""
+
+    def summary(self) -> dict:
+        return dict(self.info)
+
+
+def _per_subject(path: Path | None, what: str) -> tuple[dict[str, Path], Path | None]:
+    if path is None:
+        return {}, None
+    path = Path(path)
+    if path.is_dir():
+        out: dict[str, Path] = {}
+        problems: list[str] = []
+        for f in _files(path):
+            if NII.search(f.name):
+                _put(out, subject_key(f), f, what, problems)
+        _raise(problems, path, f"ambiguous {what} file(s)", f"keep one {what} per subject")
+        return out, None
+    if not path.is_file():
+        raise ManifestError(f"{what} not found", path=path, expected="a NIfTI file or a folder of them",
+                            found="no such file", fix="check the path")
+    return {}, path
+
+
+def _load(path: Path):
+    from ..data import load_volume
+
+    return load_volume(path)
+
+
+def _on_grid(vol, affine_to_target_world: np.ndarray, grid, mode: str) -> torch.Tensor:
+    from ..data.transforms import resample_to_grid
+
+    return resample_to_grid(vol.data[0], affine_to_target_world @ vol.affine, grid, mode=mode)
+
+
+def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np.ndarray | None = None,
+                   mask_threshold: float = 0.5, labels: list[int] | None = None, device: str = "cpu",
+                   progress=None) -> dict:
+    """Score every subject's maps (and the random and oracle baselines) one subject at a time, on
+    ``device``. Returns the scores table, distance profiles, flags and figure inputs."""
+    from ..attribution import METHODS
+    from ..data.volume import Grid
+    from ..scoring import distance_profile, score
+
+    if grid not in ("mask", "map"):
+        raise ConfigError("unknown target grid", expected="'mask' or 'map'", found=grid,
+                          fix="--grid mask (default: masks never resampled) or --grid map")
+    dev = torch.device(device)
+    T = np.eye(4) if transform is None else np.asarray(transform, float)  # mask world -> map world
+    Tinv = np.linalg.inv(T)
+    sc = proto.scoring
+    metrics = {m.name: dict(m.params) for m in proto.metrics}
+    if "pointing_game" in metrics:
+        metrics["pointing_game"].setdefault("tolerance_mm", sc.pointing_tolerance_mm)
+    metrics.pop("region_rank", None)  # needs an atlas in the masks' space: not part of an audit
+    baselines = [m for m in proto.methods if m.name in ("random", "oracle")]
+    subjects = sorted({s for v in inp.maps.values() for s in v})
+    missing = [f"{inp.maps[m][s]}: no mask for subject {s!r}" for m in sorted(inp.maps) for s in sorted(inp.maps[m])
+               if s not in inp.masks]
+    _raise(missing, None, "map(s) without a mask", "provide one mask per subject (matched by sub-<id> or the "
+           "name's prefix before '_')")
+    incomplete = [f"subject {s!r} has no {m} map" for m in sorted(inp.maps) for s in subjects if s not in inp.maps[m]]
+    if incomplete:
+        log.warning("%d subject/method pairs have no map (%s); each method is scored on its own subjects, "
+                    "paired tests on the shared ones", len(incomplete), "; ".join(incomplete[:3]))
+    rows, profiles, flags, files = [], {}, [], []
+    means: dict[str, np.ndarray] = {}
+    mean_mask = mean_img = None
+    common_grid = None
+    n_mean = 0
+    example: dict = {}
+    resampled = 0
+    for i, sid in enumerate(subjects):
+        mvol = _load(inp.masks[sid])
+        files.append(inp.masks[sid])
+        maps = {m: inp.maps[m][sid] for m in sorted(inp.maps) if sid in inp.maps[m]}
+        first = _load(next(iter(maps.values())))
+        check_overlap(first, mvol, Tinv, map_path=next(iter(maps.values())), mask_path=inp.masks[sid])
+        if grid == "mask":
+            g = Grid(mvol.shape, mvol.affine)
+            raw_mask = mvol.data[0]
+        else:
+            g = Grid(first.shape, first.affine)
+            raw_mask = _on_grid(mvol, T, g, "nearest")
+        mask = (torch.isin(raw_mask.round().long(), torch.tensor(labels)) if labels
+                else raw_mask > mask_threshold)
+        if not bool(mask.any()):
+            raise ScoringError("the mask is empty on the target grid", path=inp.masks[sid],
+                               expected=f"voxels > {mask_threshold}" if not labels else f"labels {labels}",
+                               found="none", fix="check --mask-threshold / --label, or drop this subject")
+        brain = None
+        bpath = inp.brain.get(sid) or inp.brain_single
+        if bpath is not None:
+            bvol = _load(bpath)
+            brain = _on_grid(bvol, np.eye(4) if grid == "mask" else T, g, "nearest") > 0.5  # masks' space
+            files.append(bpath)
+        mask_b = mask[None, None].to(dev)
+        brain_b = brain[None, None].to(dev) if brain is not None and sc.restrict_to_brain else None
+        spacing = g.spacing
+        subj_maps: dict[str, torch.Tensor] = {}
+        for method, path in maps.items():
+            vol = first if path == next(iter(maps.values())) else _load(path)
+            files.append(path)
+            to_target = Tinv if grid == "mask" else np.eye(4)
+            same = grid == "map" or (vol.shape == tuple(g.shape) and np.allclose(to_target @ vol.affine, g.affine,
+                                                                                atol=1e-4))
+            hi, lo = float(vol.data.max()), float(vol.data.min())  # the file as saved, before resampling
+            if hi == lo:
+                flags.append({"subject_id": sid, "method": method, "flag": "all-zero map" if hi == 0
+                              else f"constant map ({hi:.3g})", "file": str(path)})
+            a = vol.data[0] if same else _on_grid(vol, to_target, g, "bilinear")
+            resampled += 0 if same else 1
+            a = a.float()
+            subj_maps[method] = a
+        x = torch.zeros((1, 1, *g.shape), device=dev)
+        for b in baselines:
+            params = {**b.params, "mask": mask_b} if b.name == "oracle" else dict(b.params)
+            if b.name == "random":  # one reproducible draw per subject
+                params["seed"] = int(params.get("seed", 0)) * 1_000_003 + i
+            subj_maps[b.key] = METHODS[b.name](None, x, None, **params)[0, 0].float()
+        for method, a in subj_maps.items():
+            attr = a[None, None].to(dev)
+            s = score(attr, mask_b, {k: dict(v) for k, v in metrics.items()}, brain_mask=brain_b, spacing=spacing,
+                      polarity=sc.polarity, smooth_fwhm_mm=sc.smooth_fwhm_mm)
             for k, v in s.items():
                 rows.append((sid, method, k, float(v[0])))
-    if problems:
-        raise ManifestError("maps without masks:\n  " + "\n  ".join(problems), path=masks_dir,
-                            fix="provide a mask per subject (same subject prefix as the map)")
+            rel, vol_share = distance_profile(attr, mask_b, brain_b, spacing=spacing,
+                                              distances_mm=sc.profile_distances_mm, polarity=sc.polarity)
+            prof = profiles.setdefault(method, ([], []))
+            prof[0].append(rel[0].cpu().numpy())
+            prof[1].append(vol_share[0].cpu().numpy())
+        # figures: cohort means while every subject shares one grid, and the first subject as example
+        anat = inp.anat.get(sid)
+        img = _on_grid(_load(anat), np.eye(4) if grid == "mask" else T, g, "bilinear") if anat else None
+        if common_grid is None:
+            common_grid = g
+            example = {"subject_id": sid, "image": (img if img is not None else mask.float()).numpy(),
+                       "mask": mask.float().numpy(), "maps": {k: v.cpu().numpy() for k, v in subj_maps.items()}}
+        if common_grid is not None and g.shape == common_grid.shape and np.allclose(g.affine, common_grid.affine, atol=1e-3):
+            n_mean += 1
+            for k, v in subj_maps.items():
+                pos = v.clamp_min(0)
+                if brain is not None:
+                    pos = pos * brain
+                pos = (pos / pos.sum().clamp_min(1e-12)).cpu().numpy()
+                means[k] = pos if k not in means else means[k] + pos
+            mm = mask.float().numpy()
+            mean_mask = mm if mean_mask is None else mean_mask + mm
+            if img is not None:
+                mean_img = img.numpy() if mean_img is None else mean_img + img.numpy()
+        if progress is not None:
+            progress(i + 1, len(subjects))
     df = pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])
-    summary: dict = {}
-    for (method, metric), g in df.groupby(["method", "metric"]):
-        if metric.endswith("_chance") or metric.endswith("_norm"):
+    figures = {"image": (mean_img / n_mean) if mean_img is not None else (mean_mask / n_mean),
+               "mask": mean_mask / n_mean, "spacing": tuple(common_grid.spacing),
+               "maps": {k: v / n_mean for k, v in means.items()}, "example": example,
+               "background": "anatomical image" if mean_img is not None else "ground-truth frequency"}
+    return {"scores": df, "profiles": {k: (np.stack(r), np.stack(v)) for k, (r, v) in profiles.items()},
+            "flags": flags, "files": files, "figures": figures, "n_subjects": len(subjects),
+            "n_resampled": resampled, "n_on_common_grid": n_mean}
+
+
+def _digest_table(files: list[Path], root: Path | None = None) -> pd.DataFrame:
+    from ..data.manifest import file_digest
+
+    seen, rows = set(), []
+    for f in files:
+        if f in seen:
             continue
-        vals = torch.tensor(g["value"].to_numpy(dtype=np.float64))
-        est, lo, hi = (bootstrap_ci(vals, n_boot=n_boot, level=0.95, method="percentile", seed=seed)
-                       if len(vals) > 1 else (vals.mean(), float("nan"), float("nan")))
-        ch = df[(df.method == method) & (df.metric == f"{metric}_chance")]["value"]
-        summary.setdefault(method, {})[metric] = {
-            "mean": float(est), "ci_low": float(lo), "ci_high": float(hi), "n": int(len(vals)),
-            "chance": float(ch.mean()) if len(ch) else None}
-    return df, summary
+        seen.add(f)
+        rows.append({"file": str(f), "bytes": f.stat().st_size, "blake2b": file_digest(str(f))})
+    return pd.DataFrame(rows)
 
 
-def write_audit(df: pd.DataFrame, summary: dict, out_dir: str | Path, *, mask_threshold: float = 0.5) -> Path:
+def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None, anat=None,
+              transform=None, grid: str = "mask", mask_threshold: float = 0.5, mask_desc: str | None = None,
+              labels: list[int] | None = None, task_id: str = "audit", device: str = "cpu",
+              report: bool = True, progress=None):
+    """The whole audit: discover, score, apply the protocol's criteria, write ``OUT/results.json``,
+    ``OUT/inputs.csv`` and the report in ``OUT/report/``. Returns the runner's ``RunResult``."""
     from ..outdir import claim_dir
-    from ..report.build import scores_csv
-    from .rundir import atomic_write_bytes
+    from .provenance import now, provenance
+    from .runner import RunResult
+    from .rundir import atomic_write_bytes, atomic_write_json, stable_hash
+    from .schema import MethodSpec, Protocol, load_protocol
+    from .verdict import assemble_results
 
-    out = claim_dir(out_dir, "audit")  # never over a user's own scores.csv
-    atomic_write_bytes(out / "scores.csv", scores_csv({c: df[c].tolist() for c in df.columns}).encode())
-    atomic_write_json(out / "audit.json", {"schema_version": "1.0", "kind": "audit",
-                                           "mask_threshold": mask_threshold, "summary": summary})
-    return out
+    out = claim_dir(out_dir, "audit")
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    layout, maps = discover_maps(maps_dir)
+    mask_kind, masks = discover_masks(masks_dir, mask_desc=mask_desc, labels=labels)
+    brain, brain_single = _per_subject(brain_mask, "brain mask")
+    anat_map, anat_single = _per_subject(anat, "anatomical image")
+    if anat_single is not None:
+        anat_map = {s: anat_single for s in masks}
+    inp = AuditInputs(maps, masks, layout, mask_kind, brain, brain_single, anat_map)
+    # The audited maps are the methods; the protocol's baselines (random, oracle) are added.
+    base = [m for m in proto.methods if m.name in ("random", "oracle")]
+    if not any(m.name == "random" for m in base):
+        base.append(MethodSpec(name="random", params={"seed": 0}))
+    if not any(m.name == "oracle" for m in base):
+        base.append(MethodSpec(name="oracle"))
+    clash = sorted(set(maps) & {m.key for m in base})
+    if clash:
+        raise ManifestError(f"a method folder is named like a baseline: {clash}", path=maps_dir,
+                            fix="rename that method's folder or desc label")
+    methods = [MethodSpec.model_construct(name=m, label=None, params={}) for m in sorted(maps)] + base
+    proto = proto.model_copy(update={"methods": methods})
+    T = read_transform(transform) if transform is not None else None
+    res = audit_subjects(inp, proto, grid=grid, transform=T, mask_threshold=mask_threshold, labels=labels,
+                         device=device, progress=progress)
+    inputs = _digest_table(res["files"])
+    inputs_hash = stable_hash(inputs[["bytes", "blake2b"]].to_dict(orient="list"))
+    atomic_write_bytes(out / "inputs.csv", inputs.to_csv(index=False).encode())
+    sids = sorted(res["scores"]["subject_id"].unique())
+    info = {"audit": True, "maps_layout": layout, "mask_kind": mask_kind, "n_methods": len(maps),
+            "methods": sorted(maps)}
+    task = _AuditTask(name="audit", kind="saved maps", subject_ids=sids, scorable=[True] * len(sids),
+                      split=["test"] * len(sids), info=info, confound={}, region_ids=[])
+    prov = provenance(torch.device(device), protocol_hash=proto.content_hash(), manifest_hash=inputs_hash,
+                      seeds={"statistics": proto.statistics.seed})
+    prov["finished"] = now()
+    grid_info = {"target": f"each subject's {'mask' if grid == 'mask' else 'map'} grid",
+                 "maps_interpolation": "trilinear" if grid == "mask" else "none",
+                 "masks_interpolation": "none" if grid == "mask" else "nearest neighbour",
+                 "mask_threshold": None if labels else mask_threshold, "labels": labels,
+                 "transform": str(transform) if transform is not None else None,
+                 "n_maps_resampled": res["n_resampled"]}
+    data_info = {"source": "audit", "n_subjects": len(sids), "manifest_hash": inputs_hash, "grid": grid_info,
+                 "maps": str(maps_dir), "masks": str(masks_dir), "brain_mask": str(brain_mask) if brain_mask else None,
+                 "restricted_to_brain": bool(brain_mask) and proto.scoring.restrict_to_brain}
+    profiles = {task_id: {"distances_mm": list(proto.scoring.profile_distances_mm), "methods": {}}}
+    for key, (r, vol) in res["profiles"].items():
+        ok = ~np.isnan(r).any(1)
+        profiles[task_id]["methods"][key] = [float(v) for v in r[ok].mean(0)] if ok.any() else [None] * r.shape[1]
+        profiles[task_id]["volume_share"] = [float(v) for v in vol.mean(0)]
+    results = assemble_results(proto, prov, grid_info, {task_id: task},
+                               {task_id: SimpleNamespace(metrics={})}, {task_id: res["scores"]}, {},
+                               data_info=data_info, profiles=profiles, kind="audit")
+    results["audit"] = {"maps_layout": layout, "mask_kind": mask_kind, "flags": res["flags"],
+                        "inputs_hash": inputs_hash, "n_input_files": int(len(inputs)),
+                        "not_applicable": {"ground-truth validity": NOT_APPLICABLE,
+                                           "model randomization": NOT_APPLICABLE,
+                                           "null model": NOT_APPLICABLE},
+                        "figures_background": res["figures"]["background"],
+                        "n_on_common_grid": res["n_on_common_grid"]}
+    atomic_write_json(out / "results.json", results)
+    report_dir = None
+    if report:
+        from ..report import build_report
+
+        figs = res["figures"]
+        report_dir = out / "report"
+        build_report(results, {"tasks": {task_id: figs}}, report_dir)
+    code = 0 if results["overall"]["verdict"] == "PASS" else 1
+    return RunResult(out, report_dir, results, code)

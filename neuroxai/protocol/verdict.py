@@ -100,12 +100,15 @@ def ground_truth_text(task) -> str:
         return f"the region where the signal was inserted ({', '.join(info.get('regions', []))})"
     if task.name == "lesion":
         return "each subject's lesion mask"
+    if task.name == "audit":
+        kind = "label values of a segmentation" if info.get("mask_kind") == "dseg" else "mask files"
+        return f"each subject's ground truth as given to the audit ({kind})"
     return ""
 
 
 def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, models: dict,
                      scores: dict, sanity: dict, *, data_info: dict, validity: dict | None = None,
-                     profiles: dict | None = None) -> dict:
+                     profiles: dict | None = None, kind: str = "validate") -> dict:
     """Build the ``results.json`` content (schema: :mod:`neuroxai.report.schema`).
 
     Verdict rules, in order: a model at chance, or a task whose ground-truth validity check failed
@@ -113,6 +116,9 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
     method PASSes when every acceptance criterion holds. Finally, if the protocol has a positive
     control on which the model is valid and no method under test passes, the criteria are
     unreachable for this model: FAILs on the other tasks become INCONCLUSIVE, with that reason.
+
+    ``kind="audit"`` (saved maps, no model): criteria that need a model (null model, model
+    randomization) are "not applicable: no model", and a FAIL names the method's maps.
     """
     validity = validity or {}
     profiles = profiles or {}
@@ -194,7 +200,7 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
         val = validity.get(tid)
         for e in entries:
             e["sanity"] = san.get(e["method"])
-            e["criteria"] = [_criterion(c, e, proto, has_null_model=null_id in models)
+            e["criteria"] = [_criterion(c, e, proto, has_null_model=null_id in models, no_model=kind == "audit")
                              for c in proto.acceptance]
             results_ok = [c["passed"] for c in e["criteria"] if c["passed"] is not None]
             if at_chance:
@@ -222,6 +228,10 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
         if reachable is False and tasks[m["task"]].name != "positive_control":
             m["verdict"] = "INCONCLUSIVE"
             m["verdict_reason"] = UNREACHABLE + " (" + m["verdict_reason"] + ")"
+        elif kind == "audit":
+            m["verdict_reason"] += (" — at fault: the saved maps (no model, so its use of the ground truth "
+                                    "cannot be checked; the oracle on the same masks shows what the criteria "
+                                    "allow)")
         else:  # say whose fault a FAIL is: the model and the criteria were checked first
             val = validity.get(m["task"])
             model = ("the model relies on the ground truth" if val and val.get("passed")
@@ -234,7 +244,8 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
     scores_df = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
     findings = published_findings(method_out, task_out, tasks)
     return {
-        "schema_version": "1.1",
+        "schema_version": "1.2",
+        "kind": kind,
         "protocol": {"id": proto.id, "version": proto.version, "title": proto.title,
                      "description": proto.description, "hash": proto.content_hash(),
                      "acceptance": [c.describe() for c in proto.acceptance],
@@ -363,10 +374,13 @@ def _method_key(proto: Protocol, name: str) -> str | None:
     return next((m.key for m in proto.methods if m.name == name), None)
 
 
-def _criterion(c, e: dict, proto: Protocol, *, has_null_model: bool = True) -> dict:
+def _criterion(c, e: dict, proto: Protocol, *, has_null_model: bool = True, no_model: bool = False) -> dict:
     text = c.describe()
     out = {"kind": c.kind, "text": text, "metric": c.metric, "observed": None, "threshold": None,
            "passed": None, "applicable": True}
+    if no_model and c.kind in ("model_randomization", "beats_null_model"):
+        out.update(applicable=False, text=text + " (not applicable: no model)")
+        return out
     if c.kind == "model_randomization":
         s = e.get("sanity")
         if e["is_baseline"] or s is None:

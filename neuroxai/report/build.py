@@ -184,6 +184,7 @@ def summary_rows(results: dict) -> list[dict]:
 def verdict_rows(results: dict) -> list[dict]:
     """Rows of the HTML verdict table (strings, already formatted), one per task × method."""
     out = []
+    no_model = results.get("kind") == "audit"
     for m in results["methods"]:
         met = main_metric(results, m)
         x = m["metrics"].get(met, {})
@@ -195,9 +196,10 @@ def verdict_rows(results: dict) -> list[dict]:
                     "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.get("chance")),
                     "scaled": sc, "oracle": fmt(x.get("oracle_mean")),
                     "p_random": fmt_p(_p_adj(cmp.get("random"))),
-                    "p_null": fmt_p(_p_adj(cmp.get("null_model"))),
-                    "sanity": "—" if not s else f"{'pass' if s['passed'] else 'fail'} "
-                                                f"({fmt(s['final_similarity'])} vs {fmt(s['threshold'])})",
+                    "p_null": "n/a (no model)" if no_model else fmt_p(_p_adj(cmp.get("null_model"))),
+                    "sanity": "n/a (no model)" if no_model else "—" if not s else
+                              f"{'pass' if s['passed'] else 'fail'} "
+                              f"({fmt(s['final_similarity'])} vs {fmt(s['threshold'])})",
                     "reason": m.get("verdict_reason", ""), "baseline": m.get("is_baseline", False),
                     "role": ("under test" if not m.get("is_baseline") else
                              "baseline (ceiling)" if m.get("name") == "oracle" else "baseline (floor)")})

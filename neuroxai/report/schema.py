@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import RunError
 
-SCHEMA_VERSION = "1.1"  # 1.1: validity, distance profiles, oracle scale, reachability
+SCHEMA_VERSION = "1.2"  # 1.1: validity, distance profiles, oracle scale, reachability; 1.2: kind, audit
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 
@@ -201,8 +201,22 @@ class Overall(_Closed):
 SCORE_COLUMNS = ("subject_id", "method", "metric", "value", "task")
 
 
+class AuditInfo(_Open):
+    """What an audit of saved maps read and found (``kind: audit``)."""
+
+    maps_layout: str
+    mask_kind: str
+    flags: list[dict[str, Any]] = Field(default_factory=list, description="constant or all-zero maps")
+    inputs_hash: str
+    n_input_files: int = Field(ge=0)
+    not_applicable: dict[str, str] = Field(default_factory=dict, description="checks that need a model")
+
+
 class Results(_Closed):
     schema_version: str
+    kind: Literal["validate", "audit"] = Field("validate", description="a validation run, or an audit of "
+                                               "a prior study's saved maps (no model)")
+    audit: Optional[AuditInfo] = None
     protocol: ProtocolInfo
     provenance: Provenance
     data: DataInfo

@@ -29,8 +29,17 @@ $(STAMP): pyproject.toml Makefile
 # (docs/reproducibility.md); override with `make demo CPU_PIN=` to use the CPU's own paths.
 CPU_PIN ?= ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
 
+# The demo validates the methods (reports/demo), exports the maps and masks as a prior study would
+# have saved them (reports/demo-study, BIDS derivatives), and audits those files with no model
+# (reports/demo-audit-*). A FAIL verdict is a finding, not an error: exit 1 is accepted, 2 is not.
+STUDY := reports/demo-study/derivatives
 demo: $(STAMP)
-	$(CPU_PIN) $(VENV)/bin/neuroxai demo
+	$(CPU_PIN) $(VENV)/bin/neuroxai demo --export reports/demo-study
+	for t in positivecontrol hippocampusvolume; do \
+	  $(VENV)/bin/neuroxai audit --maps $(STUDY)/xai-$$t --masks $(STUDY)/groundtruth-$$t \
+	    --brain-mask $(STUDY)/brain --out reports/demo-audit-$$t; code=$$?; \
+	  test $$code -le 1 || exit $$code; \
+	done
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

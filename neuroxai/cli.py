@@ -100,7 +100,7 @@ def _verdict_table(results: dict) -> Table:
 
 def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *, quiet: bool,
          device: Optional[str] = None, weights: Optional[Path] = None, model_kwargs: Optional[Path] = None,
-         trust_modules: tuple = ()) -> int:
+         trust_modules: tuple = (), export: Optional[Path] = None) -> int:
     from .progress import RichProgress
     from .protocol.runner import run_protocol
 
@@ -109,7 +109,7 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
             res = run_protocol(protocol, out, manifest=str(data) if data else None,
                                checkpoint=str(model) if model else None, weights=str(weights) if weights else None,
                                model_kwargs=str(model_kwargs) if model_kwargs else None, device=device,
-                               trust_modules=tuple(trust_modules), progress=prog)
+                               trust_modules=tuple(trust_modules), progress=prog, export=export)
     except NeuroXAIError as exc:
         _fail(exc)
     if not quiet:
@@ -127,6 +127,9 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
 @app.command()
 @_guarded
 def demo(out: Path = typer.Option(Path("reports/demo"), help="run directory; the report goes to OUT/report"),
+         export: Optional[Path] = typer.Option(None, "--export", help="also write the maps and ground-truth masks "
+                                               "as NIfTI in a prior study's layout (BIDS derivatives), for "
+                                               "`neuroxai audit`"),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or tables")):
     """Build the embedded MNI152+AAL3 cohort, run [bold]protocols/quick.yaml[/bold], print the verdicts.
 
@@ -137,7 +140,11 @@ def demo(out: Path = typer.Option(Path("reports/demo"), help="run directory; the
     from .outdir import claim_dir
 
     claim_dir(out, "run", reuse=True)
-    code = _run("quick", out, None, None, quiet=quiet)
+    if export is not None:
+        claim_dir(export, "export")  # before the run: never into a folder of someone else's files
+    code = _run("quick", out, None, None, quiet=quiet, export=export)
+    if export is not None:
+        console.print(f"maps and masks for `neuroxai audit`: {export / 'derivatives'}")
     # The demo succeeded if it produced a verdict; FAIL verdicts are findings, not errors.
     raise typer.Exit(0 if code in (0, 1) else code)
 
@@ -157,6 +164,8 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
                  None, "--trust-module", help="let the protocol's model.checkpoint 'pkg.module:Class' import "
                  "this module (repeatable); a protocol never imports code without it"),
              device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+             export: Optional[Path] = typer.Option(None, "--export", help="also write the maps and "
+                                                   "ground-truth masks as NIfTI (BIDS derivatives) for `neuroxai audit`"),
              quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Run a validation protocol: exit 0 = all methods pass, 1 = some fail, 2 = error.
 
@@ -167,8 +176,10 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
 
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 checks
         claim_dir(out, "run", reuse=resume)  # never into someone else's files, nor over a run unasked
+        if export is not None:
+            claim_dir(export, "export")
     raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device, weights=weights,
-                          model_kwargs=model_kwargs, trust_modules=tuple(trust_module or ())))
+                          model_kwargs=model_kwargs, trust_modules=tuple(trust_module or ()), export=export))
 
 
 @app.command()

@@ -162,7 +162,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
                  checkpoint: str | None = None, weights: str | None = None, model_kwargs: str | None = None,
                  device: str | None = None, trust_modules: tuple[str, ...] | list[str] = (),
                  progress: Progress | None = None, report: bool = True,
-                 stop_after: str | None = None) -> RunResult:
+                 stop_after: str | None = None, export: str | Path | None = None) -> RunResult:
     """Run a validation protocol end to end into ``out_dir`` (resumable; see module doc).
 
     Args:
@@ -175,6 +175,8 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
             A protocol is a shared document: it never makes neuroxai import code on its own.
         device: overrides ``run.device``.
         stop_after: stop after this stage (``data``, ``tasks``, ``train``, ``attribute``) — tests.
+        export: also write the maps and ground-truth masks as NIfTI in a prior study's layout
+            (BIDS derivatives, :mod:`neuroxai.protocol.export`) into this folder, for ``neuroxai audit``.
     """
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     if proto.kind == "audit":
@@ -236,6 +238,10 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
 
         report_dir = ctx.rd.root / "report"
         build_report(results, figure_inputs(ctx, tasks, store, scores), report_dir)
+    if export is not None:
+        from .export import export_run
+
+        export_run(ctx, tasks, store, export)
     code = 0 if results["overall"]["verdict"] == "PASS" else 1
     return RunResult(ctx.rd.root, report_dir, results, code)
 
@@ -619,7 +625,6 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["subject_id", "method", "metric", "value"])
         out[task_id] = df
-        ctx.grid.setdefault("stage_dirs", {})
     return out
 
 

@@ -192,6 +192,8 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
                             p_index.append((len(entries), met, "null_model"))
                 m_entry["metrics"][met] = rec
             entries.append(m_entry)
+        task_out[-1]["pairwise"] = _pairwise(df, [e["method"] for e in entries if not e["is_baseline"]],
+                                             _main_metric(proto), proto)
         adj = _holm(pvals) if proto.statistics.correction == "holm" else pvals
         for (ei, met, comp), pa in zip(p_index, adj):
             entries[ei]["metrics"][met]["comparisons"][comp]["p_adjusted"] = _f(pa)
@@ -270,6 +272,37 @@ PUBLISHED = (
     ("lrp", "LRP produces extensive, artifactual relevance"),
     ("smoothgrad", "SmoothGrad is consistently accurate"),
 )
+
+
+def _main_metric(proto: Protocol) -> str:
+    """The first acceptance criterion's metric, else the first metric (as the verdict table shows)."""
+    return next((c.metric for c in proto.acceptance if c.metric), proto.metrics[0].name)
+
+
+def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol) -> list[dict]:
+    """Paired tests between the methods under test on ``metric`` (two-sided: twice the smaller
+    one-sided p of the protocol's paired test; Holm-adjusted across the task's pairs)."""
+    out, ps = [], []
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            va, vb = _vals(df, a, metric), _vals(df, b, metric)
+            common = va.index.intersection(vb.index)
+            if len(common) < 5:
+                continue
+            p_ab, n = _paired_p(va, vb, proto)
+            p_ba, _ = _paired_p(vb, va, proto)
+            p = min(1.0, 2 * min(p_ab, p_ba))
+            diff = float((va.loc[common] - vb.loc[common]).mean())
+            out.append({"a": a, "b": b, "metric": metric, "mean_a": _f(va.loc[common].mean()),
+                        "mean_b": _f(vb.loc[common].mean()), "mean_difference": _f(diff), "n_pairs": int(n),
+                        "p": _f(p)})
+            ps.append(p)
+    adj = _holm(ps) if proto.statistics.correction == "holm" else ps
+    for r, pa in zip(out, adj):
+        r["p_adjusted"] = _f(pa)
+        r["reading"] = (f"{r['a'] if r['mean_difference'] > 0 else r['b']} higher" if pa < 0.05
+                        else "no difference shown")
+    return out
 
 
 def _far_share(task: dict, method: str) -> float | None:

@@ -118,6 +118,8 @@ class TaskResult(_Closed):
     confound: dict[str, Any] = Field(default_factory=dict)
     model: ModelPerf
     null_model: Optional[ModelPerf] = None
+    pairwise: list[dict[str, Any]] = Field(default_factory=list, description="paired tests between the "
+                                           "methods under test on the main metric (two-sided, Holm)")
 
 
 class Comparison(_Closed):

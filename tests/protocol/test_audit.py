@@ -238,6 +238,19 @@ def test_audit_report_is_the_validate_report_with_no_model_parts(study, tmp_path
     assert (tmp_path / "out" / "inputs.csv").read_text().count("\n") == 3 * N + 1  # 2 maps + 1 mask per subject
     crit = {c["kind"]: c for m in res["methods"] for c in m["criteria"] if m["method"] == "good"}
     assert set(crit) == {"scaled_ci_above", "beats_random"}  # audit.yaml: the model-free criteria
+    # paired comparison between the methods under test: two-sided, equal to scipy's Wilcoxon
+    from scipy.stats import wilcoxon
+
+    (pw,) = res["tasks"][0]["pairwise"]
+    sc = res["scores"]
+    val = {(s, m): v for s, m, k, v in zip(sc["subject_id"], sc["method"], sc["metric"], sc["value"])
+           if k == "relevance_rank_accuracy"}
+    subs = sorted({s for s, _ in val})
+    x, y = (np.array([val[(s, m)] for s in subs]) for m in ("good", "noise"))
+    assert (pw["a"], pw["b"], pw["reading"]) == ("good", "noise", "good higher")
+    assert pw["p"] == pytest.approx(wilcoxon(x, y, alternative="two-sided").pvalue, rel=1e-6)
+    assert pw["mean_difference"] == pytest.approx(float((x - y).mean()))
+    assert 'id="pairwise-audit"' in html
     chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     assert chrome, "headless chromium is needed for this test (.ci/run installs it)"
     png = tmp_path / "shot.png"
@@ -260,3 +273,55 @@ def test_an_audit_protocol_is_refused_by_validate_and_a_validate_protocol_works_
     assert not crit["beats_null_model"]["applicable"] and "no model" in crit["beats_null_model"]["text"]
     assert not crit["model_randomization"]["applicable"]
     assert {m["method"] for m in res.results["methods"]} == {"good", "noise", "random", "oracle"}
+
+
+EXPORT_PROTOCOL = """
+id: export-test
+version: "0.1"
+data: {source: embedded, cohort: {n: 40, spacing_mm: 8.0, seed: 0}}
+tasks:
+  - id: pos_ctrl
+    type: positive_control
+    params: {region: [Hippocampus_L, Hippocampus_R], strength: 3.0, split: [0.5, 0.1, 0.4]}
+    null_control: false
+model: {architecture: small_cnn, params: {channels: [4, 8]}, training: {epochs: 8, batch_size: 8, lr: 0.003, seed: 0}}
+methods:
+  - name: gradient
+  - name: random
+    params: {seed: 0}
+  - name: oracle
+metrics:
+  - name: relevance_rank_accuracy
+  - name: relevance_mass_accuracy
+scoring: {polarity: positive, restrict_to_brain: true}
+statistics: {bootstrap: 500, test: permutation, seed: 0}
+sanity: {model_randomization: {enabled: false}}
+validity: {enabled: false}
+acceptance:
+  - {kind: scaled_ci_above, metric: relevance_rank_accuracy, threshold: 0.1}
+  - {kind: beats_random, metric: relevance_rank_accuracy, alpha: 0.01}
+run: {device: cpu, batch_size: 4, save_maps: npz16, seed: 0}
+"""
+
+
+def test_a_runs_exported_maps_audit_to_the_same_scores_and_verdicts(tmp_path):
+    from neuroxai.protocol.runner import run_protocol
+    from neuroxai.protocol.schema import load_protocol
+
+    p = tmp_path / "p.yaml"
+    p.write_text(EXPORT_PROTOCOL)
+    val = run_protocol(p, tmp_path / "run", report=False, export=tmp_path / "study")
+    deriv = tmp_path / "study" / "derivatives"
+    maps = sorted((deriv / "xai-posctrl").rglob("*_saliency.nii.gz"))
+    assert {m.name.split("_desc-")[1] for m in maps} == {"gradient_saliency.nii.gz"}  # no baselines exported
+    proto = load_protocol(p)
+    aud = run_audit(deriv / "xai-posctrl", deriv / "groundtruth-posctrl", tmp_path / "audit",
+                    protocol=proto.model_copy(update={"kind": "audit", "tasks": []}),
+                    brain_mask=deriv / "brain", report=False)
+    v = {m["method"]: m for m in val.results["methods"]}
+    a = {m["method"]: m for m in aud.results["methods"]}
+    for met in ("relevance_rank_accuracy", "relevance_mass_accuracy"):
+        for key in ("gradient", "oracle"):  # maps saved as float16: equal to a few 1e-3
+            assert a[key]["metrics"][met]["mean"] == pytest.approx(v[key]["metrics"][met]["mean"], abs=5e-3), (key, met)
+    assert not val.results["tasks"][0]["model"]["at_chance"]
+    assert {k: m["verdict"] for k, m in a.items()} == {k: m["verdict"] for k, m in v.items()}

@@ -29,6 +29,13 @@ def test_html_is_self_contained_with_png_figures(run):
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_map_figures_are_drawn_from_the_run(run):
+    """The overlays read the attribute stage's chunks: a stage key computed differently after the
+    run (as once happened) silently dropped them while the other figures kept the count up."""
+    names = {p.name for p in (run.report_dir / "figures").glob("*.png")}
+    assert {"hippo_mean_maps.png", "hippo_example.png"} <= names, names
+
+
 def test_verdict_table_matches_results(run):
     html = (run.report_dir / "index.html").read_text()
     table = html[html.index('id="verdicts"'):html.index("</table>", html.index('id="verdicts"'))]

@@ -1,0 +1,77 @@
+"""Export a run's maps and ground truth as a prior study would have saved them, for `neuroxai audit`.
+
+Layout (BIDS derivatives, one pipeline folder per task)::
+
+    OUT/derivatives/xai-<task>/sub-XXXX/anat/sub-XXXX_desc-<method>_saliency.nii.gz
+    OUT/derivatives/groundtruth-<task>/sub-XXXX/anat/sub-XXXX_desc-<task>_mask.nii.gz
+    OUT/derivatives/brain/sub-XXXX/anat/sub-XXXX_desc-brain_mask.nii.gz
+
+Maps are the attribute stage's saved maps (float16 in the chunks, written as float32) on the
+model grid with each subject's affine; the ground truth is the task's mask the scores used.
+Baselines (random, oracle) are not exported: an audit computes its own.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from ..errors import RunError
+
+
+def _label(text: str) -> str:
+    """A BIDS label: letters and digits only."""
+    return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "x"
+
+
+def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(arr, dtype), np.asarray(affine, np.float64)), tmp)
+    os.replace(tmp, path)
+
+
+def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
+    """Write every non-null task's maps, ground-truth masks and brain masks under ``out_dir``."""
+    from ..outdir import claim_dir
+    from .runner import BASELINE_METHODS, attribute_dir, is_null, scored_subjects
+
+    if ctx.protocol.run.save_maps != "npz16":
+        raise RunError("exporting maps needs the maps saved in the run", expected="run.save_maps: npz16",
+                       found=f"run.save_maps: {ctx.protocol.run.save_maps}",
+                       fix="set run.save_maps: npz16 in the protocol (nifti maps are already NIfTI files "
+                           "in stages/attribute/*/maps/)")
+    out = claim_dir(out_dir, "export")
+    deriv = out / "derivatives"
+    for tid, task in tasks.items():
+        if is_null(tid):
+            continue
+        ids = scored_subjects(ctx, task)
+        label = _label(tid)
+        for c in range(0, len(ids), ctx.protocol.run.batch_size):
+            sids = ids[c:c + ctx.protocol.run.batch_size]
+            b = store.batch(sids, torch.device("cpu"))
+            gt = task.ground_truth(b)
+            for i, sid in enumerate(sids):
+                aff = b["affine"][i].numpy()
+                _save(gt[i, 0].numpy().astype(np.uint8), aff,
+                      deriv / f"groundtruth-{label}" / sid / "anat" / f"{sid}_desc-{label}_mask.nii.gz", np.uint8)
+                if "brain_mask" in b:
+                    _save(b["brain_mask"][i, 0].numpy().astype(np.uint8), aff,
+                          deriv / "brain" / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz", np.uint8)
+        affines = {s: store.affines[store.index[s]].numpy() for s in ids}
+        for mspec in ctx.protocol.methods:
+            if mspec.name in BASELINE_METHODS:
+                continue
+            d = attribute_dir(ctx, tid, mspec, task, ctx.models[tid])
+            for f in sorted(d.glob("chunk_*.npz")):
+                z = np.load(f)
+                for sid, m in zip(z["subject_id"], z["maps"]):
+                    sid = str(sid)
+                    _save(m.astype(np.float32), affines[sid], deriv / f"xai-{label}" / sid / "anat" /
+                          f"{sid}_desc-{_label(mspec.key)}_saliency.nii.gz", np.float32)
+    return out

@@ -200,6 +200,12 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
           mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0,
                                                help="mask voxels > this are in the mask (probabilistic masks)"),
           mask_desc: Optional[str] = typer.Option(None, "--mask-desc", help="which desc-<label>_mask to use"),
+          atlas: Optional[Path] = typer.Option(None, "--atlas", help="atlas label image in the masks' space (one file "
+                                               "or a folder per subject): adds the region-rank read-out"),
+          labels_tsv: Optional[Path] = typer.Option(None, "--labels", help="TSV of atlas index<TAB>name"),
+          true_region: Optional[List[str]] = typer.Option(None, "--true-region", help="the atlas region(s) carrying "
+                                                          "the signal (name or index; default: the label holding "
+                                                          "most of each subject's mask)"),
           label: Optional[List[int]] = typer.Option(None, "--label", help="with *_dseg masks: the label value(s) "
                                                    "that form the ground truth (repeatable)"),
           out: Path = typer.Option(Path("runs/audit"), "--out", help="new or empty folder (or an earlier audit)"),
@@ -218,6 +224,7 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
         tid = p.add_task("audit", total=None)
         res = run_audit(maps, masks, out, protocol=protocol, brain_mask=brain_mask, anat=anat, transform=transform,
                         grid=grid, mask_threshold=mask_threshold, mask_desc=mask_desc, labels=list(label or []) or None,
+                        atlas=atlas, atlas_labels=labels_tsv, true_region=list(true_region or []) or None,
                         device=device, progress=lambda i, n: p.update(tid, completed=i, total=n))
     if not quiet:
         console.print(_verdict_table(res.results))

@@ -289,6 +289,8 @@ class AuditInputs:
     brain: dict[str, Path] = field(default_factory=dict)
     brain_single: Path | None = None
     anat: dict[str, Path] = field(default_factory=dict)
+    atlas: dict[str, Path] = field(default_factory=dict)
+    true_region: list[int] | None = None
 
 
 class _AuditTask(SimpleNamespace):
@@ -314,6 +316,39 @@ def _per_subject(path: Path | None, what: str) -> tuple[dict[str, Path], Path | 
         raise ManifestError(f"{what} not found", path=path, expected="a NIfTI file or a folder of them",
                             found="no such file", fix="check the path")
     return {}, path
+
+
+def _majority_label(atlas: torch.Tensor, mask: torch.Tensor, path) -> list[int]:
+    """The atlas label holding most of the subject's ground-truth voxels (the region a study would
+    name), when no ``true_region`` is given."""
+    lab = atlas[mask]
+    lab = lab[lab > 0]
+    if not lab.numel():
+        raise ScoringError("the ground truth lies outside every atlas region", path=path,
+                           expected="atlas labels > 0 inside the mask", found="only background",
+                           fix="check that the atlas is in the masks' space, or give --true-region")
+    return [int(torch.bincount(lab).argmax())]
+
+
+def read_labels(path: str | Path | None) -> dict[int, str]:
+    """``index → name`` from a TSV (``index<TAB>name``, a header row allowed; BIDS dseg.tsv too)."""
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        rows = [line.split("\t") for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError("cannot read the labels table", path=p, found=f"{type(exc).__name__}: {exc}",
+                            fix="a UTF-8 TSV of index<TAB>name lines") from exc
+    out = {}
+    for i, r in enumerate(rows):
+        try:
+            out[int(r[0])] = r[1].strip()
+        except (ValueError, IndexError):
+            if i:  # the first row may be a header
+                raise ManifestError("bad row in the labels table", path=p, expected="index<TAB>name",
+                                    found=f"line {i + 1}: {rows[i]}", fix="one label per line") from None
+    return out
 
 
 def _load(path: Path):
@@ -347,7 +382,11 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
     metrics = {m.name: dict(m.params) for m in proto.metrics}
     if "pointing_game" in metrics:
         metrics["pointing_game"].setdefault("tolerance_mm", sc.pointing_tolerance_mm)
-    metrics.pop("region_rank", None)  # needs an atlas in the masks' space: not part of an audit
+    if inp.atlas:
+        metrics.setdefault("region_rank", {})
+    else:
+        metrics.pop("region_rank", None)  # needs an atlas (--atlas) in the masks' space
+    true_regions: dict[str, list[int]] = {}
     baselines = [m for m in proto.methods if m.name in ("random", "oracle")]
     subjects = sorted({s for v in inp.maps.values() for s in v})
     missing = [f"{inp.maps[m][s]}: no mask for subject {s!r}" for m in sorted(inp.maps) for s in sorted(inp.maps[m])
@@ -391,6 +430,13 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             files.append(bpath)
         mask_b = mask[None, None].to(dev)
         brain_b = brain[None, None].to(dev) if brain is not None and sc.restrict_to_brain else None
+        subj_metrics = {k: dict(v) for k, v in metrics.items()}
+        if inp.atlas:
+            atl = _on_grid(_load(inp.atlas[sid]), np.eye(4) if grid == "mask" else T, g, "nearest").round().long()
+            files.append(inp.atlas[sid])
+            true = inp.true_region or _majority_label(atl, mask, inp.atlas[sid])
+            true_regions[sid] = true
+            subj_metrics["region_rank"].update(atlas=atl[None, None].to(dev), true_region=true)
         spacing = g.spacing
         subj_maps: dict[str, torch.Tensor] = {}
         for method, path in maps.items():
@@ -415,7 +461,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             subj_maps[b.key] = METHODS[b.name](None, x, None, **params)[0, 0].float()
         for method, a in subj_maps.items():
             attr = a[None, None].to(dev)
-            s = score(attr, mask_b, {k: dict(v) for k, v in metrics.items()}, brain_mask=brain_b, spacing=spacing,
+            s = score(attr, mask_b, {k: dict(v) for k, v in subj_metrics.items()}, brain_mask=brain_b, spacing=spacing,
                       polarity=sc.polarity, smooth_fwhm_mm=sc.smooth_fwhm_mm)
             for k, v in s.items():
                 rows.append((sid, method, k, float(v[0])))
@@ -452,7 +498,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
                "background": "anatomical image" if mean_img is not None else "ground-truth frequency"}
     return {"scores": df, "profiles": {k: (np.stack(r), np.stack(v)) for k, (r, v) in profiles.items()},
             "flags": flags, "files": files, "figures": figures, "n_subjects": len(subjects),
-            "n_resampled": resampled, "n_on_common_grid": n_mean}
+            "n_resampled": resampled, "n_on_common_grid": n_mean, "true_regions": true_regions}
 
 
 def _digest_table(files: list[Path], root: Path | None = None) -> pd.DataFrame:
@@ -469,8 +515,8 @@ def _digest_table(files: list[Path], root: Path | None = None) -> pd.DataFrame:
 
 def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None, anat=None,
               transform=None, grid: str = "mask", mask_threshold: float = 0.5, mask_desc: str | None = None,
-              labels: list[int] | None = None, task_id: str = "audit", device: str = "cpu",
-              report: bool = True, progress=None):
+              labels: list[int] | None = None, atlas=None, atlas_labels=None, true_region=None,
+              task_id: str = "audit", device: str = "cpu", report: bool = True, progress=None):
     """The whole audit: discover, score, apply the protocol's criteria, write ``OUT/results.json``,
     ``OUT/inputs.csv`` and the report in ``OUT/report/``. Returns the runner's ``RunResult``."""
     from ..outdir import claim_dir
@@ -488,7 +534,26 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     anat_map, anat_single = _per_subject(anat, "anatomical image")
     if anat_single is not None:
         anat_map = {s: anat_single for s in masks}
-    inp = AuditInputs(maps, masks, layout, mask_kind, brain, brain_single, anat_map)
+    atlas_map, atlas_single = _per_subject(atlas, "atlas")
+    if atlas_single is not None:
+        atlas_map = {s: atlas_single for s in masks}
+    names = read_labels(atlas_labels)
+    true_ids = None
+    if true_region:
+        by_name = {v: k for k, v in names.items()}
+        try:
+            true_ids = sorted({int(t) if str(t).isdigit() else by_name[str(t)] for t in true_region})
+        except KeyError as exc:
+            raise ConfigError(f"unknown region {exc.args[0]!r}", path=atlas_labels, expected=sorted(by_name)[:30],
+                              found=exc.args[0], fix="give a label index or a name from --labels") from None
+    if atlas_map and set(masks) - set(atlas_map):
+        raise ManifestError("subjects without an atlas", path=atlas, found=sorted(set(masks) - set(atlas_map))[:10],
+                            fix="one atlas for all (a file) or one per subject (a folder)")
+    inp = AuditInputs(maps, masks, layout, mask_kind, brain, brain_single, anat_map, atlas_map, true_ids)
+    if atlas_map and not any(m.name == "region_rank" for m in proto.metrics):
+        from .schema import MetricSpec
+
+        proto = proto.model_copy(update={"metrics": [*proto.metrics, MetricSpec(name="region_rank")]})
     # The audited maps are the methods; the protocol's baselines (random, oracle) are added.
     base = [m for m in proto.methods if m.name in ("random", "oracle")]
     if not any(m.name == "random" for m in base):
@@ -539,6 +604,14 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
                                            "null model": NOT_APPLICABLE},
                         "figures_background": res["figures"]["background"],
                         "n_on_common_grid": res["n_on_common_grid"]}
+    if atlas_map:
+        counts: dict = {}
+        for t in res["true_regions"].values():
+            key = " + ".join(names.get(i, str(i)) for i in t)
+            counts[key] = counts.get(key, 0) + 1
+        results["audit"]["atlas"] = {"path": str(atlas), "labels": str(atlas_labels) if atlas_labels else None,
+                                     "true_region": "given" if true_ids else "the atlas label holding most of "
+                                     "each subject's ground truth", "true_regions": counts}
     atomic_write_json(out / "results.json", results)
     report_dir = None
     if report:

@@ -325,3 +325,29 @@ def test_a_runs_exported_maps_audit_to_the_same_scores_and_verdicts(tmp_path):
             assert a[key]["metrics"][met]["mean"] == pytest.approx(v[key]["metrics"][met]["mean"], abs=5e-3), (key, met)
     assert not val.results["tasks"][0]["model"]["at_chance"]
     assert {k: m["verdict"] for k, m in a.items()} == {k: m["verdict"] for k, m in v.items()}
+
+
+def test_an_atlas_adds_region_ranking_and_an_anatomical_image_the_figures(study, tmp_path):
+    atlas = np.ones((24, 24, 24), np.int16)          # label 1 everywhere …
+    atlas[12:, :, :] = 2
+    atlas[:, 12:, :] += 2                             # … four quadrants 1-4 …
+    atlas[5:17, 7:15, 8:18] = 5                       # … and the region that holds every mask
+    _save(atlas, A1, tmp_path / "atlas.nii.gz")
+    (tmp_path / "labels.tsv").write_text("index\tname\n1\tA\n2\tB\n3\tC\n4\tD\n5\tHippo\n")
+    anat = np.random.default_rng(1).random((24, 24, 24)).astype(np.float32)
+    _save(anat, A1, tmp_path / "t1.nii.gz")
+    res = run_audit(study / "maps", study / "masks", tmp_path / "out", atlas=tmp_path / "atlas.nii.gz",
+                    atlas_labels=tmp_path / "labels.tsv", anat=tmp_path / "t1.nii.gz", protocol=FAST)
+    m = {x["method"]: x["metrics"] for x in res.results["methods"]}
+    assert m["good"]["region_rank"]["mean"] == 1.0 and m["oracle"]["region_rank"]["mean"] == 1.0
+    assert m["good"]["region_rank"]["chance"] == pytest.approx(3.0)  # (R + 1) / 2 with R = 5 regions
+    assert res.results["audit"]["atlas"]["true_regions"] == {"Hippo": N}
+    given = run_audit(study / "maps", study / "masks", tmp_path / "out2", atlas=tmp_path / "atlas.nii.gz",
+                      atlas_labels=tmp_path / "labels.tsv", true_region=["Hippo"], protocol=FAST, report=False)
+    assert _scores(given) == pytest.approx(_scores(res))
+    assert res.results["audit"]["figures_background"] == "anatomical image"
+    html = (res.report_dir / "index.html").read_text()
+    assert "Hippo: 12 subjects" in html and "region_rank" in html
+    with pytest.raises(ConfigError, match="unknown region"):
+        run_audit(study / "maps", study / "masks", tmp_path / "out3", atlas=tmp_path / "atlas.nii.gz",
+                  atlas_labels=tmp_path / "labels.tsv", true_region=["Amygdala"], protocol=FAST)

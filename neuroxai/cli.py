@@ -54,14 +54,20 @@ def _named(exc: BaseException) -> NeuroXAIError | None:
     return None
 
 
+try:  # typer vendors click: its usage errors are typer._click's (click prints them itself, exit 2)
+    from typer._click.exceptions import ClickException as _CLICK_ERRORS
+except ImportError:  # pragma: no cover - older typer on click
+    from click import ClickException as _CLICK_ERRORS
+
+
 def _guarded(fn):
     """Every error is exit 2 with a message, never a traceback (unless --debug); 1 stays "FAIL"."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
+        except (typer.Exit, typer.Abort, SystemExit, _CLICK_ERRORS):
+            raise  # click prints usage errors itself (exit 2)
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]: finished stages are kept; rerun with --resume to continue")
             raise typer.Exit(130)
@@ -100,7 +106,8 @@ def _verdict_table(results: dict) -> Table:
 
 def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *, quiet: bool,
          device: Optional[str] = None, weights: Optional[Path] = None, model_kwargs: Optional[Path] = None,
-         trust_modules: tuple = (), export: Optional[Path] = None) -> int:
+         trust_modules: tuple = (), export: Optional[Path] = None, epochs: Optional[int] = None,
+         max_test_subjects: Optional[int] = None, stop_after: Optional[str] = None) -> int:
     from .progress import RichProgress
     from .protocol.runner import run_protocol
 
@@ -109,9 +116,13 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
             res = run_protocol(protocol, out, manifest=str(data) if data else None,
                                checkpoint=str(model) if model else None, weights=str(weights) if weights else None,
                                model_kwargs=str(model_kwargs) if model_kwargs else None, device=device,
-                               trust_modules=tuple(trust_modules), progress=prog, export=export)
+                               trust_modules=tuple(trust_modules), progress=prog, export=export,
+                               epochs=epochs, max_test_subjects=max_test_subjects, stop_after=stop_after)
     except NeuroXAIError as exc:
         _fail(exc)
+    if stop_after:
+        console.print(f"stopped after the {stop_after} stage: {res.run_dir} (continue with --resume)")
+        return 0
     if not quiet:
         console.print(_verdict_table(res.results))
         for task in res.results["tasks"]:
@@ -166,6 +177,13 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
              device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
              export: Optional[Path] = typer.Option(None, "--export", help="also write the maps and "
                                                    "ground-truth masks as NIfTI (BIDS derivatives) for `neuroxai audit`"),
+             epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="train for N epochs instead of the "
+                                                  "protocol's: a cut-down run (the report's protocol says so)"),
+             max_test_subjects: Optional[int] = typer.Option(None, "--max-test-subjects", min=1, help="score at most "
+                                                             "N test subjects per task (a cut-down run)"),
+             stop_after: Optional[str] = typer.Option(None, "--stop-after", help="stop after a stage: data, tasks, "
+                                                      "store (subjects on the model grid), train or attribute; "
+                                                      "--resume continues from there"),
              quiet: bool = typer.Option(False, "--quiet", "-q")):
     """Run a validation protocol: exit 0 = all methods pass, 1 = some fail, 2 = error.
 
@@ -174,12 +192,15 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
     """
     from .outdir import claim_dir
 
+    if stop_after not in (None, "data", "tasks", "store", "train", "attribute"):
+        raise typer.BadParameter("one of data, tasks, store, train, attribute", param_hint="--stop-after")
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 checks
         claim_dir(out, "run", reuse=resume)  # never into someone else's files, nor over a run unasked
         if export is not None:
             claim_dir(export, "export")
     raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device, weights=weights,
-                          model_kwargs=model_kwargs, trust_modules=tuple(trust_module or ()), export=export))
+                          model_kwargs=model_kwargs, trust_modules=tuple(trust_module or ()), export=export,
+                          epochs=epochs, max_test_subjects=max_test_subjects, stop_after=stop_after))
 
 
 @app.command()

@@ -593,3 +593,19 @@ def test_check_manifest_reads_dotdot_paths_and_mf_codes(tmp_path, monkeypatch):
     df = load_manifest(p)
     assert [Path(x).resolve() for x in df["image"]] == [(tmp_path / "imgs" / f"s{i}.nii.gz").resolve() for i in range(3)]
     assert df["sex"].tolist() == [1, 0, 0]
+
+
+def test_stop_after_the_store_then_a_cut_down_resume(tmp_path, small):
+    proto, model, _ = small
+    code, out = _cli("validate", proto, "--out", tmp_path / "r", "--stop-after", "store", "--quiet")
+    assert code == 0, out
+    assert list((tmp_path / "r").glob("stages/store/*/index.json")) and not (tmp_path / "r" / "stages" / "train").exists()
+    code, out = _cli("validate", proto, "--out", tmp_path / "r", "--resume", "--epochs", "1",
+                     "--max-test-subjects", "4", "--quiet")
+    assert code in (0, 1), out
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["tasks"][0]["n_scored"] == 4
+    assert res["protocol"]["spec"]["model"]["training"]["epochs"] == 1  # the report says it was cut down
+    assert res["protocol"]["spec"]["run"]["n_test_subjects"] == 4
+    code, out = _cli("validate", proto, "--out", tmp_path / "x", "--stop-after", "everything")
+    assert code == 2 and "--stop-after" in out

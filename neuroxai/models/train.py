@@ -47,6 +47,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
+from .._memory import trim
 from ..errors import CheckpointError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -349,6 +350,8 @@ def _train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *, checkpoint_p
                 sched.step()
                 tot += float(loss.detach()) * len(x)
                 n += len(x)
+                del x, y, out, loss, b
+                trim()  # the peak must not creep up with the number of batches (see neuroxai._memory)
             if world > 1:
                 import torch.distributed as dist
 

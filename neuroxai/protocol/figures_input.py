@@ -25,13 +25,19 @@ def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
         ids = scored_subjects(ctx, task)
         if not ids:
             continue
-        b = store.batch(ids[:64], torch.device("cpu"))
-        img = task.modify_image(b)
-        gt = task.ground_truth(b)
-        entry = {"image": img.float().mean(0)[0].numpy(), "mask": gt.float().mean(0)[0].numpy(),
+        # mean image and ground-truth frequency over (up to) 64 subjects, read 8 at a time
+        img_sum = gt_sum = None
+        first = None
+        for c in range(0, min(len(ids), 64), 8):
+            b = store.batch(ids[c:min(c + 8, 64)], torch.device("cpu"))
+            img, gt = task.modify_image(b).float(), task.ground_truth(b).float()
+            img_sum = img.sum(0) if img_sum is None else img_sum + img.sum(0)
+            gt_sum = gt.sum(0) if gt_sum is None else gt_sum + gt.sum(0)
+            first = first or (img[0, 0].numpy(), gt[0, 0].numpy())
+        n_fig = min(len(ids), 64)
+        entry = {"image": (img_sum / n_fig)[0].numpy(), "mask": (gt_sum / n_fig)[0].numpy(),
                  "spacing": tuple(store.spacing), "maps": {},
-                 "example": {"subject_id": ids[0], "image": img[0, 0].float().numpy(),
-                             "mask": gt[0, 0].float().numpy(), "maps": {}}}
+                 "example": {"subject_id": ids[0], "image": first[0], "mask": first[1], "maps": {}}}
         for mspec in ctx.protocol.methods:
             d = attribute_dir(ctx, tid, mspec, task, ctx_models(ctx)[tid])
             chunks = sorted(d.glob("chunk_*.npz"))

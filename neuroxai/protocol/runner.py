@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._memory import trim
 from ..errors import ConfigError, RunError
 from .provenance import now, provenance
-from .rundir import (RunDir, atomic_savez, atomic_torch_save, atomic_write_json, read_json,
+from .rundir import (RunDir, atomic_savez, atomic_write_json, read_json,
                      stable_hash)
 from .schema import Protocol, load_protocol
+from .store import SubjectStore, write_store
 from .verdict import BASELINES as BASELINE_METHODS  # the one list of model-free maps
 
 log = logging.getLogger(__name__)
@@ -162,7 +164,8 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
                  checkpoint: str | None = None, weights: str | None = None, model_kwargs: str | None = None,
                  device: str | None = None, trust_modules: tuple[str, ...] | list[str] = (),
                  progress: Progress | None = None, report: bool = True,
-                 stop_after: str | None = None, export: str | Path | None = None) -> RunResult:
+                 stop_after: str | None = None, export: str | Path | None = None,
+                 epochs: int | None = None, max_test_subjects: int | None = None) -> RunResult:
     """Run a validation protocol end to end into ``out_dir`` (resumable; see module doc).
 
     Args:
@@ -174,7 +177,11 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         trust_modules: modules a protocol's own ``model.checkpoint: "pkg.module:Class"`` may import.
             A protocol is a shared document: it never makes neuroxai import code on its own.
         device: overrides ``run.device``.
-        stop_after: stop after this stage (``data``, ``tasks``, ``train``, ``attribute``) — tests.
+        stop_after: stop after this stage (``data``, ``tasks``, ``store``, ``train``, ``attribute``):
+            the CLI's ``--stop-after`` (e.g. the data stages of a study on a small machine); resume later.
+        epochs: train for this many epochs instead of the protocol's (a cut-down run: the protocol
+            in results.json and its hash say so).
+        max_test_subjects: score at most this many test subjects per task (``run.n_test_subjects``).
         export: also write the maps and ground-truth masks as NIfTI in a prior study's layout
             (BIDS derivatives, :mod:`neuroxai.protocol.export`) into this folder, for ``neuroxai audit``.
     """
@@ -185,6 +192,11 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
                           fix=f"use it with `neuroxai audit --protocol {proto.id} --maps ... --masks ...`")
     if not checkpoint:
         _check_trusted(proto, trust_modules)
+    if epochs is not None:
+        proto = proto.model_copy(update={"model": proto.model.model_copy(update={
+            "training": {**proto.model.training, "epochs": int(epochs)}})})
+    if max_test_subjects is not None:
+        proto = proto.model_copy(update={"run": proto.run.model_copy(update={"n_test_subjects": int(max_test_subjects)})})
     if manifest:
         src = "bids" if Path(manifest).is_dir() else "manifest"
         proto = proto.model_copy(update={"data": proto.data.model_copy(update={"source": src, "manifest": str(manifest)})})
@@ -211,6 +223,8 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     if stop_after == "tasks":
         return RunResult(ctx.rd.root, None, {}, 0)
     store = _rank0_first(ctx, lambda: _load_store(ctx, tasks))
+    if stop_after == "store":
+        return RunResult(ctx.rd.root, None, {}, 0)
     models = {tid: _train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
     ctx.models = models
     if stop_after == "train":
@@ -321,28 +335,8 @@ def base_id(task_id: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# the subjects on the model grid (loaded once, cached on disk in the run directory)
-class SubjectStore:
-    """All subjects' tensors on the model grid: images, label maps, masks; indexed by subject id."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], subject_ids: list[str], affines: torch.Tensor,
-                 spacing: tuple[float, float, float], metas: list | None = None):
-        self.t = tensors
-        self.ids = list(subject_ids)
-        self.index = {s: i for i, s in enumerate(self.ids)}
-        self.affines = affines
-        self.spacing = spacing
-        self.metas = metas or [None] * len(self.ids)
-
-    def batch(self, subject_ids: list[str], device: torch.device, keys=None) -> dict:
-        idx = torch.tensor([self.index[s] for s in subject_ids])
-        out = {"subject_id": list(subject_ids), "affine": self.affines[idx],
-               "spacing": self.spacing}
-        for k, v in self.t.items():
-            if keys is None or k in keys:
-                x = v[idx].to(device, non_blocking=True)
-                out[k] = x.float() if k in ("image", "segmentation") else x.bool()
-        return out
+# the subjects on the model grid: one file per subject and array (see store.py), read per batch
+STORE_FORMAT = 2  # 1 = one in-memory store.pt (memory grew with the number of subjects)
 
 
 def _load_store(ctx: _Ctx, tasks: dict) -> SubjectStore:
@@ -354,33 +348,16 @@ def _load_store(ctx: _Ctx, tasks: dict) -> SubjectStore:
     if "brain_mask" in ctx.manifest.columns and ctx.manifest["brain_mask"].notna().all() \
             and "brain_mask" not in keys:
         keys.append("brain_mask")
-    key = stable_hash([ctx.manifest_hash, ctx.grid, keys])
+    key = stable_hash([STORE_FORMAT, ctx.manifest_hash, ctx.grid, keys])
 
     def compute(d: Path):
         ds = VolumeDataset(ctx.manifest, keys=tuple(keys), spacing=ctx.grid["spacing_mm"],
                            shape=ctx.grid["shape"], normalize=ctx.grid["normalize"], cache="none",
                            mask_threshold=ctx.grid["mask_threshold"])
-        items = []
         with ctx.progress.task(f"load {len(ds)} volumes onto the model grid", len(ds)) as bar:
-            for i in range(len(ds)):
-                items.append(ds[i])
-                bar.advance()
-        tensors = {}
-        for k in keys:
-            vals = torch.stack([torch.as_tensor(it[k]) for it in items])
-            tensors[k] = vals.to(torch.int16) if k == "segmentation" else (
-                vals.bool() if k.endswith("mask") else vals.float())
-        affines = torch.stack([torch.as_tensor(it["affine"], dtype=torch.float64) for it in items])
-        atomic_torch_save(d / "store.pt", {"tensors": tensors, "ids": [str(it["subject_id"]) for it in items],
-                                           "affines": affines})
+            write_store(d, lambda i: ds[i], len(ds), keys, progress=bar.advance)
 
-    def load(d: Path):
-        obj = torch.load(d / "store.pt", weights_only=True)
-        a = obj["affines"][0].numpy()
-        spacing = tuple(float(s) for s in np.sqrt((a[:3, :3] ** 2).sum(0)))
-        return SubjectStore(obj["tensors"], obj["ids"], obj["affines"], spacing)
-
-    return ctx.rd.cached("store", key, compute, load)
+    return ctx.rd.cached("store", key, compute, SubjectStore)
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,7 +462,7 @@ def _train_or_load(ctx: _Ctx, task_id: str, task, store: SubjectStore) -> Traine
 
         # A neuroxai checkpoint, a TorchScript/torch.export file, or 'pkg.module:Class' + weights.
         model = load_user_model(m.checkpoint, state_dict=m.weights, kwargs_yaml=m.kwargs, device=ctx.device)
-        check_input_shape(model, (1, *store.t["image"].shape[1:]))
+        check_input_shape(model, (1, *store.shape))
         model.eval()
         test = _TaskDataset(store, task, "test")
         metrics = evaluate(model, test, task.kind, device=ctx.device)
@@ -612,6 +589,8 @@ def _attribute_and_score(ctx: _Ctx, tasks: dict, models: dict, store: SubjectSto
                         elif p.run.save_maps == "nifti":
                             _save_nifti_maps(d / "maps", sids, attr, b["affine"], mspec.key)
                         atomic_savez(f, subject_id=np.array(sids), **arrays)
+                        del attr, b, x, gt, s, rel, vol, norm_attr, arrays
+                        trim()  # same-sized batches must not creep upwards (see _memory.py)
                         bar.advance()
                 ctx.timings[f"attribute_{task_id}_{mspec.key}_s"] = time.perf_counter() - t
                 _barrier(ctx)

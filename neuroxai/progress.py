@@ -1,4 +1,5 @@
-"""Rich progress bars for the CLI layer (the library only calls ``Progress.task``/``message``)."""
+"""Progress reporting: the interface the library calls (``Progress.task``/``message``) and the
+rich progress bars the CLI layer passes in (:class:`RichProgress`)."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,28 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress as _RichProgress, SpinnerColumn,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 
-from .protocol.runner import Progress
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """No-op progress reporter. ``task(description, total)`` returns an object with ``advance``."""
+
+    def task(self, description: str, total: int | None = None):
+        return _NullTask()
+
+    def message(self, text: str) -> None:
+        log.info(text)
+
+
+class _NullTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 class RichProgress(Progress):

@@ -609,3 +609,20 @@ def test_stop_after_the_store_then_a_cut_down_resume(tmp_path, small):
     assert res["protocol"]["spec"]["run"]["n_test_subjects"] == 4
     code, out = _cli("validate", proto, "--out", tmp_path / "x", "--stop-after", "everything")
     assert code == 2 and "--stop-after" in out
+
+
+def test_stage_keys_are_the_same_for_two_fresh_runs(tmp_path, small, monkeypatch):
+    """Keys hold content only: two fresh runs of one protocol get the same stage folders, although
+    their checkpoint files differ in bytes (torch.save stores the temporary file's name, with the
+    writing process's pid)."""
+    import neuroxai.models.checkpoint as C
+    from neuroxai.protocol.runner import run_protocol
+
+    for r, pid in (("a", 1111), ("b", 2222)):  # two processes
+        monkeypatch.setattr(C, "os", __import__("types").SimpleNamespace(getpid=lambda pid=pid: pid,
+                                                                         replace=__import__("os").replace))
+        run_protocol(small[0], tmp_path / r, report=False, stop_after="attribute")
+    ck = [next((tmp_path / r).glob("stages/train/*/model.pt")).read_bytes() for r in ("a", "b")]
+    assert ck[0] != ck[1]
+    names = [sorted(p.name for p in (tmp_path / r).glob("stages/*/*")) for r in ("a", "b")]
+    assert names[0] == names[1] and any("attribute" in str(p) for p in (tmp_path / "a").glob("stages/*"))

@@ -11,14 +11,15 @@ Units: spacings and margins are in millimetres, shapes in voxels.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, MaskError
-from .volume import Grid, Volume
+from ..errors import ConfigError, MaskError, VolumeShapeError
+from .volume import Grid, Volume, save_volume
 
 
 def _voxel_map(src_affine: np.ndarray, dst_affine: np.ndarray) -> np.ndarray:
@@ -212,3 +213,28 @@ def dilate_mm(mask: torch.Tensor, margin_mm: float, spacing: Sequence[float]) ->
     x = mask.float().reshape(-1, 1, *mask.shape[-3:])
     out = F.conv3d(x, ker[None, None], padding=tuple(radii)) > 0.5
     return out.reshape(mask.shape)
+
+
+def save_map(tensor: torch.Tensor, like: Volume, path: str | Path, *, mode: str = "bilinear",
+             native: bool = True) -> Path:
+    """Write an attribution map back as NIfTI.
+
+    Args:
+        tensor: ``(D, H, W)``, ``(1, D, H, W)`` or ``(1, 1, D, H, W)`` map on ``like``'s grid.
+        like: the volume the map was computed on (its current grid and its original file grid).
+        path: output ``.nii``/``.nii.gz``.
+        mode: interpolation when resampling back (``"bilinear"`` = trilinear, ``"nearest"``).
+        native: resample into the original file's space and affine (default); ``False`` writes
+            the map on the model's grid.
+    """
+    t = tensor.detach().reshape(1, *tensor.shape[-3:]).float()
+    if tuple(t.shape[-3:]) != like.shape:
+        raise VolumeShapeError("the map is not on the volume's grid", path=path,
+                               expected=f"spatial shape {like.shape}", found=f"{tuple(t.shape[-3:])}",
+                               fix="pass the Volume the map was computed on as `like`")
+    if native and like.original is not None:
+        t = resample_to_grid(t, like.affine, like.original, mode=mode)
+        affine = like.original.affine
+    else:
+        affine = like.affine
+    return save_volume(t, affine, path)

@@ -4,7 +4,9 @@ Data model: a volume is a ``torch.Tensor`` of shape ``(1, D, H, W)`` (float32) w
 NIfTI voxel axes ``(i, j, k)``; ``affine`` maps voxel indices to world millimetres. Batches are
 ``(B, 1, D, H, W)`` with the affines ``(B, 4, 4)`` kept beside them. We never reorient silently:
 :func:`load_volume` reorients to RAS+ only when asked (the default), and the original grid is kept
-in ``Volume.original`` so that :func:`save_map` can write a map back in the subject's native space.
+in ``Volume.original`` so that :func:`neuroxai.data.transforms.save_map` can write a map back in the
+subject's native space (resampling lives in ``transforms``, which imports this module, never the
+reverse).
 """
 from __future__ import annotations
 
@@ -425,30 +427,3 @@ def save_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str |
     nib.save(to_nifti(data, affine, dtype), str(tmp))
     tmp.replace(path)
     return path
-
-
-def save_map(tensor: torch.Tensor, like: Volume, path: str | Path, *, mode: str = "bilinear",
-             native: bool = True) -> Path:
-    """Write an attribution map back as NIfTI.
-
-    Args:
-        tensor: ``(D, H, W)``, ``(1, D, H, W)`` or ``(1, 1, D, H, W)`` map on ``like``'s grid.
-        like: the volume the map was computed on (its current grid and its original file grid).
-        path: output ``.nii``/``.nii.gz``.
-        mode: interpolation when resampling back (``"bilinear"`` = trilinear, ``"nearest"``).
-        native: resample into the original file's space and affine (default); ``False`` writes
-            the map on the model's grid.
-    """
-    from .transforms import resample_to_grid
-
-    t = tensor.detach().reshape(1, *tensor.shape[-3:]).float()
-    if tuple(t.shape[-3:]) != like.shape:
-        raise VolumeShapeError("the map is not on the volume's grid", path=path,
-                               expected=f"spatial shape {like.shape}", found=f"{tuple(t.shape[-3:])}",
-                               fix="pass the Volume the map was computed on as `like`")
-    if native and like.original is not None:
-        t = resample_to_grid(t, like.affine, like.original, mode=mode)
-        affine = like.original.affine
-    else:
-        affine = like.affine
-    return save_volume(t, affine, path)

@@ -518,10 +518,10 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
               labels: list[int] | None = None, atlas=None, atlas_labels=None, true_region=None,
               task_id: str = "audit", device: str = "cpu", report: bool = True, progress=None):
     """The whole audit: discover, score, apply the protocol's criteria, write ``OUT/results.json``,
-    ``OUT/inputs.csv`` and the report in ``OUT/report/``. Returns the runner's ``RunResult``."""
+    ``OUT/inputs.csv`` and the report in ``OUT/report/``. Returns a :class:`~neuroxai.protocol.context.RunResult`."""
     from ..outdir import claim_dir
     from .provenance import now, provenance
-    from .runner import RunResult
+    from .context import RunResult
     from .rundir import atomic_write_bytes, atomic_write_json, stable_hash
     from .schema import MethodSpec, Protocol, load_protocol
     from .verdict import assemble_results

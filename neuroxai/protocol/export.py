@@ -21,6 +21,9 @@ import numpy as np
 import torch
 
 from ..errors import RunError
+from ..outdir import claim_dir
+from .stages.attribute import BASELINE_METHODS, attribute_key
+from .stages.tasks import is_null, scored_subjects
 
 
 def _label(text: str) -> str:
@@ -37,9 +40,6 @@ def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
 
 def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
     """Write every non-null task's maps, ground-truth masks and brain masks under ``out_dir``."""
-    from ..outdir import claim_dir
-    from .runner import BASELINE_METHODS, attribute_dir, is_null, scored_subjects
-
     if ctx.protocol.run.save_maps != "npz16":
         raise RunError("exporting maps needs the maps saved in the run", expected="run.save_maps: npz16",
                        found=f"run.save_maps: {ctx.protocol.run.save_maps}",
@@ -67,7 +67,7 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
         for mspec in ctx.protocol.methods:
             if mspec.name in BASELINE_METHODS:
                 continue
-            d = attribute_dir(ctx, tid, mspec, task, ctx.models[tid])
+            d = ctx.rd.stage("attribute", attribute_key(ctx, tid, task, mspec, ctx.models[tid]))
             for f in sorted(d.glob("chunk_*.npz")):
                 z = np.load(f)
                 for sid, m in zip(z["subject_id"], z["maps"]):

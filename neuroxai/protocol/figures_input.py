@@ -5,6 +5,8 @@ import numpy as np
 import torch
 
 from .rundir import atomic_savez
+from .stages.attribute import attribute_key
+from .stages.tasks import is_null, scored_subjects
 
 
 def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
@@ -15,8 +17,6 @@ def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
     positive mass; ``example``: the first scored subject's image, mask and maps. Also written
     to ``figures.npz`` in the run directory so ``neuroxai report`` can rebuild the report.
     """
-    from .runner import attribute_dir, is_null, scored_subjects
-
     out: dict = {"tasks": {}}
     flat: dict[str, np.ndarray] = {}
     for tid, task in tasks.items():
@@ -39,7 +39,7 @@ def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
                  "spacing": tuple(store.spacing), "maps": {},
                  "example": {"subject_id": ids[0], "image": first[0], "mask": first[1], "maps": {}}}
         for mspec in ctx.protocol.methods:
-            d = attribute_dir(ctx, tid, mspec, task, ctx_models(ctx)[tid])
+            d = ctx.rd.stage("attribute", attribute_key(ctx, tid, task, mspec, ctx.models[tid]))
             chunks = sorted(d.glob("chunk_*.npz"))
             if not chunks:
                 continue
@@ -65,13 +65,3 @@ def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
     atomic_savez(ctx.rd.root / "figures.npz", **flat)
     return out
 
-
-def ctx_models(ctx) -> dict:
-    return getattr(ctx, "models", {})
-
-
-def load_figure_inputs(path) -> dict:
-    """Inverse of the ``figures.npz`` flattening (see :func:`neuroxai.report.figures.load_figures_npz`)."""
-    from ..report.figures import load_figures_npz
-
-    return load_figures_npz(path)

@@ -23,13 +23,14 @@ CHILD = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(int(sys.argv[3]))
     import neuroxai.protocol.runner as R
-    _save = R.atomic_savez
+    import neuroxai.protocol.stages.attribute as A
+    _save = A.atomic_savez
     def slow_save(path, **arrays):  # slow chunks so the parent can kill mid-stage
         out = _save(path, **arrays)
         if "attribute" in str(path):
             time.sleep(0.4)
         return out
-    R.atomic_savez = slow_save
+    A.atomic_savez = slow_save
     R.run_protocol(sys.argv[1], sys.argv[2], report=False)
 """)
 

@@ -1,0 +1,204 @@
+"""Stage ``attribute``: every method's maps on every task's scored test subjects, scored on the
+device chunk by chunk.
+
+One stage folder per (task, method), keyed by :func:`attribute_key` on the content of its inputs:
+the method, the model's fingerprint, the subjects, the images (manifest hash), the grid, the
+task, the batch size (chunk boundaries), the device type, the scoring settings and metrics, and
+the ``save_maps`` mode. Each chunk of ``run.batch_size`` subjects is one ``chunk_NNNNN.npz``
+(scores, distance profiles, the sum of unit-mass maps for the cohort-mean figure and, with
+``save_maps: npz16``, the maps), written atomically: a run killed mid-stage resumes at the first
+missing chunk. Under torchrun the chunks are sharded across ranks.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..._memory import trim
+from ..context import RunContext, chunks
+from ..distributed import barrier
+from ..rundir import atomic_savez, stable_hash
+from ..store import SubjectStore
+from ..verdict import BASELINES as BASELINE_METHODS  # the one list of model-free maps
+from .tasks import is_null, scored_subjects, targets
+
+#: Bump when what an attribute chunk holds changes, so stale chunks are never mixed in.
+ATTRIBUTE_FORMAT = 2
+
+
+def attribute_key(ctx: RunContext, task_id: str, task, mspec, tm) -> str:
+    """The stage key of ``mspec`` on ``task`` (folder ``stages/attribute/<key>``): read by the
+    loop below, the figures and the export."""
+    p = ctx.protocol
+    # Content, not paths: the model's weights, the images (manifest hash), the grid, the task,
+    # the batch size (chunk boundaries) and the device type. Any change starts a new stage folder.
+    return stable_hash([ATTRIBUTE_FORMAT, task_id, mspec.model_dump(), tm.fingerprint, scored_subjects(ctx, task),
+                        ctx.manifest_hash, ctx.grid, task.summary(), p.run.batch_size, ctx.device.type,
+                        p.scoring.model_dump(), [m.model_dump() for m in p.metrics], p.run.save_maps])
+
+
+def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
+    """Returns {task_id: DataFrame(subject_id, method, metric, value)} (null tasks included);
+    collects the distance profiles into ``ctx.profiles``."""
+    out = {}
+    for task_id, task in tasks.items():
+        tm = models[task_id]
+        ids = scored_subjects(ctx, task)
+        batches = chunks(ids, ctx.protocol.run.batch_size)
+        frames = []
+        for mspec in ctx.protocol.methods:
+            if is_null(task_id) and mspec.name in BASELINE_METHODS:
+                continue  # a model-free map is the same on both models
+            key = attribute_key(ctx, task_id, task, mspec, tm)
+            d = ctx.rd.stage("attribute", key)
+            if not ctx.rd.is_done("attribute", key):
+                t = time.perf_counter()
+                with ctx.progress.task(f"{mspec.key} on {task_id}", len(batches)) as bar:
+                    for ci, sids in enumerate(batches):
+                        f = d / f"chunk_{ci:05d}.npz"
+                        # torchrun: chunks sharded across ranks; a chunk that exists was finished
+                        # before an interruption
+                        if ci % ctx.world == ctx.rank and not f.exists():
+                            _attribute_chunk(ctx, task, tm, mspec, store, sids, f)
+                            trim()  # same-sized batches must not creep upwards (see _memory.py)
+                        bar.advance()
+                ctx.timings[f"attribute_{task_id}_{mspec.key}_s"] = time.perf_counter() - t
+                barrier(ctx)
+                if ctx.rank == 0:
+                    ctx.rd.mark_done("attribute", key, {"n_chunks": len(batches)})
+                barrier(ctx)
+            df, prof = _read_chunks(d, len(batches), mspec.key)
+            frames.append(df)
+            if prof is not None:
+                ctx.profiles.setdefault(task_id, {})[mspec.key] = prof
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["subject_id", "method", "metric", "value"])
+        out[task_id] = df
+    return out
+
+
+def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids: list[str], f: Path) -> None:
+    """Attribute, score and write one chunk to ``f`` (its tensors are freed on return)."""
+    from ...attribution import attribute
+    from ...scoring import distance_profile, score
+
+    p = ctx.protocol
+    b = store.batch(sids, ctx.device)
+    x = task.modify_image(b)
+    target = targets(task, sids, ctx.device)
+    gt = task.ground_truth(b)
+    params = {**mspec.params, "mask": gt} if mspec.name == "oracle" else mspec.params
+    t_a = _now(ctx.device)
+    attr = attribute(tm.model, x, target, mspec.name, **params).float()
+    t_s = _now(ctx.device)
+    kw = _metric_kwargs(ctx, store, b, task)
+    brain = b.get("brain_mask") if p.scoring.restrict_to_brain else None
+    s = score(attr, gt, kw.pop("metrics"), brain_mask=brain, **kw)
+    rel, vol = distance_profile(attr, gt, brain, spacing=store.spacing,
+                                distances_mm=p.scoring.profile_distances_mm, polarity=p.scoring.polarity)
+    t_e = _now(ctx.device)
+    # the split the issue's "scoring < 5 % of attribution" is checked against
+    ctx.timings["attribution_s"] = ctx.timings.get("attribution_s", 0.0) + t_s - t_a
+    ctx.timings["scoring_s"] = ctx.timings.get("scoring_s", 0.0) + t_e - t_s
+    arrays = {f"score__{k}": v.detach().cpu().double().numpy() for k, v in s.items()}
+    arrays["profile_relevance"] = rel.cpu().numpy()
+    arrays["profile_volume"] = vol.cpu().numpy()
+    norm_attr = _normalize_map(attr, b.get("brain_mask"))
+    arrays["mean_map_sum"] = norm_attr.sum(0)[0].cpu().numpy().astype(np.float32)
+    if p.run.save_maps == "npz16":
+        arrays["maps"] = attr[:, 0].cpu().numpy().astype(np.float16)
+    elif p.run.save_maps == "nifti":
+        save_nifti_maps(f.parent / "maps", sids, attr, b["affine"], mspec.key)
+    atomic_savez(f, subject_id=np.array(sids), **arrays)
+
+
+def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> dict:
+    sc = ctx.protocol.scoring
+    kw = {"spacing": store.spacing, "polarity": sc.polarity, "smooth_fwhm_mm": sc.smooth_fwhm_mm}
+    names = [m.name for m in ctx.protocol.metrics]
+    metrics = {m.name: dict(m.params) for m in ctx.protocol.metrics}
+    if "pointing_game" in metrics:
+        metrics["pointing_game"].setdefault("tolerance_mm", sc.pointing_tolerance_mm)
+    if "region_rank" in names:
+        if "segmentation" in batch and hasattr(task, "region_ids"):
+            metrics["region_rank"].update(atlas=batch["segmentation"].long(), true_region=list(task.region_ids))
+        else:
+            metrics.pop("region_rank")
+    return {"metrics": metrics, **kw}
+
+
+def _now(device: torch.device) -> float:
+    """``time.perf_counter()`` after the device's queued work is done (CUDA is asynchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _normalize_map(attr: torch.Tensor, brain: torch.Tensor | None) -> torch.Tensor:
+    """Per-subject map scaled to unit positive mass (for the cohort-mean figure)."""
+    a = attr.clamp_min(0)
+    if brain is not None:
+        a = a * brain
+    s = a.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1, 1)
+    return a / s
+
+
+def _safe_name(subject_id: str) -> str:
+    """A file-name-safe form of a subject id (an id such as ``../../x`` must not leave the folder)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)).lstrip(".")
+    return name or "_"
+
+
+def save_nifti_maps(folder: Path, sids: list[str], attr: torch.Tensor, affines: torch.Tensor, method: str) -> None:
+    """One float32 NIfTI per subject on the model grid (``<id>_desc-<method>_saliency.nii.gz``,
+    the BIDS-derivatives name ``neuroxai audit`` reads), each written atomically."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, sid in enumerate(sids):
+        path = folder / f"{_safe_name(sid)}_desc-{_safe_name(method)}_saliency.nii.gz"
+        img = nib.Nifti1Image(attr[i, 0].detach().cpu().numpy().astype(np.float32),
+                              affines[i].cpu().numpy().astype(np.float64))
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.nii.gz")
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+
+
+def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame, tuple | None]:
+    """The chunks' scores as a long table, and their distance profiles ``(relevance (N,K),
+    volume (N,K))`` (None if the chunks hold none)."""
+    rows, rel, vol = [], [], []
+    for ci in range(n_chunks):
+        z = np.load(d / f"chunk_{ci:05d}.npz")
+        sids = list(z["subject_id"])
+        for k in z.files:
+            if k.startswith("score__"):
+                for s, v in zip(sids, z[k]):
+                    rows.append((str(s), method_key, k[len("score__"):], float(v)))
+        if "profile_relevance" in z.files:
+            rel.append(z["profile_relevance"])
+            vol.append(z["profile_volume"])
+    prof = (np.concatenate(rel), np.concatenate(vol)) if rel else None
+    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"]), prof
+
+
+def profiles(ctx: RunContext, tasks: dict) -> dict:
+    """Cohort-mean relevance-by-distance profile per task and method (``ctx.profiles``, read with
+    the scores): ``{task: {"distances_mm", "volume_share", "methods": {method: relevance_share}}}``."""
+    out: dict = {}
+    for tid in tasks:
+        if is_null(tid):
+            continue
+        entry = {"distances_mm": list(ctx.protocol.scoring.profile_distances_mm), "methods": {}}
+        for key, (r, vol) in ctx.profiles.get(tid, {}).items():
+            ok = ~np.isnan(r).any(1)  # a map with no positive relevance has no profile
+            entry["methods"][key] = [float(v) for v in r[ok].mean(0)] if ok.any() else [None] * r.shape[1]
+            entry["volume_share"] = [float(v) for v in vol.mean(0)]
+        out[tid] = entry
+    return out

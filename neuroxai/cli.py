@@ -90,8 +90,10 @@ def _verdict_table(results: dict) -> Table:
     for c in ("task", "method", "verdict", "main metric", "mean [95% CI]", "chance", "p vs random", "p vs null"):
         t.add_column(c)
     colors = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
+    from .report.build import main_metric  # the one rule, shared with the HTML report
+
     for m in results["methods"]:
-        met = next(iter(m["metrics"]), None)
+        met = main_metric(results, m) or None
         r = m["metrics"].get(met, {}) if met else {}
         fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
         pfmt = lambda v: "—" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")  # noqa: E731

@@ -78,3 +78,24 @@ def test_info_describes_a_file(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((5, 6, 7), np.float32), aff), tmp_path / "a.nii.gz")
     r = runner.invoke(app, ["info", str(tmp_path / "a.nii.gz")])
     assert r.exit_code == 0 and "(5, 6, 7)" in r.output and "LAS" in r.output
+
+
+def test_cli_and_report_show_the_same_main_metric():
+    from neuroxai.cli import _verdict_table
+    from neuroxai.report.build import verdict_rows
+
+    res = {"protocol": {"id": "p", "version": "1", "spec": {
+               "acceptance": [{"metric": "relevance_rank_accuracy"}],
+               "metrics": [{"name": "auroc"}, {"name": "relevance_rank_accuracy"}]}},
+           "overall": {"verdict": "FAIL"},
+           "methods": [{"task": "t", "method": "m", "verdict": "FAIL", "metrics": {
+               "auroc": {"mean": 0.9, "ci_low": 0.8, "ci_high": 0.95, "chance": 0.5, "comparisons": {}},
+               "relevance_rank_accuracy": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "chance": 0.05,
+                                           "comparisons": {}}}}]}
+    from rich.console import Console
+
+    con = Console(width=200, record=True)
+    con.print(_verdict_table(res))
+    text = con.export_text()
+    assert "relevance_rank_accuracy" in text and "0.200 [0.100, 0.300]" in text
+    assert verdict_rows(res)[0]["metric"] == "relevance_rank_accuracy"

@@ -14,6 +14,11 @@ from ._util import strict
 from .base import METHODS
 
 
+#: The model-free maps (registered below): floors and a ceiling a method is judged against, never
+#: candidates themselves. The one list of them: the runner, the verdict and the report read it.
+BASELINES = ("random", "edge_detector", "oracle")
+
+
 @METHODS.register("random")
 @strict
 def random(model, x, target, *, seed: int = 0) -> torch.Tensor:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..attribution.baselines import BASELINES  # the one list of model-free maps
 from .schema import Protocol
 
-BASELINES = ("random", "edge_detector", "oracle")
 UNREACHABLE = ("criteria unreachable for this model: no method passed the positive control, so a "
                "FAIL here would not tell a bad method from criteria that nothing can meet")
 

@@ -36,27 +36,21 @@ SUMMARY_COLUMNS = ["task", "method", "metric", "mean", "ci_low", "ci_high", "cha
                    "median", "n", "p_vs_random", "p_vs_random_adjusted",
                    "p_vs_null_model", "p_vs_null_model_adjusted", "verdict"]
 
-# One sentence per metric for "how to read this report"; chance as the scoring layer defines it.
-METRIC_HELP = {
-    "relevance_mass_accuracy": ("share of the map's positive relevance that lies inside the "
-                                "ground-truth region (Arras et al. 2022)",
-                                "the region's share of the brain voxels"),
-    "relevance_rank_accuracy": ("share of the K most relevant voxels that lie inside the region, "
-                                "K = the region's size (Arras et al. 2022)",
-                                "the region's share of the brain voxels"),
-    "top_k_intersection": ("share of the top k % most relevant voxels inside the region "
-                           "(Theiner et al. 2021)", "the region's share of the brain voxels"),
-    "auroc": ("how well voxel relevance separates region from non-region voxels (1 = perfectly)",
-              "0.5"),
-    "average_precision": ("precision of voxel relevance for the region, averaged over recall levels",
-                          "the region's share of the brain voxels"),
-    "pointing_game": ("1 if the single most relevant voxel falls in the (tolerance-dilated) region, "
-                      "else 0 (Zhang et al. 2018)", "the dilated region's share of the brain voxels"),
-    "energy_pointing_game": ("share of positive relevance inside the region's bounding box "
-                             "(Wang et al. 2020)", "the box's share of the brain voxels"),
-    "region_rank": ("rank of the true atlas region among all regions by mean relevance "
-                    "(1 = best; lower is better)", "(R + 1) / 2 for R regions"),
-}
+def _metric_help(name: str) -> tuple[str, str]:
+    """The report's "how to read" sentence and chance level, as the metric registered them."""
+    from ..scoring.localization import METRIC_INFO
+
+    info = METRIC_INFO.get(name)
+    return (info.help, info.chance) if info and info.help else ("see the protocol's metric definition",
+                                                                "see summary.csv")
+
+
+def _lower_is_better(name: str) -> bool:
+    from ..scoring.localization import METRIC_INFO
+
+    info = METRIC_INFO.get(name)
+    return info is not None and not info.higher_is_better
+
 
 VERDICT_MEANING = {
     "PASS": ("Every method under test met every acceptance criterion of the protocol on this data "
@@ -397,7 +391,7 @@ def _distribution_figures(results: dict, tid: str) -> list[dict]:
 def inspect_rows(results: dict) -> list[dict]:
     """Per task × method, the best, median and worst test subject by the main metric (for a
     reviewer to open their maps): ``{"task", "method", "metric", "best", "median", "worst"}``, each
-    ``"subject_id (value)"``. ``region_rank`` is better when lower."""
+    ``"subject_id (value)"``, in each metric's registered direction."""
     sc = results.get("scores") or {}
     if not sc:
         return []
@@ -411,7 +405,7 @@ def inspect_rows(results: dict) -> list[dict]:
         if not idx:
             continue
         # stable order: by value (best first), ties by subject id
-        sign = 1.0 if met == "region_rank" else -1.0
+        sign = 1.0 if _lower_is_better(met) else -1.0
         idx.sort(key=lambda i: (sign * value[i], str(sid[i])))
         pick = {"best": idx[0], "median": idx[(len(idx) - 1) // 2], "worst": idx[-1]}
         out.append({"task": m["task"], "method": m["method"], "metric": met,
@@ -441,8 +435,7 @@ def render_html(results: dict, sections: list[dict]) -> str:
             f["src"] = "data:image/png;base64," + base64.b64encode(f["png"]).decode("ascii")
     spec = results["protocol"].get("spec", {})
     used = metric_order(results)
-    help_rows = [(k, *METRIC_HELP.get(k, ("see the protocol's metric definition", "see summary.csv")))
-                 for k in used]
+    help_rows = [(k, *_metric_help(k)) for k in used]
     at_chance = [t["id"] for t in results["tasks"] if (t.get("model") or {}).get("at_chance")]
     vals = [t["validity"] for t in results["tasks"] if t.get("validity")]
     n_placements = vals[0].get("n_placements", "several") if vals else "several"

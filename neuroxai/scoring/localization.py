@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -36,6 +37,39 @@ from ..registry import Registry
 from .preprocess import apply_polarity, gaussian_smooth
 
 METRICS: Registry = Registry("metric")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What the rest of neuroxai needs to know about a metric, given once where it is registered.
+
+    ``higher_is_better``: the direction (``region_rank``: 1 = best). ``help``: one sentence for the
+    report. ``chance``: its chance level in words. ``needs``: inputs beyond map, mask and brain
+    (``"atlas"``: an integer label map plus the true region(s)); a metric whose needs a task cannot
+    meet is skipped for that task. ``scoring_defaults``: parameter → ``scoring:`` key of the
+    protocol it defaults to (e.g. the pointing game's tolerance).
+    """
+
+    name: str
+    higher_is_better: bool = True
+    help: str = ""
+    chance: str = ""
+    needs: tuple[str, ...] = ()
+    scoring_defaults: tuple[tuple[str, str], ...] = ()
+
+
+METRIC_INFO: dict[str, MetricInfo] = {}
+
+
+def metric(name: str, *, higher_is_better: bool = True, help: str = "", chance: str = "",
+           needs: tuple[str, ...] = (), scoring_defaults: Mapping[str, str] | None = None):
+    """Register a metric in ``METRICS`` with its facts (:class:`MetricInfo`): the one place to add one."""
+    def deco(fn):
+        METRICS.register(name)(fn)
+        METRIC_INFO[name] = MetricInfo(name, higher_is_better, help, chance, tuple(needs),
+                                       tuple((scoring_defaults or {}).items()))
+        return fn
+    return deco
 
 _F64 = torch.float64
 # The rankings computed during one score() call, keyed by the identity of (map, mask, valid).
@@ -311,7 +345,10 @@ def _share(m, v):
 
 # ----------------------------------------------------------------------------------------------
 # the metrics
-@METRICS.register("relevance_mass_accuracy")
+@metric("relevance_mass_accuracy",
+        help=("share of the map's positive relevance that lies inside the ground-truth region "
+              "(Arras et al. 2022)"),
+        chance="the region's share of the brain voxels")
 def relevance_mass_accuracy(attr, mask, valid, *, spacing=None):
     """Positive relevance inside the mask / total positive relevance, over valid voxels
     (Arras, Osman & Samek 2022, "CLEVR-XAI", Information Fusion 81:14–40). A map without any
@@ -328,7 +365,10 @@ def relevance_mass_accuracy(attr, mask, valid, *, spacing=None):
     return s, _share(mask, valid)
 
 
-@METRICS.register("relevance_rank_accuracy")
+@metric("relevance_rank_accuracy",
+        help=("share of the K most relevant voxels that lie inside the region, K = the region's "
+              "size (Arras et al. 2022)"),
+        chance="the region's share of the brain voxels")
 def relevance_rank_accuracy(attr, mask, valid, *, spacing=None):
     """Fraction of the K highest-relevance valid voxels that lie in the mask, K = number of mask
     voxels inside the brain (Arras et al. 2022). Ties: stable descending sort (lower flat index
@@ -341,7 +381,9 @@ def relevance_rank_accuracy(attr, mask, valid, *, spacing=None):
     return r.top_k_hits(r.n_pos), r.n_pos.to(_F64) / r.n_valid.to(_F64)
 
 
-@METRICS.register("top_k_intersection")
+@metric("top_k_intersection",
+        help="share of the top k % most relevant voxels inside the region (Theiner et al. 2021)",
+        chance="the region's share of the brain voxels")
 def top_k_intersection(attr, mask, valid, *, spacing=None, k: float = 0.05):
     """Fraction of the top ``k`` (a fraction of the valid voxels, n = round(k·N_valid) ≥ 1) voxels
     that lie in the mask (Theiner, Müller-Budack & Ewerth 2022, "Interpretable semantic photo
@@ -358,7 +400,9 @@ def top_k_intersection(attr, mask, valid, *, spacing=None, k: float = 0.05):
     return r.top_k_hits(n), r.n_pos.to(_F64) / r.n_valid.to(_F64)
 
 
-@METRICS.register("auroc")
+@metric("auroc",
+        help="how well voxel relevance separates region from non-region voxels (1 = perfectly)",
+        chance="0.5")
 def auroc(attr, mask, valid, *, spacing=None):
     """Voxel-level area under the ROC curve of the map as a detector of mask voxels, over valid
     voxels: exact, rank-based (Mann–Whitney U), average ranks for ties (Fawcett 2006, "An
@@ -369,7 +413,9 @@ def auroc(attr, mask, valid, *, spacing=None):
     return s, torch.full_like(s, 0.5)
 
 
-@METRICS.register("average_precision")
+@metric("average_precision",
+        help="precision of voxel relevance for the region, averaged over recall levels",
+        chance="the region's share of the brain voxels")
 def average_precision(attr, mask, valid, *, spacing=None):
     """Voxel-level average precision of the map against the mask over valid voxels, tie-aware as
     sklearn ``average_precision_score`` (Zhu 2004; Everingham et al. 2010 without interpolation).
@@ -379,7 +425,11 @@ def average_precision(attr, mask, valid, *, spacing=None):
     return r.average_precision(), r.n_pos.to(_F64) / r.n_valid.to(_F64)
 
 
-@METRICS.register("pointing_game")
+@metric("pointing_game",
+        help=("1 if the single most relevant voxel falls in the (tolerance-dilated) region, "
+              "else 0 (Zhang et al. 2018)"),
+        chance="the dilated region's share of the brain voxels",
+        scoring_defaults={"tolerance_mm": "pointing_tolerance_mm"})
 def pointing_game(attr, mask, valid, *, spacing=(1.0, 1.0, 1.0), tolerance_mm: float = 0.0,
                   ties: str = "average"):
     """Hit if the map's maximum (over valid voxels) lies in the mask dilated by ``tolerance_mm``
@@ -425,7 +475,9 @@ def bounding_box(mask: torch.Tensor) -> torch.Tensor:
     return (pd[:, :, None, None] & ph[:, None, :, None] & pw[:, None, None, :])[:, None]
 
 
-@METRICS.register("energy_pointing_game")
+@metric("energy_pointing_game",
+        help="share of positive relevance inside the region's bounding box (Wang et al. 2020)",
+        chance="the box's share of the brain voxels")
 def energy_pointing_game(attr, mask, valid, *, spacing=None, region: str = "box"):
     """Energy-based pointing game (Wang et al. 2020, "Score-CAM", CVPR Workshops): the share of
     positive energy inside the target's bounding box, Σ_box a⁺ / Σ a⁺ over valid voxels.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError, MaskError, ScoringError
-from .localization import METRICS
+from .localization import metric
 
 _F64 = torch.float64
 
@@ -37,7 +37,9 @@ def region_means(attr: torch.Tensor, atlas: torch.Tensor, valid: torch.Tensor, n
     return means
 
 
-@METRICS.register("region_rank")
+@metric("region_rank", higher_is_better=False, needs=("atlas",),
+        help="rank of the true atlas region among all regions by mean relevance (1 = best; lower is better)",
+        chance="(R + 1) / 2 for R regions")
 def region_rank(attr, mask, valid, *, spacing=None, atlas=None, true_region=None, reduce: str = "mean",
                 combine: str = "union"):
     """Rank (1 = best) of the true atlas region among all regions present in the brain, by mean

@@ -119,17 +119,24 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
 
 
 def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> dict:
+    """Each protocol metric's parameters: its own, the protocol ``scoring:`` defaults it registered,
+    and what it ``needs`` (an atlas: the segmentation and the task's regions); a metric whose needs
+    this task cannot meet is skipped here."""
+    from ...scoring.localization import METRIC_INFO
+
     sc = ctx.protocol.scoring
     kw = {"spacing": store.spacing, "polarity": sc.polarity, "smooth_fwhm_mm": sc.smooth_fwhm_mm}
-    names = [m.name for m in ctx.protocol.metrics]
-    metrics = {m.name: dict(m.params) for m in ctx.protocol.metrics}
-    if "pointing_game" in metrics:
-        metrics["pointing_game"].setdefault("tolerance_mm", sc.pointing_tolerance_mm)
-    if "region_rank" in names:
-        if "segmentation" in batch and hasattr(task, "region_ids"):
-            metrics["region_rank"].update(atlas=batch["segmentation"].long(), true_region=list(task.region_ids))
-        else:
-            metrics.pop("region_rank")
+    metrics = {}
+    for m in ctx.protocol.metrics:
+        info = METRIC_INFO.get(m.name)
+        params = dict(m.params)
+        for param, key in (info.scoring_defaults if info else ()):
+            params.setdefault(param, getattr(sc, key))
+        if info and "atlas" in info.needs:
+            if "segmentation" not in batch or not getattr(task, "region_ids", None):
+                continue
+            params.update(atlas=batch["segmentation"].long(), true_region=list(task.region_ids))
+        metrics[m.name] = params
     return {"metrics": metrics, **kw}
 
 

@@ -1,0 +1,36 @@
+"""A metric carries its own facts: registering it is the only edit (report help, direction, needs)."""
+from __future__ import annotations
+
+import torch
+
+from neuroxai.report.build import _lower_is_better, _metric_help, inspect_rows
+from neuroxai.scoring import score
+from neuroxai.scoring.localization import METRIC_INFO, metric
+
+
+@metric("test_distance_to_peak", higher_is_better=False, help="distance of the peak to the mask (test)",
+        chance="half the brain's extent", scoring_defaults={"tolerance_mm": "pointing_tolerance_mm"})
+def _distance_to_peak(attr, mask, valid, *, spacing=None, tolerance_mm: float = 0.0):
+    b = attr.shape[0]
+    return torch.full((b,), 2.0 + tolerance_mm, dtype=torch.float64), torch.full((b,), 5.0, dtype=torch.float64)
+
+
+def test_a_registered_metric_reaches_scoring_report_and_direction():
+    assert METRIC_INFO["test_distance_to_peak"].scoring_defaults == (("tolerance_mm", "pointing_tolerance_mm"),)
+    assert _metric_help("test_distance_to_peak") == ("distance of the peak to the mask (test)", "half the brain's extent")
+    assert _lower_is_better("test_distance_to_peak") and _lower_is_better("region_rank")
+    assert not _lower_is_better("auroc")
+    x = torch.rand(2, 1, 6, 6, 6)
+    m = torch.zeros_like(x, dtype=torch.bool)
+    m[:, :, 2:4, 2:4, 2:4] = True
+    s = score(x, m, {"test_distance_to_peak": {"tolerance_mm": 1.0}})
+    assert s["test_distance_to_peak"].tolist() == [3.0, 3.0]
+
+
+def test_the_report_picks_best_subjects_in_the_metrics_direction():
+    res = {"methods": [{"task": "t", "method": "m", "metrics": {"test_distance_to_peak": {}}}],
+           "protocol": {"spec": {"acceptance": [], "metrics": [{"name": "test_distance_to_peak"}]}},
+           "scores": {"task": ["t"] * 3, "subject_id": ["a", "b", "c"], "method": ["m"] * 3,
+                      "metric": ["test_distance_to_peak"] * 3, "value": [5.0, 1.0, 3.0]}}
+    (row,) = inspect_rows(res)
+    assert row["best"].startswith("b") and row["worst"].startswith("a")  # lower is better

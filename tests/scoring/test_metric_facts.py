@@ -1,18 +1,27 @@
 """A metric carries its own facts: registering it is the only edit (report help, direction, needs)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from neuroxai.report.build import _lower_is_better, _metric_help, inspect_rows
 from neuroxai.scoring import score
-from neuroxai.scoring.localization import METRIC_INFO, metric
+from neuroxai.scoring.localization import METRIC_INFO, METRICS, metric
 
 
-@metric("test_distance_to_peak", higher_is_better=False, help="distance of the peak to the mask (test)",
-        chance="half the brain's extent", scoring_defaults={"tolerance_mm": "pointing_tolerance_mm"})
-def _distance_to_peak(attr, mask, valid, *, spacing=None, tolerance_mm: float = 0.0):
-    b = attr.shape[0]
-    return torch.full((b,), 2.0 + tolerance_mm, dtype=torch.float64), torch.full((b,), 5.0, dtype=torch.float64)
+@pytest.fixture(autouse=True)
+def new_metric():
+    """A metric a user adds: registered for this module's tests only (the registry stays clean)."""
+    @metric("test_distance_to_peak", higher_is_better=False, help="distance of the peak to the mask (test)",
+            chance="half the brain's extent", scoring_defaults={"tolerance_mm": "pointing_tolerance_mm"})
+    def _distance_to_peak(attr, mask, valid, *, spacing=None, tolerance_mm: float = 0.0):
+        b = attr.shape[0]
+        return (torch.full((b,), 2.0 + tolerance_mm, dtype=torch.float64),
+                torch.full((b,), 5.0, dtype=torch.float64))
+
+    yield
+    METRICS._entries.pop("test_distance_to_peak")
+    METRIC_INFO.pop("test_distance_to_peak")
 
 
 def test_a_registered_metric_reaches_scoring_report_and_direction():

@@ -28,7 +28,6 @@ masks; model-dependent checks (ground-truth validity, model randomization, the n
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass, field

@@ -10,13 +10,12 @@ import torch
 
 from ..attribution.baselines import BASELINES  # the one list of model-free maps
 from .schema import Protocol
+from .stages.tasks import is_null
 
 UNREACHABLE = ("criteria unreachable for this model: no method passed the positive control, so a "
                "FAIL here would not tell a bad method from criteria that nothing can meet")
 
 
-def _is_null(tid: str) -> bool:
-    return tid.endswith("__null")
 
 
 def _vals(df: pd.DataFrame, method: str, metric: str) -> pd.Series:
@@ -130,7 +129,7 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
         df = scores[tid]
         if len(df):
             all_rows.append(df.assign(task=tid))
-        if _is_null(tid):
+        if is_null(tid):
             continue
         tm = models[tid]
         perf = tm.metrics
@@ -388,7 +387,7 @@ def _reachability(tasks: dict, method_out: list[dict], validity: dict, models: d
     """Whether the acceptance criteria are shown reachable: some method under test passes a
     positive control on which the model is above chance and valid. ``None`` with a note when the
     protocol has no positive control or it cannot tell."""
-    pcs = [tid for tid, t in tasks.items() if t.name == "positive_control" and not _is_null(tid)]
+    pcs = [tid for tid, t in tasks.items() if t.name == "positive_control" and not is_null(tid)]
     if not pcs:
         return None, "no positive control in this protocol: reachability of the criteria is not shown"
     passed_on = sorted({m["method"] for m in method_out if m["task"] in pcs and not m["is_baseline"]

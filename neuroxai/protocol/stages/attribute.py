@@ -25,7 +25,7 @@ from ..context import RunContext, chunks
 from ..distributed import barrier
 from ..rundir import atomic_savez, stable_hash
 from ..store import SubjectStore
-from ..verdict import BASELINES as BASELINE_METHODS  # the one list of model-free maps
+from ...attribution.baselines import BASELINES as BASELINE_METHODS  # the one list of model-free maps
 from .tasks import is_null, scored_subjects, targets
 
 #: Bump when what an attribute chunk holds changes, so stale chunks are never mixed in.

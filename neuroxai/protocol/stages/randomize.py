@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..context import RunContext
 from ..rundir import atomic_write_json, read_json, stable_hash
 from ..store import SubjectStore
-from ..verdict import BASELINES as BASELINE_METHODS
+from ...attribution.baselines import BASELINES as BASELINE_METHODS
 from .tasks import is_null, scored_subjects, targets
 
 

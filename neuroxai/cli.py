@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import NeuroXAIError
+from .errors import NeuroXAIError, named_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False,
@@ -43,17 +43,6 @@ def _fail(exc: NeuroXAIError) -> None:
     raise typer.Exit(2)
 
 
-def _named(exc: BaseException) -> NeuroXAIError | None:
-    """The NeuroXAIError behind ``exc`` (libraries such as MONAI wrap ours in a RuntimeError)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, NeuroXAIError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 try:  # typer vendors click: its usage errors are typer._click's (click prints them itself, exit 2)
     from typer._click.exceptions import ClickException as _CLICK_ERRORS
 except ImportError:  # pragma: no cover - older typer on click
@@ -74,7 +63,7 @@ def _guarded(fn):
         except Exception as exc:  # noqa: BLE001 - the one place that turns any error into exit 2
             if _DEBUG["on"]:
                 err.print_exception(show_locals=False)
-            named = _named(exc)
+            named = named_error(exc)
             if named is not None:
                 _fail(named)
             err.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}\n"

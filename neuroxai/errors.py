@@ -27,6 +27,18 @@ class NeuroXAIError(Exception):
         super().__init__("".join(parts))
 
 
+def named_error(exc: BaseException | None) -> NeuroXAIError | None:
+    """The first :class:`NeuroXAIError` in ``exc``'s ``__cause__``/``__context__`` chain (libraries
+    such as MONAI wrap ours in a ``RuntimeError``), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NeuroXAIError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class VolumeFileError(NeuroXAIError):
     """A file that should be a NIfTI volume is missing, unreadable, corrupt or not NIfTI."""
 

@@ -490,7 +490,7 @@ def test_save_maps_names_stay_inside_their_folder(tmp_path):
 
 
 def test_errors_carry_their_cause():
-    from neuroxai.cli import _named
+    from neuroxai.errors import named_error as _named
 
     inner = ConfigError("x", path="f.yaml")
     try:

@@ -33,7 +33,7 @@ import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.transforms import Transform
 
-from ..errors import ConfigError, ManifestError, NeuroXAIError, VolumeFileError
+from ..errors import ConfigError, ManifestError, NeuroXAIError, VolumeFileError, named_error
 from .manifest import _file_digest
 from .transforms import crop_or_pad, normalize_intensity, resample, resample_like
 from .volume import check_same_grid, load_volume, read_header
@@ -59,17 +59,6 @@ def _check_threshold(mask_threshold) -> float:
         raise ConfigError("mask_threshold must be a finite number", expected="e.g. 0.5 (voxels > "
                           "threshold are in the mask)", found=repr(mask_threshold))
     return t
-
-
-def _named_in_chain(exc: BaseException) -> NeuroXAIError | None:
-    """The first :class:`NeuroXAIError` in ``exc``'s ``__cause__``/``__context__`` chain."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, NeuroXAIError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _subject_files(row: dict, keys: Sequence[str]) -> str:
@@ -270,7 +259,7 @@ class VolumeDataset(torch.utils.data.Dataset):
     def _named(self, exc: BaseException, row: dict | None) -> NeuroXAIError:
         """The NeuroXAIError behind MONAI's ``RuntimeError`` wrapper (a copy, so that the raised
         error's ``__cause__`` is the wrapper without making a cycle), or a new one naming the row."""
-        named = _named_in_chain(exc)
+        named = named_error(exc)
         if named is None:
             return _subject_error(row, self._keys, exc)
         try:

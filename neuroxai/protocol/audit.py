@@ -52,6 +52,21 @@ _DSEG = re.compile(r"_dseg\.nii(\.gz)?$", re.IGNORECASE)
 NOT_APPLICABLE = "not applicable: no model"
 
 
+def bids_label(text: str) -> str:
+    """A BIDS label (letters and digits only), as the ``desc-<label>`` patterns above read it."""
+    return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "x"
+
+
+def file_safe(subject_id: str) -> str:
+    """A file-name-safe subject id (``../../x`` must not leave its folder)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)).lstrip(".") or "_"
+
+
+def saliency_name(subject_id: str, method: str) -> str:
+    """``<subject>_desc-<method>_saliency.nii.gz``: the name a map must have for the BIDS layout."""
+    return f"{file_safe(subject_id)}_desc-{bids_label(method)}_saliency.nii.gz"
+
+
 def subject_key(path: Path) -> str:
     """``sub-01_ses-2`` for BIDS names, else the part of the name before the first ``_``."""
     m = _BIDS_SUB.match(path.name)

@@ -12,30 +12,17 @@ Baselines (random, oracle) are not exported: an audit computes its own.
 """
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
+from ..data.volume import save_volume
 from ..errors import RunError
 from ..outdir import claim_dir
+from .audit import bids_label, saliency_name
 from .stages.attribute import BASELINE_METHODS, attribute_key
 from .stages.tasks import is_null, scored_subjects
-
-
-def _label(text: str) -> str:
-    """A BIDS label: letters and digits only."""
-    return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "x"
-
-
-def _save(arr: np.ndarray, affine: np.ndarray, path: Path, dtype) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.nii.gz")
-    nib.save(nib.Nifti1Image(np.asarray(arr, dtype), np.asarray(affine, np.float64)), tmp)
-    os.replace(tmp, path)
 
 
 def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
@@ -51,18 +38,18 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
         if is_null(tid):
             continue
         ids = scored_subjects(ctx, task)
-        label = _label(tid)
+        label = bids_label(tid)
         for c in range(0, len(ids), ctx.protocol.run.batch_size):
             sids = ids[c:c + ctx.protocol.run.batch_size]
             b = store.batch(sids, torch.device("cpu"))
             gt = task.ground_truth(b)
             for i, sid in enumerate(sids):
                 aff = b["affine"][i].numpy()
-                _save(gt[i, 0].numpy().astype(np.uint8), aff,
-                      deriv / f"groundtruth-{label}" / sid / "anat" / f"{sid}_desc-{label}_mask.nii.gz", np.uint8)
+                save_volume(gt[i, 0], aff, deriv / f"groundtruth-{label}" / sid / "anat" /
+                            f"{sid}_desc-{label}_mask.nii.gz", np.uint8)
                 if "brain_mask" in b:
-                    _save(b["brain_mask"][i, 0].numpy().astype(np.uint8), aff,
-                          deriv / "brain" / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz", np.uint8)
+                    save_volume(b["brain_mask"][i, 0], aff,
+                                deriv / "brain" / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz", np.uint8)
         affines = {s: store.affines[store.index[s]].numpy() for s in ids}
         for mspec in ctx.protocol.methods:
             if mspec.name in BASELINE_METHODS:
@@ -72,6 +59,5 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
                 z = np.load(f)
                 for sid, m in zip(z["subject_id"], z["maps"]):
                     sid = str(sid)
-                    _save(m.astype(np.float32), affines[sid], deriv / f"xai-{label}" / sid / "anat" /
-                          f"{sid}_desc-{_label(mspec.key)}_saliency.nii.gz", np.float32)
+                    save_volume(m, affines[sid], deriv / f"xai-{label}" / sid / "anat" / saliency_name(sid, mspec.key))
     return out

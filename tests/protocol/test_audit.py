@@ -351,3 +351,17 @@ def test_an_atlas_adds_region_ranking_and_an_anatomical_image_the_figures(study,
     with pytest.raises(ConfigError, match="unknown region"):
         run_audit(study / "maps", study / "masks", tmp_path / "out3", atlas=tmp_path / "atlas.nii.gz",
                   atlas_labels=tmp_path / "labels.tsv", true_region=["Amygdala"], protocol=FAST)
+
+
+def test_saved_nifti_maps_of_a_label_with_an_underscore_audit_as_that_method(tmp_path):
+    """`save_maps: nifti` and `--export` write the name the BIDS layout reads: a method key with
+    characters a BIDS label cannot hold (``lrp_eps``) becomes ``desc-lrpeps``, not an unmatched file."""
+    import torch
+
+    from neuroxai.protocol.audit import discover_maps
+    from neuroxai.protocol.stages.attribute import save_nifti_maps
+
+    d = tmp_path / "derivatives" / "xai" / "sub-01" / "anat"
+    save_nifti_maps(d, ["sub-01"], torch.rand(1, 1, 4, 4, 4), torch.eye(4)[None], "lrp_eps")
+    layout, maps = discover_maps(tmp_path / "derivatives" / "xai")
+    assert layout == "bids" and list(maps) == ["lrpeps"] and list(maps["lrpeps"]) == ["sub-01"]

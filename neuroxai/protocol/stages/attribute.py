@@ -11,8 +11,6 @@ missing chunk. Under torchrun the chunks are sharded across ranks.
 """
 from __future__ import annotations
 
-import os
-import re
 import time
 from pathlib import Path
 
@@ -156,25 +154,14 @@ def _normalize_map(attr: torch.Tensor, brain: torch.Tensor | None) -> torch.Tens
     return a / s
 
 
-def _safe_name(subject_id: str) -> str:
-    """A file-name-safe form of a subject id (an id such as ``../../x`` must not leave the folder)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)).lstrip(".")
-    return name or "_"
-
-
 def save_nifti_maps(folder: Path, sids: list[str], attr: torch.Tensor, affines: torch.Tensor, method: str) -> None:
-    """One float32 NIfTI per subject on the model grid (``<id>_desc-<method>_saliency.nii.gz``,
-    the BIDS-derivatives name ``neuroxai audit`` reads), each written atomically."""
-    import nibabel as nib
+    """One float32 NIfTI per subject on the model grid, each written atomically, under the
+    BIDS-derivatives name ``neuroxai audit`` reads (:func:`~neuroxai.protocol.audit.saliency_name`)."""
+    from ...data.volume import save_volume
+    from ..audit import saliency_name
 
-    folder.mkdir(parents=True, exist_ok=True)
     for i, sid in enumerate(sids):
-        path = folder / f"{_safe_name(sid)}_desc-{_safe_name(method)}_saliency.nii.gz"
-        img = nib.Nifti1Image(attr[i, 0].detach().cpu().numpy().astype(np.float32),
-                              affines[i].cpu().numpy().astype(np.float64))
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.nii.gz")
-        nib.save(img, tmp)
-        os.replace(tmp, path)
+        save_volume(attr[i, 0], affines[i].cpu().numpy(), folder / saliency_name(sid, method))
 
 
 def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame, tuple | None]:

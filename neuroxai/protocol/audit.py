@@ -385,6 +385,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
     from ..attribution import METHODS
     from ..data.volume import Grid
     from ..scoring import distance_profile, score
+    from ..scoring.localization import metric_params
 
     if grid not in ("mask", "map"):
         raise ConfigError("unknown target grid", expected="'mask' or 'map'", found=grid,
@@ -393,13 +394,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
     T = np.eye(4) if transform is None else np.asarray(transform, float)  # mask world -> map world
     Tinv = np.linalg.inv(T)
     sc = proto.scoring
-    metrics = {m.name: dict(m.params) for m in proto.metrics}
-    if "pointing_game" in metrics:
-        metrics["pointing_game"].setdefault("tolerance_mm", sc.pointing_tolerance_mm)
-    if inp.atlas:
-        metrics.setdefault("region_rank", {})
-    else:
-        metrics.pop("region_rank", None)  # needs an atlas (--atlas) in the masks' space
+    specs = {m.name: m.params for m in proto.metrics}
     true_regions: dict[str, list[int]] = {}
     baselines = [m for m in proto.methods if m.name in ("random", "oracle")]
     subjects = sorted({s for v in inp.maps.values() for s in v})
@@ -444,13 +439,14 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             files.append(bpath)
         mask_b = mask[None, None].to(dev)
         brain_b = brain[None, None].to(dev) if brain is not None and sc.restrict_to_brain else None
-        subj_metrics = {k: dict(v) for k, v in metrics.items()}
+        atl = true = None  # region ranking needs an atlas (--atlas) in the masks' space
         if inp.atlas:
             atl = _on_grid(_load(inp.atlas[sid]), np.eye(4) if grid == "mask" else T, g, "nearest").round().long()
             files.append(inp.atlas[sid])
             true = inp.true_region or _majority_label(atl, mask, inp.atlas[sid])
             true_regions[sid] = true
-            subj_metrics["region_rank"].update(atlas=atl[None, None].to(dev), true_region=true)
+            atl = atl[None, None].to(dev)
+        subj_metrics = metric_params(specs, sc, atlas=atl, true_region=true)
         spacing = g.spacing
         subj_maps: dict[str, torch.Tensor] = {}
         for method, path in maps.items():

@@ -71,6 +71,26 @@ def metric(name: str, *, higher_is_better: bool = True, help: str = "", chance: 
         return fn
     return deco
 
+
+def metric_params(specs: Mapping[str, Mapping], scoring=None, *, atlas: torch.Tensor | None = None,
+                  true_region=None) -> dict[str, dict]:
+    """Each metric's parameters for :func:`score`, from its registered facts: its own ``specs``
+    (``{name: params}``), the defaults it takes from ``scoring`` (read as attributes, e.g. a
+    protocol's ``scoring:``), and what it ``needs`` (``atlas`` integer labels on the map grid and
+    ``true_region``). A metric whose needs are not given is left out."""
+    out = {}
+    for name, params in specs.items():
+        info = METRIC_INFO.get(name)
+        p = dict(params)
+        for param, key in (info.scoring_defaults if info and scoring is not None else ()):
+            p.setdefault(param, getattr(scoring, key))
+        if info and "atlas" in info.needs:
+            if atlas is None or not true_region:
+                continue
+            p.update(atlas=atlas.long(), true_region=list(true_region))
+        out[name] = p
+    return out
+
 _F64 = torch.float64
 # The rankings computed during one score() call, keyed by the identity of (map, mask, valid).
 _RANKINGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("neuroxai_rankings", default=None)

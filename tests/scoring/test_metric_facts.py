@@ -43,3 +43,20 @@ def test_the_report_picks_best_subjects_in_the_metrics_direction():
                       "metric": ["test_distance_to_peak"] * 3, "value": [5.0, 1.0, 3.0]}}
     (row,) = inspect_rows(res)
     assert row["best"].startswith("b") and row["worst"].startswith("a")  # lower is better
+
+
+def test_metric_params_meet_needs_and_defaults_from_the_registered_facts():
+    from types import SimpleNamespace
+
+    from neuroxai.scoring.localization import metric_params
+
+    sc = SimpleNamespace(pointing_tolerance_mm=4.0)
+    specs = {"pointing_game": {}, "region_rank": {"reduce": "sum"}, "auroc": {}}
+    seg = torch.tensor([[[[[0.0, 41.0], [42.0, 3.0]]]]])  # the store gives float labels
+    got = metric_params(specs, sc, atlas=seg, true_region=[41, 42])
+    assert got["pointing_game"] == {"tolerance_mm": 4.0} and got["auroc"] == {}
+    assert got["region_rank"]["reduce"] == "sum" and got["region_rank"]["true_region"] == [41, 42]
+    assert got["region_rank"]["atlas"].dtype == torch.int64
+    assert "region_rank" not in metric_params(specs, sc)                            # no atlas
+    assert "region_rank" not in metric_params(specs, sc, atlas=seg, true_region=None)  # a lesion task
+    assert metric_params({"pointing_game": {"tolerance_mm": 1.0}}, sc)["pointing_game"] == {"tolerance_mm": 1.0}

@@ -117,25 +117,15 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
 
 
 def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> dict:
-    """Each protocol metric's parameters: its own, the protocol ``scoring:`` defaults it registered,
-    and what it ``needs`` (an atlas: the segmentation and the task's regions); a metric whose needs
-    this task cannot meet is skipped here."""
-    from ...scoring.localization import METRIC_INFO
+    """score()'s keyword arguments: the metrics' parameters from their registered facts (an atlas
+    need is met by the segmentation and the task's regions, else that metric is skipped)."""
+    from ...scoring.localization import metric_params
 
     sc = ctx.protocol.scoring
-    kw = {"spacing": store.spacing, "polarity": sc.polarity, "smooth_fwhm_mm": sc.smooth_fwhm_mm}
-    metrics = {}
-    for m in ctx.protocol.metrics:
-        info = METRIC_INFO.get(m.name)
-        params = dict(m.params)
-        for param, key in (info.scoring_defaults if info else ()):
-            params.setdefault(param, getattr(sc, key))
-        if info and "atlas" in info.needs:
-            if "segmentation" not in batch or not getattr(task, "region_ids", None):
-                continue
-            params.update(atlas=batch["segmentation"].long(), true_region=list(task.region_ids))
-        metrics[m.name] = params
-    return {"metrics": metrics, **kw}
+    metrics = metric_params({m.name: m.params for m in ctx.protocol.metrics}, sc,
+                            atlas=batch.get("segmentation"), true_region=getattr(task, "region_ids", None))
+    return {"metrics": metrics, "spacing": store.spacing, "polarity": sc.polarity,
+            "smooth_fwhm_mm": sc.smooth_fwhm_mm}
 
 
 def _now(device: torch.device) -> float:

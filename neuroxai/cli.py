@@ -12,13 +12,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .errors import NeuroXAIError, named_error
+
+if TYPE_CHECKING:
+    from .report.schema import Results
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False,
@@ -73,25 +76,26 @@ def _guarded(fn):
     return wrapper
 
 
-def _verdict_table(results: dict) -> Table:
-    t = Table(title=f"{results['protocol']['id']} v{results['protocol']['version']} — overall "
-                    f"{results['overall']['verdict']}")
+def _verdict_table(results: Results) -> Table:
+    t = Table(title=f"{results.protocol.id} v{results.protocol.version} — overall {results.overall.verdict}")
     for c in ("task", "method", "verdict", "main metric", "mean [95% CI]", "chance", "p vs random", "p vs null"):
         t.add_column(c)
     colors = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
-    from .report.build import main_metric  # the one rule, shared with the HTML report
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    pfmt = lambda v: "—" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")  # noqa: E731
 
-    for m in results["methods"]:
-        met = main_metric(results, m) or None
-        r = m["metrics"].get(met, {}) if met else {}
-        fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-        pfmt = lambda v: "—" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")  # noqa: E731
-        cmp = r.get("comparisons", {})
-        pr = cmp.get("random", {}).get("p_adjusted", cmp.get("random", {}).get("p"))
-        pn = cmp.get("null_model", {}).get("p_adjusted", cmp.get("null_model", {}).get("p"))
-        t.add_row(m["task"], m["method"], f"[{colors[m['verdict']]}]{m['verdict']}[/]", met or "—",
-                  f"{fmt(r.get('mean'))} [{fmt(r.get('ci_low'))}, {fmt(r.get('ci_high'))}]",
-                  fmt(r.get("chance")), pfmt(pr), pfmt(pn))
+    def p_adj(cmp) -> float | None:
+        return None if cmp is None else cmp.p_adjusted if cmp.p_adjusted is not None else cmp.p
+
+    for m in results.methods:
+        met = results.main_metric(m) or None  # the one rule, shared with the HTML report
+        r = m.metrics.get(met) if met else None
+        if r is None:
+            t.add_row(m.task, m.method, f"[{colors[m.verdict]}]{m.verdict}[/]", met or "—", "—", "—", "—", "—")
+            continue
+        t.add_row(m.task, m.method, f"[{colors[m.verdict]}]{m.verdict}[/]", met,
+                  f"{fmt(r.mean)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]", fmt(r.chance),
+                  pfmt(p_adj(r.comparisons.get("random"))), pfmt(p_adj(r.comparisons.get("null_model"))))
     return t
 
 
@@ -116,12 +120,12 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
         return 0
     if not quiet:
         console.print(_verdict_table(res.results))
-        for task in res.results["tasks"]:
-            perf = task["model"]
-            if perf.get("auroc") is not None:
-                console.print(f"model on {task['id']}: test AUROC {perf['auroc']:.3f} "
-                              f"[{perf['auroc_ci_low']:.3f}, {perf['auroc_ci_high']:.3f}]"
-                              + ("  [bold red]AT CHANCE[/]" if perf.get("at_chance") else ""))
+        for task in res.results.tasks:
+            perf = task.model
+            if perf.auroc is not None:
+                console.print(f"model on {task.id}: test AUROC {perf.auroc:.3f} "
+                              f"[{perf.auroc_ci_low:.3f}, {perf.auroc_ci_high:.3f}]"
+                              + ("  [bold red]AT CHANCE[/]" if perf.at_chance else ""))
     console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
     return res.exit_code
 
@@ -240,8 +244,8 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
                         device=device, progress=lambda i, n: p.update(tid, completed=i, total=n))
     if not quiet:
         console.print(_verdict_table(res.results))
-        for f in res.results["audit"]["flags"][:10]:
-            console.print(f"[yellow]flag[/]: {f['method']} {f['subject_id']}: {f['flag']}")
+        for f in res.results.audit.flags[:10]:
+            console.print(f"[yellow]flag[/]: {f.method} {f.subject_id}: {f.flag}")
     console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
     raise typer.Exit(res.exit_code)
 

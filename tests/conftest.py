@@ -84,6 +84,32 @@ def tiny_protocol(tmp_path_factory):
 
 
 @pytest.fixture
+def small_results():
+    """A factory of small valid :class:`~neuroxai.report.schema.Results`: one task ``t`` and the
+    given methods ``{key: {metric: {mean, ci_low, ci_high, chance, ...}}}``, the protocol's
+    ``acceptance`` metrics and ``metrics`` names, and an optional long ``scores`` table."""
+    from neuroxai.report.schema import validate_results
+
+    def make(methods: dict, *, acceptance: list, metrics: list, scores: dict | None = None):
+        return validate_results({
+            "schema_version": "1.3", "provenance": {}, "data": {"source": "test", "n_subjects": 1},
+            "protocol": {"id": "p", "version": "1", "hash": "h", "acceptance": [],
+                         "spec": {"acceptance": [{"metric": m} for m in acceptance],
+                                  "metrics": [{"name": m} for m in metrics]}},
+            "overall": {"verdict": "FAIL", "n_pass": 0, "n_fail": len(methods), "n_inconclusive": 0,
+                        "exit_code": 1},
+            "tasks": [{"id": "t", "type": "region_volume", "kind": "classification", "n_subjects": 1,
+                       "n_scored": 1, "n_excluded_from_scoring": 0, "model": {}}],
+            "methods": [{"task": "t", "method": k, "name": "gradient", "is_baseline": False, "criteria": [],
+                         "verdict": "FAIL", "metrics": {met: {"mean": None, "ci_low": None, "ci_high": None,
+                                                              "n": 1, **x} for met, x in v.items()}}
+                        for k, v in methods.items()],
+            "scores": scores or {}})
+
+    return make
+
+
+@pytest.fixture
 def strip_results():
     """The parts of results.json that must not depend on how the run was executed."""
-    return lambda r: {"methods": r["methods"], "tasks": r["tasks"], "scores": r["scores"]}
+    return lambda r: {k: v for k, v in r.to_dict().items() if k in ("methods", "tasks", "scores")}

@@ -1,13 +1,12 @@
 """The command line: exit codes, error messages, audit of saved maps."""
 from __future__ import annotations
 
-import json
-
 import nibabel as nib
 import numpy as np
 from typer.testing import CliRunner
 
 from neuroxai.cli import app
+from neuroxai.report.schema import read_results
 
 runner = CliRunner()
 
@@ -51,15 +50,15 @@ def test_audit_scores_oracle_and_random_maps(tmp_path):
     r = runner.invoke(app, ["audit", "--maps", str(tmp_path / "maps"), "--masks", str(tmp_path / "masks"),
                             "--out", str(tmp_path / "out")])
     assert r.exit_code == 1, r.output  # the noise maps FAIL
-    res = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert res["kind"] == "audit"
-    s = {m["method"]: m for m in res["methods"]}
-    assert s["perfect"]["metrics"]["relevance_mass_accuracy"]["mean"] == 1.0
-    assert s["perfect"]["metrics"]["auroc"]["mean"] == 1.0
-    assert s["perfect"]["verdict"] == "PASS" and s["noise"]["verdict"] == "FAIL"
-    assert s["oracle"]["verdict"] == "PASS" and s["random"]["verdict"] == "FAIL"  # the scale's two ends
-    chance = s["noise"]["metrics"]["relevance_mass_accuracy"]["chance"]
-    assert abs(s["noise"]["metrics"]["relevance_mass_accuracy"]["mean"] - chance) < 0.03
+    res = read_results(tmp_path / "out" / "results.json")
+    assert res.kind == "audit"
+    s = {m.method: m for m in res.methods}
+    assert s["perfect"].metrics["relevance_mass_accuracy"].mean == 1.0
+    assert s["perfect"].metrics["auroc"].mean == 1.0
+    assert s["perfect"].verdict == "PASS" and s["noise"].verdict == "FAIL"
+    assert s["oracle"].verdict == "PASS" and s["random"].verdict == "FAIL"  # the scale's two ends
+    chance = s["noise"].metrics["relevance_mass_accuracy"].chance
+    assert abs(s["noise"].metrics["relevance_mass_accuracy"].mean - chance) < 0.03
     assert (tmp_path / "out" / "report" / "index.html").is_file()
     assert (tmp_path / "out" / "report" / "scores.csv").is_file()
 
@@ -80,18 +79,14 @@ def test_info_describes_a_file(tmp_path):
     assert r.exit_code == 0 and "(5, 6, 7)" in r.output and "LAS" in r.output
 
 
-def test_cli_and_report_show_the_same_main_metric():
+def test_cli_and_report_show_the_same_main_metric(small_results):
     from neuroxai.cli import _verdict_table
     from neuroxai.report.build import verdict_rows
 
-    res = {"protocol": {"id": "p", "version": "1", "spec": {
-               "acceptance": [{"metric": "relevance_rank_accuracy"}],
-               "metrics": [{"name": "auroc"}, {"name": "relevance_rank_accuracy"}]}},
-           "overall": {"verdict": "FAIL"},
-           "methods": [{"task": "t", "method": "m", "verdict": "FAIL", "metrics": {
-               "auroc": {"mean": 0.9, "ci_low": 0.8, "ci_high": 0.95, "chance": 0.5, "comparisons": {}},
-               "relevance_rank_accuracy": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "chance": 0.05,
-                                           "comparisons": {}}}}]}
+    res = small_results({"m": {"auroc": {"mean": 0.9, "ci_low": 0.8, "ci_high": 0.95, "chance": 0.5},
+                               "relevance_rank_accuracy": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3,
+                                                           "chance": 0.05}}},
+                        acceptance=["relevance_rank_accuracy"], metrics=["auroc", "relevance_rank_accuracy"])
     from rich.console import Console
 
     con = Console(width=200, record=True)

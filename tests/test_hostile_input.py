@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from neuroxai.cli import app
 from neuroxai.errors import ConfigError, ModelError, NeuroXAIError, RunError
 from neuroxai.outdir import MARKER, claim_dir
+from neuroxai.report.schema import read_results
 
 runner = CliRunner()
 
@@ -87,7 +88,7 @@ def _copy_cohort(manifest: Path, dest: Path) -> Path:
 
 
 def _scores(res) -> list:
-    sc = res.results["scores"]
+    sc = res.results.scores
     return sorted(zip(sc["subject_id"], sc["method"], sc["metric"], sc["value"]))
 
 
@@ -346,7 +347,7 @@ def test_resume_after_image_contents_changed_recomputes(tmp_path, small):
     fresh = run_protocol(proto, tmp_path / "fresh", manifest=str(man), checkpoint=str(model), report=False)
     assert _scores(resumed) == _scores(fresh)
     assert _scores(resumed) != _scores(first)
-    assert resumed.results["provenance"]["manifest_hash"] != first.results["provenance"]["manifest_hash"]
+    assert resumed.results.provenance.manifest_hash != first.results.provenance.manifest_hash
 
 
 def test_resume_after_the_batch_size_changed_recomputes(tmp_path, small):
@@ -366,8 +367,8 @@ def test_resume_after_the_batch_size_changed_recomputes(tmp_path, small):
     fresh = run_protocol(p3, tmp_path / "fresh", checkpoint=str(model), report=False)
     assert _scores(resumed) == _scores(fresh)
     assert len(list((tmp_path / "run").glob("stages/attribute/*"))) == 2 * n_stages  # new stages, not a mix
-    n = len(first.results["scores"]["value"])
-    assert len(resumed.results["scores"]["value"]) == n  # no duplicated or lost subject
+    n = len(first.results.scores["value"])
+    assert len(resumed.results.scores["value"]) == n  # no duplicated or lost subject
 
 
 # ------------------------------------------------------------------ every error is exit 2, named
@@ -470,7 +471,7 @@ def test_save_maps_nifti_writes_one_map_per_subject(tmp_path, small):
     pn = p.model_copy(update={"run": p.run.model_copy(update={"save_maps": "nifti"})})
     run_protocol(pn, tmp_path / "b", checkpoint=str(model), report=False)
     files = sorted((tmp_path / "b").glob("stages/attribute/*/maps/*_desc-gradient_saliency.nii.gz"))
-    n_subjects = len(set(npz.results["scores"]["subject_id"]))
+    n_subjects = len(set(npz.results.scores["subject_id"]))
     assert len(files) == n_subjects
     chunks = sorted((tmp_path / "a").glob("stages/attribute/*/chunk_*.npz"))
     z = np.load(chunks[0])
@@ -603,10 +604,10 @@ def test_stop_after_the_store_then_a_cut_down_resume(tmp_path, small):
     code, out = _cli("validate", proto, "--out", tmp_path / "r", "--resume", "--epochs", "1",
                      "--max-test-subjects", "4", "--quiet")
     assert code in (0, 1), out
-    res = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert res["tasks"][0]["n_scored"] == 4
-    assert res["protocol"]["spec"]["model"]["training"]["epochs"] == 1  # the report says it was cut down
-    assert res["protocol"]["spec"]["run"]["n_test_subjects"] == 4
+    res = read_results(tmp_path / "r" / "results.json")
+    assert res.tasks[0].n_scored == 4
+    assert res.protocol.spec["model"]["training"]["epochs"] == 1  # the report says it was cut down
+    assert res.protocol.spec["run"]["n_test_subjects"] == 4
     code, out = _cli("validate", proto, "--out", tmp_path / "x", "--stop-after", "everything")
     assert code == 2 and "--stop-after" in out
 

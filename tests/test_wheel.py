@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from neuroxai.report.schema import read_results
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "neuroxai"
 
@@ -179,6 +181,6 @@ def test_installed_cli_lists_protocols_and_validates(installed, tmp_path):
            "neuroxai validate", ok=(0, 1))  # 1 = a method failed: a verdict, not an error
     out = tmp_path / "run"
     assert (out / "report" / "index.html").stat().st_size > 1000
-    results = json.loads((out / "results.json").read_text())
-    assert results["protocol"]["id"] == "wheel-smoke"
-    assert {m["name"] for m in results["methods"]} == {"gradient", "random"}
+    results = read_results(out / "results.json")  # the installed package writes this schema
+    assert results.protocol.id == "wheel-smoke"
+    assert {m.name for m in results.methods} == {"gradient", "random"}

@@ -532,9 +532,10 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     from ..outdir import claim_dir
     from .provenance import now, provenance
     from .context import RunResult
-    from .rundir import atomic_write_bytes, atomic_write_json, stable_hash
+    from .rundir import atomic_write_bytes, stable_hash
     from .schema import MethodSpec, Protocol, load_protocol
-    from .verdict import assemble_results
+    from ..report.schema import AtlasInfo, AuditInfo
+    from .verdict import assemble_results, cohort_profile
 
     out = claim_dir(out_dir, "audit")
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
@@ -599,30 +600,25 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     data_info = {"source": "audit", "n_subjects": len(sids), "manifest_hash": inputs_hash, "grid": grid_info,
                  "maps": str(maps_dir), "masks": str(masks_dir), "brain_mask": str(brain_mask) if brain_mask else None,
                  "restricted_to_brain": bool(brain_mask) and proto.scoring.restrict_to_brain}
-    profiles = {task_id: {"distances_mm": list(proto.scoring.profile_distances_mm), "methods": {}}}
-    for key, (r, vol) in res["profiles"].items():
-        ok = ~np.isnan(r).any(1)
-        profiles[task_id]["methods"][key] = [float(v) for v in r[ok].mean(0)] if ok.any() else [None] * r.shape[1]
-        profiles[task_id]["volume_share"] = [float(v) for v in vol.mean(0)]
-    results = assemble_results(proto, prov, grid_info, {task_id: task},
-                               {task_id: SimpleNamespace(metrics={})}, {task_id: res["scores"]}, {},
-                               data_info=data_info, profiles=profiles, kind="audit")
-    results["audit"] = {"maps_layout": layout, "mask_kind": mask_kind, "flags": res["flags"],
-                        "inputs_hash": inputs_hash, "n_input_files": int(len(inputs)),
-                        "not_applicable": {"ground-truth validity": NOT_APPLICABLE,
-                                           "model randomization": NOT_APPLICABLE,
-                                           "null model": NOT_APPLICABLE},
-                        "figures_background": res["figures"]["background"],
-                        "n_on_common_grid": res["n_on_common_grid"]}
+    audit_info = AuditInfo(maps_layout=layout, mask_kind=mask_kind, flags=res["flags"], inputs_hash=inputs_hash,
+                           n_input_files=int(len(inputs)),
+                           not_applicable={"ground-truth validity": NOT_APPLICABLE,
+                                           "model randomization": NOT_APPLICABLE, "null model": NOT_APPLICABLE},
+                           figures_background=res["figures"]["background"],
+                           n_on_common_grid=res["n_on_common_grid"])
     if atlas_map:
         counts: dict = {}
         for t in res["true_regions"].values():
             key = " + ".join(names.get(i, str(i)) for i in t)
             counts[key] = counts.get(key, 0) + 1
-        results["audit"]["atlas"] = {"path": str(atlas), "labels": str(atlas_labels) if atlas_labels else None,
-                                     "true_region": "given" if true_ids else "the atlas label holding most of "
-                                     "each subject's ground truth", "true_regions": counts}
-    atomic_write_json(out / "results.json", results)
+        audit_info.atlas = AtlasInfo(path=str(atlas), labels=str(atlas_labels) if atlas_labels else None,
+                                     true_region="given" if true_ids else "the atlas label holding most of "
+                                     "each subject's ground truth", true_regions=counts)
+    profiles = {task_id: cohort_profile(proto.scoring.profile_distances_mm, res["profiles"])}
+    results = assemble_results(proto, prov, {task_id: task}, {task_id: SimpleNamespace(metrics={})},
+                               {task_id: res["scores"]}, {}, data_info=data_info, profiles=profiles,
+                               kind="audit", audit=audit_info)
+    atomic_write_bytes(out / "results.json", results.to_json().encode())
     report_dir = None
     if report:
         from ..report import build_report
@@ -630,5 +626,4 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
         figs = res["figures"]
         report_dir = out / "report"
         build_report(results, {"tasks": {task_id: figs}}, report_dir)
-    code = 0 if results["overall"]["verdict"] == "PASS" else 1
-    return RunResult(out, report_dir, results, code)
+    return RunResult(out, report_dir, results, results.overall.exit_code)

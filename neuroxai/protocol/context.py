@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from ..progress import Progress
+from ..report.schema import Results
 from .rundir import RunDir
 from .schema import Protocol
 
@@ -17,7 +18,7 @@ from .schema import Protocol
 class RunResult:
     run_dir: Path
     report_dir: Path | None
-    results: dict
+    results: Results | None  # None when the run stopped early (``stop_after``)
     exit_code: int
 
 

@@ -20,7 +20,7 @@ from ..progress import Progress
 from .context import RunContext, RunResult
 from .distributed import init_distributed, rank0_first
 from .provenance import now, provenance
-from .rundir import RunDir, atomic_write_json, read_json
+from .rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
 from .schema import Protocol, load_protocol
 from .stages.attribute import attribute_and_score, profiles
 from .stages.data import data_info, load_store, prepare_data
@@ -140,32 +140,32 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         atomic_write_json(ctx.rd.root / "run.json", {"protocol": proto.model_dump(mode="json"),
                                                        "provenance": prov})
     if stop_after == "data":
-        return RunResult(ctx.rd.root, None, {}, 0)
+        return RunResult(ctx.rd.root, None, None, 0)
     tasks = build_tasks(ctx)
     if stop_after == "tasks":
-        return RunResult(ctx.rd.root, None, {}, 0)
+        return RunResult(ctx.rd.root, None, None, 0)
     store = rank0_first(ctx, lambda: load_store(ctx, tasks))
     if stop_after == "store":
-        return RunResult(ctx.rd.root, None, {}, 0)
+        return RunResult(ctx.rd.root, None, None, 0)
     models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
     ctx.models = models
     if stop_after == "train":
-        return RunResult(ctx.rd.root, None, {}, 0)
+        return RunResult(ctx.rd.root, None, None, 0)
     validity = rank0_first(ctx, lambda: validity_stage(ctx, tasks, models, store))
     scores = attribute_and_score(ctx, tasks, models, store)
     if stop_after == "attribute":
-        return RunResult(ctx.rd.root, None, {}, 0)
+        return RunResult(ctx.rd.root, None, None, 0)
     sanity = rank0_first(ctx, lambda: model_randomization(ctx, tasks, models, store))
     ctx.timings["total_s"] = time.perf_counter() - t0
     prov["finished"] = now()
     prov["timings_s"] = ctx.timings
-    results = assemble_results(proto, prov, ctx.grid, tasks, models, scores, sanity,
+    results = assemble_results(proto, prov, tasks, models, scores, sanity,
                                data_info=data_info(ctx), validity=validity,
                                profiles=profiles(ctx, tasks))
     report_dir = None
     if rank != 0:  # rank 0 writes the results and the report
-        return RunResult(ctx.rd.root, None, results, 0 if results["overall"]["verdict"] == "PASS" else 1)
-    atomic_write_json(ctx.rd.root / "results.json", results)
+        return RunResult(ctx.rd.root, None, results, results.overall.exit_code)
+    atomic_write_bytes(ctx.rd.root / "results.json", results.to_json().encode())
     if report:
         from .figures_input import figure_inputs
         from ..report import build_report
@@ -176,5 +176,4 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         from .export import export_run
 
         export_run(ctx, tasks, store, export)
-    code = 0 if results["overall"]["verdict"] == "PASS" else 1
-    return RunResult(ctx.rd.root, report_dir, results, code)
+    return RunResult(ctx.rd.root, report_dir, results, results.overall.exit_code)

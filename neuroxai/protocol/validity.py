@@ -134,7 +134,10 @@ def validity_check(model: torch.nn.Module, batches: Iterable[dict], fill: torch.
         labels.append(np.asarray(b["label"]))
         n_gt.append(gt.flatten(1).sum(1).cpu().numpy())
     if not s0:
-        return {"passed": None, "reason": "no test subjects", "criteria": []}
+        return {"fill": "train_mean", "metric": "auroc" if kind == "classification" else "pearson_r",
+                "chance": 0.5 if kind == "classification" else 0.0, "n_subjects": 0,
+                "n_placements": int(n_placements), "performance": {}, "mean_abs_delta": {},
+                "criteria": [], "passed": None, "reason": "no test subjects"}
     s0, s_rm, s_keep, y = (np.concatenate(v) for v in (s0, s_rm, s_keep, labels))
     els = [np.concatenate(v) for v in s_else]
     chance = 0.5 if kind == "classification" else 0.0

@@ -1,5 +1,6 @@
 """Statistics and acceptance: per task × method × metric summaries, tests against the floors,
-multiple-comparison correction, and the PASS / FAIL / INCONCLUSIVE verdict of each method."""
+multiple-comparison correction, and the PASS / FAIL / INCONCLUSIVE verdict of each method, built
+as the typed :class:`~neuroxai.report.schema.Results`."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,10 @@ import pandas as pd
 import torch
 
 from ..attribution.baselines import BASELINES  # the one list of model-free maps
+from ..report.schema import (SCHEMA_VERSION, AuditInfo, Comparison, Criterion, DataInfo, DistanceProfile,
+                             Finding, FindingEvidence, MethodResult, MetricSummary, ModelPerf, Overall,
+                             PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
+                             main_metric)
 from .schema import Protocol
 from .stages.tasks import is_null
 
@@ -105,10 +110,15 @@ def ground_truth_text(task) -> str:
     return ""
 
 
-def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, models: dict,
-                     scores: dict, sanity: dict, *, data_info: dict, validity: dict | None = None,
-                     profiles: dict | None = None, kind: str = "validate") -> dict:
-    """Build the ``results.json`` content (schema: :mod:`neuroxai.report.schema`).
+def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, scores: dict,
+                     sanity: dict, *, data_info: dict, validity: dict | None = None,
+                     profiles: dict | None = None, kind: str = "validate",
+                     audit: AuditInfo | None = None) -> Results:
+    """Build the run's :class:`~neuroxai.report.schema.Results` (what ``results.json`` holds).
+
+    ``models[task].metrics``: the test-split performance; ``scores[task]``: the long score table;
+    ``sanity``: ``{task: {method: Sanity}}``; ``validity``: ``{task: Validity}``; ``profiles``:
+    ``{task: DistanceProfile}`` (dicts of the same keys are accepted and checked).
 
     Verdict rules, in order: a model at chance, or a task whose ground-truth validity check failed
     (the model does not rely on the ground truth), makes the task's methods INCONCLUSIVE; else a
@@ -119,11 +129,14 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
     ``kind="audit"`` (saved maps, no model): criteria that need a model (null model, model
     randomization) are "not applicable: no model", and a FAIL names the method's maps.
     """
-    validity = validity or {}
-    profiles = profiles or {}
+    validity = {k: Validity.model_validate(v) for k, v in (validity or {}).items() if v is not None}
+    profiles = {k: DistanceProfile.model_validate(v) for k, v in (profiles or {}).items() if v is not None}
+    sanity = {t: {k: Sanity.model_validate(v) for k, v in per.items()} for t, per in (sanity or {}).items()}
     metrics = [m.name for m in proto.metrics]
+    main = _main_metric(proto)
     random_key, oracle_key = _method_key(proto, "random"), _method_key(proto, "oracle")
-    task_out, method_out = [], []
+    task_out: list[TaskResult] = []
+    method_out: list[MethodResult] = []
     all_rows = []
     for tid, task in tasks.items():
         df = scores[tid]
@@ -131,139 +144,137 @@ def assemble_results(proto: Protocol, prov: dict, grid: dict, tasks: dict, model
             all_rows.append(df.assign(task=tid))
         if is_null(tid):
             continue
-        tm = models[tid]
-        perf = tm.metrics
+        perf = ModelPerf.model_validate(models[tid].metrics)
         null_id = f"{tid}__null"
         null_df = scores.get(null_id)
-        summary = task.summary()
         n_excluded = int((~np.asarray(task.scorable, bool)).sum())
-        task_out.append({
-            "id": tid, "type": task.name, "kind": task.kind, "ground_truth": ground_truth_text(task),
-            "summary": summary, "validity": validity.get(tid), "distance_profile": profiles.get(tid),
-            "n_subjects": int(len(task.subject_ids)),
-            "n_scored": int(df["subject_id"].nunique()) if len(df) else 0,
-            "n_excluded_from_scoring": n_excluded,
-            "excluded_reason": "no ground-truth voxels (e.g. no lesion); kept for training" if n_excluded else "",
-            "confound": getattr(task, "confound", {}) or {},
-            "model": perf,
-            "null_model": models[null_id].metrics if null_id in models else None,
-        })
-        at_chance = bool(perf.get("at_chance", False))
-        # First pass: statistics; collect p-values for the correction across this task.
-        entries, pvals, p_index = [], [], []
+        val = validity.get(tid)
+        entries: list[MethodResult] = []
         for mspec in proto.methods:
             key = mspec.key
-            m_entry = {"task": tid, "method": key, "name": mspec.name, "params": mspec.params,
-                       "is_baseline": mspec.name in BASELINES, "metrics": {}}
+            summaries: dict[str, MetricSummary] = {}
             for met in metrics:
                 v = _vals(df, key, met)
                 if not len(v):
                     continue
-                est, lo, hi = _ci(v.to_numpy(), proto)
-                ch = _vals(df, key, f"{met}_chance")
-                chance = float(ch.mean()) if len(ch) else None
-                norm = _vals(df, key, f"{met}_norm")
-                ov = _vals(df, oracle_key, met) if oracle_key else None
-                sc = _scaled(v, ch, ov) if len(ch) else pd.Series(dtype=float)
-                s_est, s_lo, s_hi = _ci(sc.to_numpy(), proto) if len(sc) else (None, None, None)
-                rec = {"mean": _f(est), "ci_low": _f(lo), "ci_high": _f(hi),
-                       "ci_method": proto.statistics.ci_method, "ci_level": proto.statistics.ci_level,
-                       "n": int(len(v)), "chance": _f(chance),
-                       "normalized_mean": _f(norm.mean()) if len(norm) else None,
-                       "oracle_mean": _f(ov.mean()) if ov is not None and len(ov) else None,
-                       "scaled_mean": _f(s_est), "scaled_ci_low": _f(s_lo), "scaled_ci_high": _f(s_hi),
-                       "median": _f(v.median()), "comparisons": {}}
+                rec = _summary(v, _vals(df, key, f"{met}_chance"), _vals(df, key, f"{met}_norm"),
+                               _vals(df, oracle_key, met) if oracle_key else None, proto)
                 if mspec.name != "random":
-                    rv = _vals(df, random_key, met) if random_key else pd.Series(dtype=float)
-                    if len(rv):
-                        p, n = _paired_p(v, rv, proto)
-                        rec["comparisons"]["random"] = {"p": _f(p), "n_pairs": n,
-                                                        "baseline_mean": _f(rv.mean())}
-                        pvals.append(p)
-                        p_index.append((len(entries), met, "random"))
+                    baselines = [("random", _vals(df, random_key, met) if random_key else None)]
                     if null_df is not None and len(null_df) and mspec.name not in BASELINES:
-                        nv = _vals(null_df, key, met)
-                        if len(nv):
-                            p, n = _paired_p(v, nv, proto)
-                            rec["comparisons"]["null_model"] = {"p": _f(p), "n_pairs": n,
-                                                                "baseline_mean": _f(nv.mean())}
-                            pvals.append(p)
-                            p_index.append((len(entries), met, "null_model"))
-                m_entry["metrics"][met] = rec
-            entries.append(m_entry)
-        task_out[-1]["pairwise"] = _pairwise(df, [e["method"] for e in entries if not e["is_baseline"]],
-                                             _main_metric(proto), proto)
-        adj = _holm(pvals) if proto.statistics.correction == "holm" else pvals
-        for (ei, met, comp), pa in zip(p_index, adj):
-            entries[ei]["metrics"][met]["comparisons"][comp]["p_adjusted"] = _f(pa)
-        # Second pass: criteria and verdicts.
-        san = sanity.get(tid, {})
-        val = validity.get(tid)
+                        baselines.append(("null_model", _vals(null_df, key, met)))
+                    for comp, bv in baselines:
+                        if bv is None or not len(bv):
+                            continue
+                        p, n = _paired_p(v, bv, proto)
+                        rec.comparisons[comp] = Comparison(p=_f(p), n_pairs=n, baseline_mean=_f(bv.mean()))
+                summaries[met] = rec
+            entries.append(MethodResult(task=tid, method=key, name=mspec.name, params=mspec.params,
+                                        is_baseline=mspec.name in BASELINES, metrics=summaries,
+                                        sanity=sanity.get(tid, {}).get(key), criteria=[],
+                                        verdict="INCONCLUSIVE"))
+        # The correction runs across every comparison of this task (methods × metrics × floors).
+        comps = [c for e in entries for x in e.metrics.values() for c in x.comparisons.values()]
+        pvals = [float("nan") if c.p is None else c.p for c in comps]
+        for cmp, pa in zip(comps, _holm(pvals) if proto.statistics.correction == "holm" else pvals):
+            cmp.p_adjusted = _f(pa)
         for e in entries:
-            e["sanity"] = san.get(e["method"])
-            e["criteria"] = [_criterion(c, e, proto, has_null_model=null_id in models, no_model=kind == "audit")
-                             for c in proto.acceptance]
-            results_ok = [c["passed"] for c in e["criteria"] if c["passed"] is not None]
-            if at_chance:
-                e["verdict"] = "INCONCLUSIVE"
-                e["verdict_reason"] = ("the model is at chance on the test split (its AUROC CI includes "
-                                       "0.5): its explanations cannot be validated")
-            elif val is not None and val.get("passed") is not True and not e["is_baseline"]:
-                # Baselines keep their own verdict: the oracle passing and the random map failing
-                # show the criteria are calibrated, whatever the model does.
-                e["verdict"] = "INCONCLUSIVE"
-                e["verdict_reason"] = val.get("reason") or ("the model does not rely on the ground-truth "
-                                                            "region, so localization cannot be judged")
-            elif any(c["passed"] is None and c["applicable"] for c in e["criteria"]):
-                e["verdict"] = "INCONCLUSIVE"
-                e["verdict_reason"] = "a criterion could not be evaluated (too few subjects)"
-            else:
-                e["verdict"] = "PASS" if all(results_ok) else "FAIL"
-                failed = [c["text"] for c in e["criteria"] if c["passed"] is False]
-                e["verdict_reason"] = "all criteria hold" if not failed else "failed: " + "; ".join(failed)
-            method_out.append(e)
+            e.criteria = [_criterion(c, e, proto, has_null_model=null_id in models, no_model=kind == "audit")
+                          for c in proto.acceptance]
+            e.verdict, e.verdict_reason = _verdict(e, perf, val)
+        method_out += entries
+        task_out.append(TaskResult(
+            id=tid, type=task.name, kind=task.kind, ground_truth=ground_truth_text(task),
+            summary=task.summary(), validity=val, distance_profile=profiles.get(tid),
+            n_subjects=len(task.subject_ids), n_scored=int(df["subject_id"].nunique()) if len(df) else 0,
+            n_excluded_from_scoring=n_excluded,
+            excluded_reason="no ground-truth voxels (e.g. no lesion); kept for training" if n_excluded else "",
+            confound=getattr(task, "confound", {}) or {}, model=perf,
+            null_model=ModelPerf.model_validate(models[null_id].metrics) if null_id in models else None,
+            pairwise=_pairwise(df, [e.method for e in entries if not e.is_baseline], main, proto)))
     reachable, note = _reachability(tasks, method_out, validity, models)
     for m in method_out:
-        if m["is_baseline"] or m["verdict"] != "FAIL":
-            continue
-        if reachable is False and tasks[m["task"]].name != "positive_control":
-            m["verdict"] = "INCONCLUSIVE"
-            m["verdict_reason"] = UNREACHABLE + " (" + m["verdict_reason"] + ")"
-        elif kind == "audit":
-            m["verdict_reason"] += (" — at fault: the saved maps (no model, so its use of the ground truth "
-                                    "cannot be checked; the oracle on the same masks shows what the criteria "
-                                    "allow)")
-        else:  # say whose fault a FAIL is: the model and the criteria were checked first
-            val = validity.get(m["task"])
-            model = ("the model relies on the ground truth" if val and val.get("passed")
-                     else "the model's use of the ground truth was not checked")
-            crit = (f"the criteria are reachable: {note}" if reachable
-                    else "the criteria were not shown reachable: no positive control passed or ran")
-            m["verdict_reason"] += f" — at fault: the method ({model}; {crit})"
-    non_base = [m for m in method_out if not m["is_baseline"]]
-    overall = "PASS" if non_base and all(m["verdict"] == "PASS" for m in non_base) else "FAIL"
+        if not m.is_baseline and m.verdict == "FAIL":
+            m.verdict, m.verdict_reason = _whose_fault(m, tasks, validity, reachable, note, kind)
+    non_base = [m for m in method_out if not m.is_baseline]
+    overall = "PASS" if non_base and all(m.verdict == "PASS" for m in non_base) else "FAIL"
     scores_df = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
-    findings = published_findings(method_out, task_out, tasks)
-    return {
-        "schema_version": "1.2",
-        "kind": kind,
-        "protocol": {"id": proto.id, "version": proto.version, "title": proto.title,
-                     "description": proto.description, "hash": proto.content_hash(),
-                     "acceptance": [c.describe() for c in proto.acceptance],
-                     "spec": proto.model_dump(mode="json")},
-        "provenance": prov,
-        "data": data_info,
-        "tasks": task_out,
-        "methods": method_out,
-        "overall": {"verdict": overall,
-                    "n_pass": sum(m["verdict"] == "PASS" for m in non_base),
-                    "n_fail": sum(m["verdict"] == "FAIL" for m in non_base),
-                    "n_inconclusive": sum(m["verdict"] == "INCONCLUSIVE" for m in non_base),
-                    "exit_code": 0 if overall == "PASS" else 1,
-                    "criteria_reachable": reachable, "reachability_note": note},
-        "findings": findings,
-        "scores": scores_df.to_dict(orient="list") if len(scores_df) else {},
-    }
+    return Results(
+        schema_version=SCHEMA_VERSION, kind=kind, audit=audit,
+        protocol=ProtocolInfo(id=proto.id, version=proto.version, title=proto.title,
+                              description=proto.description, hash=proto.content_hash(),
+                              acceptance=[c.describe() for c in proto.acceptance],
+                              spec=proto.model_dump(mode="json")),
+        provenance=Provenance.model_validate(prov), data=DataInfo.model_validate(data_info),
+        tasks=task_out, methods=method_out,
+        overall=Overall(verdict=overall, n_pass=sum(m.verdict == "PASS" for m in non_base),
+                        n_fail=sum(m.verdict == "FAIL" for m in non_base),
+                        n_inconclusive=sum(m.verdict == "INCONCLUSIVE" for m in non_base),
+                        exit_code=0 if overall == "PASS" else 1,
+                        criteria_reachable=reachable, reachability_note=note),
+        findings=published_findings(method_out, task_out),
+        scores=scores_df.to_dict(orient="list") if len(scores_df) else {})
+
+
+def _summary(v: pd.Series, ch: pd.Series, norm: pd.Series, ov: pd.Series | None, proto: Protocol) -> MetricSummary:
+    """Mean, CI, chance, the chance → oracle scale and the median of one method × metric."""
+    est, lo, hi = _ci(v.to_numpy(), proto)
+    sc = _scaled(v, ch, ov) if len(ch) else pd.Series(dtype=float)
+    s_est, s_lo, s_hi = _ci(sc.to_numpy(), proto) if len(sc) else (None, None, None)
+    return MetricSummary(mean=_f(est), ci_low=_f(lo), ci_high=_f(hi), ci_method=proto.statistics.ci_method,
+                         ci_level=proto.statistics.ci_level, n=len(v),
+                         chance=_f(ch.mean()) if len(ch) else None,
+                         normalized_mean=_f(norm.mean()) if len(norm) else None,
+                         oracle_mean=_f(ov.mean()) if ov is not None and len(ov) else None,
+                         scaled_mean=_f(s_est), scaled_ci_low=_f(s_lo), scaled_ci_high=_f(s_hi),
+                         median=_f(v.median()))
+
+
+def _verdict(e: MethodResult, perf: ModelPerf, val: Validity | None) -> tuple[str, str]:
+    """A method's verdict on one task and its reason, before the reachability rule."""
+    if perf.at_chance:
+        return "INCONCLUSIVE", ("the model is at chance on the test split (its AUROC CI includes 0.5): "
+                                "its explanations cannot be validated")
+    if val is not None and val.passed is not True and not e.is_baseline:
+        # Baselines keep their own verdict: the oracle passing and the random map failing
+        # show the criteria are calibrated, whatever the model does.
+        return "INCONCLUSIVE", val.reason or ("the model does not rely on the ground-truth region, so "
+                                              "localization cannot be judged")
+    if any(c.passed is None and c.applicable for c in e.criteria):
+        return "INCONCLUSIVE", "a criterion could not be evaluated (too few subjects)"
+    failed = [c.text for c in e.criteria if c.passed is False]
+    return ("FAIL", "failed: " + "; ".join(failed)) if failed else ("PASS", "all criteria hold")
+
+
+def _whose_fault(m: MethodResult, tasks: dict, validity: dict, reachable: bool | None, note: str,
+                 kind: str) -> tuple[str, str]:
+    """A FAIL of a method under test, with whose fault it is; INCONCLUSIVE when the criteria were
+    shown unreachable (no method passed a valid positive control)."""
+    if reachable is False and tasks[m.task].name != "positive_control":
+        return "INCONCLUSIVE", UNREACHABLE + " (" + m.verdict_reason + ")"
+    if kind == "audit":
+        return "FAIL", m.verdict_reason + (" — at fault: the saved maps (no model, so its use of the "
+                                           "ground truth cannot be checked; the oracle on the same masks "
+                                           "shows what the criteria allow)")
+    # say whose fault a FAIL is: the model and the criteria were checked first
+    val = validity.get(m.task)
+    model = ("the model relies on the ground truth" if val is not None and val.passed
+             else "the model's use of the ground truth was not checked")
+    crit = (f"the criteria are reachable: {note}" if reachable
+            else "the criteria were not shown reachable: no positive control passed or ran")
+    return "FAIL", m.verdict_reason + f" — at fault: the method ({model}; {crit})"
+
+
+def cohort_profile(distances_mm, per_method: dict) -> DistanceProfile:
+    """The cohort-mean :class:`~neuroxai.report.schema.DistanceProfile` of one task from
+    per-subject rows ``{method: (relevance_share (N, K), volume_share (N, K))}``; a subject whose
+    map has no positive relevance (a NaN row) has no profile and is left out."""
+    out = DistanceProfile(distances_mm=[float(d) for d in distances_mm])
+    for key, (r, vol) in per_method.items():
+        ok = ~np.isnan(r).any(1)
+        out.methods[key] = [float(v) for v in r[ok].mean(0)] if ok.any() else [None] * r.shape[1]
+        out.volume_share = [float(v) for v in vol.mean(0)]
+    return out
 
 
 PUBLISHED = (
@@ -274,11 +285,11 @@ PUBLISHED = (
 
 
 def _main_metric(proto: Protocol) -> str:
-    """The first acceptance criterion's metric, else the first metric (as the verdict table shows)."""
-    return next((c.metric for c in proto.acceptance if c.metric), proto.metrics[0].name)
+    """The metric of the verdict tables (:func:`neuroxai.report.schema.main_metric`)."""
+    return main_metric([c.metric for c in proto.acceptance], [m.name for m in proto.metrics])
 
 
-def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol) -> list[dict]:
+def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol) -> list[PairwiseTest]:
     """Paired tests between the methods under test on ``metric`` (two-sided: twice the smaller
     one-sided p of the protocol's paired test; Holm-adjusted across the task's pairs)."""
     out, ps = [], []
@@ -292,110 +303,108 @@ def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol
             p_ba, _ = _paired_p(vb, va, proto)
             p = min(1.0, 2 * min(p_ab, p_ba))
             diff = float((va.loc[common] - vb.loc[common]).mean())
-            out.append({"a": a, "b": b, "metric": metric, "mean_a": _f(va.loc[common].mean()),
-                        "mean_b": _f(vb.loc[common].mean()), "mean_difference": _f(diff), "n_pairs": int(n),
-                        "p": _f(p)})
+            out.append(PairwiseTest(a=a, b=b, metric=metric, mean_a=_f(va.loc[common].mean()),
+                                    mean_b=_f(vb.loc[common].mean()), mean_difference=_f(diff),
+                                    n_pairs=int(n), p=_f(p)))
             ps.append(p)
     adj = _holm(ps) if proto.statistics.correction == "holm" else ps
     for r, pa in zip(out, adj):
-        r["p_adjusted"] = _f(pa)
-        r["reading"] = (f"{r['a'] if r['mean_difference'] > 0 else r['b']} higher" if pa < 0.05
-                        else "no difference shown")
+        r.p_adjusted = _f(pa)
+        r.reading = f"{r.a if r.mean_difference > 0 else r.b} higher" if pa < 0.05 else "no difference shown"
     return out
 
 
-def _far_share(task: dict, method: str) -> float | None:
+def _far_share(task: TaskResult | None, method: str) -> float | None:
     """Share of a method's positive relevance beyond the profile's largest distance."""
-    prof = task.get("distance_profile") or {}
-    v = (prof.get("methods") or {}).get(method)
+    prof = task.distance_profile if task is not None else None
+    v = prof.methods.get(method) if prof is not None else None
     return None if not v or v[-1] is None else 1.0 - float(v[-1])
 
 
-def published_findings(method_out: list[dict], task_out: list[dict], tasks: dict) -> list[dict]:
+def published_findings(method_out: list[MethodResult], task_out: list[TaskResult]) -> list[Finding]:
     """Whether this run agrees with each finding of Siegel et al. 2025 (GradCAM fails to localize,
     LRP is extensive and artifactual, SmoothGrad is consistently accurate), from the verdicts on the
     tasks whose model uses its ground truth. Empty unless GradCAM, LRP and SmoothGrad all ran.
 
-    Agreement per judged task (``evidence[i]["agrees"]``): GradCAM — it FAILs; LRP — it FAILs and
+    Agreement per judged task (``evidence[i].agrees``): GradCAM — it FAILs; LRP — it FAILs and
     puts more of its relevance far from the ground truth (beyond the profile's largest distance)
     than SmoothGrad; SmoothGrad — it PASSes. ``agree`` is True when every judged task agrees, None
     when none could be judged; ``level`` says yes / partly (k of n tasks) / no / cannot tell."""
-    names = {m["name"] for m in method_out}
+    names = {m.name for m in method_out}
     if not {"gradcam", "lrp", "smoothgrad"} <= names:
         return []
-    tmap = {t["id"]: t for t in task_out}
+    tmap = {t.id: t for t in task_out}
     out = []
     for name, claim in PUBLISHED:
-        rows = [m for m in method_out if m["name"] == name]
-        judged = [m for m in rows if m["verdict"] in ("PASS", "FAIL")]
+        rows = [m for m in method_out if m.name == name]
         ev = []
         for m in rows:
-            x = m["metrics"].get("relevance_rank_accuracy") or next(iter(m["metrics"].values()), {})
-            far = _far_share(tmap.get(m["task"], {}), m["method"])
-            far_sg = _far_share(tmap.get(m["task"], {}), "smoothgrad")
-            vol = (tmap.get(m["task"], {}).get("distance_profile") or {}).get("volume_share") or [None]
-            ev.append({"task": m["task"], "verdict": m["verdict"],
-                       "scaled_mean": x.get("scaled_mean"), "scaled_ci_low": x.get("scaled_ci_low"),
-                       "scaled_ci_high": x.get("scaled_ci_high"), "far_share": far,
-                       "far_share_smoothgrad": far_sg,
-                       "far_share_random": None if vol[-1] is None else 1.0 - float(vol[-1])})
-        for e in ev:
-            if e["verdict"] not in ("PASS", "FAIL"):
-                e["agrees"] = None
+            x = m.metrics.get("relevance_rank_accuracy") or next(iter(m.metrics.values()), None)
+            task = tmap.get(m.task)
+            prof = task.distance_profile if task is not None else None
+            vol = prof.volume_share if prof is not None and prof.volume_share else [None]
+            e = FindingEvidence(task=m.task, verdict=m.verdict,
+                                scaled_mean=x.scaled_mean if x else None,
+                                scaled_ci_low=x.scaled_ci_low if x else None,
+                                scaled_ci_high=x.scaled_ci_high if x else None,
+                                far_share=_far_share(task, m.method), far_share_smoothgrad=_far_share(task, "smoothgrad"),
+                                far_share_random=None if vol[-1] is None else 1.0 - float(vol[-1]))
+            if e.verdict not in ("PASS", "FAIL"):
+                e.agrees = None
             elif name == "smoothgrad":
-                e["agrees"] = e["verdict"] == "PASS"
+                e.agrees = e.verdict == "PASS"
             elif name == "gradcam":
-                e["agrees"] = e["verdict"] == "FAIL"
+                e.agrees = e.verdict == "FAIL"
             else:
-                e["agrees"] = (e["verdict"] == "FAIL" and e["far_share"] is not None
-                               and e["far_share_smoothgrad"] is not None
-                               and e["far_share"] > e["far_share_smoothgrad"])
-        for e in ev:
-            if e["agrees"] is False:
-                e["note"] = _disagreement_note(name, e, tmap.get(e["task"], {}))
-        votes = [e["agrees"] for e in ev if e["agrees"] is not None]
-        agree = None if not votes else all(votes)
+                e.agrees = (e.verdict == "FAIL" and e.far_share is not None and e.far_share_smoothgrad is not None
+                            and e.far_share > e.far_share_smoothgrad)
+            if e.agrees is False:
+                e.note = _disagreement_note(name, e, task)
+            ev.append(e)
+        votes = [e.agrees for e in ev if e.agrees is not None]
         level = ("cannot tell" if not votes else "yes" if all(votes) else "no" if not any(votes)
                  else f"partly ({sum(votes)} of {len(votes)} tasks)")
-        out.append({"method": name, "finding": claim, "agree": agree, "level": level,
-                    "n_tasks_judged": len(judged), "evidence": ev})
+        out.append(Finding(method=name, finding=claim, agree=None if not votes else all(votes), level=level,
+                           n_tasks_judged=sum(m.verdict in ("PASS", "FAIL") for m in rows), evidence=ev))
     return out
 
 
-def _disagreement_note(name: str, e: dict, task: dict) -> str:
+def _disagreement_note(name: str, e: FindingEvidence, task: TaskResult | None) -> str:
     """The facts of the run that bear on a disagreement with a published finding."""
-    perf, val = task.get("model") or {}, task.get("validity") or {}
     facts = []
-    if perf.get("auroc") is not None:
-        weak = perf.get("auroc_ci_low") is not None and perf["auroc_ci_low"] < 0.75
-        facts.append(f"model test AUROC {perf['auroc']:.2f} [{perf.get('auroc_ci_low') or 0:.2f}, "
-                     f"{perf.get('auroc_ci_high') or 0:.2f}]" + (" (a weak model: little signal per "
-                                                                 "subject for any map to show)" if weak else ""))
-    if val.get("gt_voxels_mean") is not None:
-        facts.append(f"ground truth {val['gt_voxels_mean']:.0f} voxels per subject on average")
-    if name == "lrp" and e.get("far_share") is not None and e.get("far_share_smoothgrad") is not None:
-        facts.append(f"far share LRP {e['far_share']:.3f} vs SmoothGrad {e['far_share_smoothgrad']:.3f} "
-                     f"(random {e['far_share_random']:.3f})" if e.get("far_share_random") is not None else "")
-        if e["verdict"] == "PASS":
+    perf = task.model if task is not None else None
+    val = task.validity if task is not None else None
+    if perf is not None and perf.auroc is not None:
+        weak = perf.auroc_ci_low is not None and perf.auroc_ci_low < 0.75
+        facts.append(f"model test AUROC {perf.auroc:.2f} [{perf.auroc_ci_low or 0:.2f}, "
+                     f"{perf.auroc_ci_high or 0:.2f}]" + (" (a weak model: little signal per "
+                                                          "subject for any map to show)" if weak else ""))
+    if val is not None and val.gt_voxels_mean is not None:
+        facts.append(f"ground truth {val.gt_voxels_mean:.0f} voxels per subject on average")
+    if name == "lrp" and e.far_share is not None and e.far_share_smoothgrad is not None:
+        facts.append(f"far share LRP {e.far_share:.3f} vs SmoothGrad {e.far_share_smoothgrad:.3f} "
+                     f"(random {e.far_share_random:.3f})" if e.far_share_random is not None else "")
+        if e.verdict == "PASS":
             facts.append("LRP passed here")
-    if name == "smoothgrad" and e.get("scaled_mean") is not None:
-        facts.append(f"SmoothGrad at {e['scaled_mean']:.3f} on the chance → oracle scale")
+    if name == "smoothgrad" and e.scaled_mean is not None:
+        facts.append(f"SmoothGrad at {e.scaled_mean:.3f} on the chance → oracle scale")
     return "; ".join(f for f in facts if f)
 
 
-def _reachability(tasks: dict, method_out: list[dict], validity: dict, models: dict) -> tuple[bool | None, str]:
+def _reachability(tasks: dict, method_out: list[MethodResult], validity: dict,
+                  models: dict) -> tuple[bool | None, str]:
     """Whether the acceptance criteria are shown reachable: some method under test passes a
     positive control on which the model is above chance and valid. ``None`` with a note when the
     protocol has no positive control or it cannot tell."""
     pcs = [tid for tid, t in tasks.items() if t.name == "positive_control" and not is_null(tid)]
     if not pcs:
         return None, "no positive control in this protocol: reachability of the criteria is not shown"
-    passed_on = sorted({m["method"] for m in method_out if m["task"] in pcs and not m["is_baseline"]
-                        and m["verdict"] == "PASS"})
+    passed_on = sorted({m.method for m in method_out if m.task in pcs and not m.is_baseline
+                        and m.verdict == "PASS"})
     if passed_on:
         return True, f"{', '.join(passed_on)} passed the positive control {', '.join(pcs)}"
     judged = [tid for tid in pcs if not models[tid].metrics.get("at_chance")
-              and (validity.get(tid) is None or validity[tid].get("passed") is True)]
+              and (validity.get(tid) is None or validity[tid].passed is True)]
     if not judged:
         return None, "the positive control's model did not learn it or does not use it: reachability not shown"
     return False, UNREACHABLE
@@ -406,50 +415,48 @@ def _method_key(proto: Protocol, name: str) -> str | None:
     return next((m.key for m in proto.methods if m.name == name), None)
 
 
-def _criterion(c, e: dict, proto: Protocol, *, has_null_model: bool = True, no_model: bool = False) -> dict:
-    text = c.describe()
-    out = {"kind": c.kind, "text": text, "metric": c.metric, "observed": None, "threshold": None,
-           "passed": None, "applicable": True}
+def _criterion(c, e: MethodResult, proto: Protocol, *, has_null_model: bool = True,
+               no_model: bool = False) -> Criterion:
+    """One acceptance criterion evaluated on one method's results."""
+    out = Criterion(kind=c.kind, text=c.describe(), metric=c.metric)
     if no_model and c.kind in ("model_randomization", "beats_null_model"):
-        out.update(applicable=False, text=text + " (not applicable: no model)")
+        out.applicable, out.text = False, out.text + " (not applicable: no model)"
         return out
     if c.kind == "model_randomization":
-        s = e.get("sanity")
-        if e["is_baseline"] or s is None:
-            out["applicable"] = s is not None
-            if e["is_baseline"]:
-                out["applicable"] = False
+        s = e.sanity
+        if e.is_baseline or s is None:
+            out.applicable = s is not None and not e.is_baseline
             return out
-        out.update(observed=s["final_similarity"], threshold=s["threshold"], passed=bool(s["passed"]))
+        out.observed, out.threshold, out.passed = s.final_similarity, s.threshold, bool(s.passed)
         return out
-    rec = e["metrics"].get(c.metric)
+    rec = e.metrics.get(c.metric)
     if rec is None:
-        out["applicable"] = False
+        out.applicable = False
         return out
     if c.kind == "scaled_ci_above":
-        lo = rec.get("scaled_ci_low")
-        out.update(observed=lo, threshold=c.threshold, passed=None if lo is None else bool(lo >= c.threshold))
+        lo = rec.scaled_ci_low
+        out.observed, out.threshold, out.passed = lo, c.threshold, None if lo is None else bool(lo >= c.threshold)
         return out
     if c.kind == "ci_above_chance":
-        thr = (rec["chance"] or 0.0) + c.margin
-        out.update(observed=rec["ci_low"], threshold=thr,
-                   passed=None if rec["ci_low"] is None else bool(rec["ci_low"] >= thr))
+        thr = (rec.chance or 0.0) + c.margin
+        out.observed, out.threshold = rec.ci_low, thr
+        out.passed = None if rec.ci_low is None else bool(rec.ci_low >= thr)
         return out
     comp = {"beats_random": "random", "beats_null_model": "null_model"}[c.kind]
-    if e["name"] == "random" and comp == "random":
-        out.update(applicable=True, passed=False, observed=None, threshold=c.alpha)
-        out["text"] += " (the random map cannot beat itself)"
+    if e.name == "random" and comp == "random":
+        out.passed, out.threshold = False, c.alpha
+        out.text += " (the random map cannot beat itself)"
         return out
-    cmp = rec["comparisons"].get(comp)
+    cmp = rec.comparisons.get(comp)
     if cmp is None and comp == "null_model" and not has_null_model:
-        out["applicable"] = False
-        out["text"] += " (the protocol trains no null model for this task)"
+        out.applicable = False
+        out.text += " (the protocol trains no null model for this task)"
         return out
     if cmp is None:
         # A model-free baseline has no null-model counterpart; for a real method a missing
         # comparison (e.g. no null model trained) leaves the criterion unevaluated.
-        out["applicable"] = not e["is_baseline"]
+        out.applicable = not e.is_baseline
         return out
-    p = cmp.get("p_adjusted", cmp["p"])
-    out.update(observed=p, threshold=c.alpha, passed=None if p is None else bool(p < c.alpha))
+    p = cmp.p_adjusted if cmp.p_adjusted is not None else cmp.p
+    out.observed, out.threshold, out.passed = p, c.alpha, None if p is None else bool(p < c.alpha)
     return out

@@ -22,7 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from ..errors import RunError
 from ..outdir import claim_dir
 from . import figures as figs
-from .schema import SCORE_COLUMNS, json_schema, validate_results
+from .schema import SCORE_COLUMNS, MethodResult, MetricSummary, Results, json_schema, read_results, validate_results
 
 log = logging.getLogger(__name__)
 
@@ -85,118 +85,83 @@ def fmt_p(v) -> str:
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
 
-def fmt_ci(x: dict) -> str:
-    return f"{fmt(x.get('mean'))} [{fmt(x.get('ci_low'))}, {fmt(x.get('ci_high'))}]"
+def fmt_ci(x: MetricSummary) -> str:
+    return f"{fmt(x.mean)} [{fmt(x.ci_low)}, {fmt(x.ci_high)}]"
 
 
-def _p_adj(cmp: dict | None):
-    if not cmp:
+def _p_adj(cmp) -> float | None:
+    """A comparison's Holm-adjusted p, else its raw p; None without a comparison."""
+    if cmp is None:
         return None
-    return cmp.get("p_adjusted", cmp.get("p"))
+    return cmp.p_adjusted if cmp.p_adjusted is not None else cmp.p
 
 
-def _jsonable(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
-
-
-def _no_nan(o):
-    # JSON has no NaN: missing numbers are null, as in the schema.
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _no_nan(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_no_nan(v) for v in o]
-    return o
-
-
-def results_json(results: dict) -> str:
-    """Canonical text of ``results.json``: keys sorted, NaN → null, NumPy scalars → Python."""
-    return json.dumps(_no_nan(json.loads(json.dumps(results, default=_jsonable))), indent=1,
-                      sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def canonical(results: dict) -> dict:
+def canonical(results: Results | dict) -> Results:
     """``results`` as read back from its canonical JSON. The report is built from this form, so
-    a dict straight from the runner and the same dict re-read from ``results.json`` (whatever its
-    key order) give byte-identical pages."""
-    return json.loads(results_json(results))
+    results straight from the runner and the same results re-read from ``results.json`` (whatever
+    the key order, whatever NumPy scalars were in the open parts) give byte-identical pages."""
+    r = results if isinstance(results, Results) else validate_results(results)
+    return Results.model_validate_json(r.to_json())
 
 
-def metric_order(results: dict) -> list[str]:
+def metric_order(results: Results) -> list[str]:
     """Metric names in the protocol's order, then any others alphabetically."""
-    names = [m.get("name") for m in results["protocol"].get("spec", {}).get("metrics", [])]
-    rest = sorted({k for m in results["methods"] for k in m["metrics"]} - set(names))
+    names = [m.get("name") for m in results.protocol.spec.get("metrics", [])]
+    rest = sorted({k for m in results.methods for k in m.metrics} - set(names))
     return [n for n in names if n] + rest
 
 
-def _ordered_metrics(results: dict, metrics: dict) -> list[tuple[str, dict]]:
+def _ordered_metrics(results: Results, metrics: dict[str, MetricSummary]) -> list[tuple[str, MetricSummary]]:
     return [(k, metrics[k]) for k in metric_order(results) if k in metrics]
 
 
 # ---------------------------------------------------------------- tables
 
 
-def main_metric(results: dict, method: dict | None = None) -> str:
-    """The metric the verdict table shows: the first acceptance criterion's metric (that the method
-    has), else the protocol's first metric, else the method's first metric."""
-    spec = results["protocol"].get("spec", {})
-    have = list((method or {}).get("metrics", {})) if method else None
-    cands = [a.get("metric") for a in spec.get("acceptance", []) if a.get("metric")]
-    cands += [m.get("name") for m in spec.get("metrics", [])]
-    for c in cands:
-        if have is None or c in have:
-            return c
-    return have[0] if have else ""
+def main_metric(results: Results, method: MethodResult | None = None) -> str:
+    """The metric the verdict tables show (:meth:`Results.main_metric`: the first acceptance
+    criterion's metric that the method has, else the protocol's first metric, else the method's)."""
+    return results.main_metric(method)
 
 
-def summary_rows(results: dict) -> list[dict]:
+def summary_rows(results: Results) -> list[dict]:
     """One row per task × method × metric: mean, CI, chance, p values (raw and adjusted), verdict."""
     rows = []
-    for m in results["methods"]:
-        for met, x in _ordered_metrics(results, m["metrics"]):
-            cmp = x.get("comparisons", {}) or {}
-            r, nm = cmp.get("random", {}), cmp.get("null_model", {})
-            rows.append({"task": m["task"], "method": m["method"], "metric": met, "mean": x["mean"],
-                         "ci_low": x["ci_low"], "ci_high": x["ci_high"], "chance": x.get("chance"),
-                         "normalized_mean": x.get("normalized_mean"), "oracle_mean": x.get("oracle_mean"),
-                         "scaled_mean": x.get("scaled_mean"), "scaled_ci_low": x.get("scaled_ci_low"),
-                         "scaled_ci_high": x.get("scaled_ci_high"), "median": x.get("median"),
-                         "n": x["n"], "p_vs_random": r.get("p"),
-                         "p_vs_random_adjusted": r.get("p_adjusted"),
-                         "p_vs_null_model": nm.get("p"),
-                         "p_vs_null_model_adjusted": nm.get("p_adjusted"), "verdict": m["verdict"]})
+    for m in results.methods:
+        for met, x in _ordered_metrics(results, m.metrics):
+            r, nm = x.comparisons.get("random"), x.comparisons.get("null_model")
+            rows.append({"task": m.task, "method": m.method, "metric": met, "mean": x.mean,
+                         "ci_low": x.ci_low, "ci_high": x.ci_high, "chance": x.chance,
+                         "normalized_mean": x.normalized_mean, "oracle_mean": x.oracle_mean,
+                         "scaled_mean": x.scaled_mean, "scaled_ci_low": x.scaled_ci_low,
+                         "scaled_ci_high": x.scaled_ci_high, "median": x.median, "n": x.n,
+                         "p_vs_random": r.p if r else None, "p_vs_random_adjusted": r.p_adjusted if r else None,
+                         "p_vs_null_model": nm.p if nm else None,
+                         "p_vs_null_model_adjusted": nm.p_adjusted if nm else None, "verdict": m.verdict})
     return rows
 
 
-def verdict_rows(results: dict) -> list[dict]:
+def verdict_rows(results: Results) -> list[dict]:
     """Rows of the HTML verdict table (strings, already formatted), one per task × method."""
     out = []
-    no_model = results.get("kind") == "audit"
-    for m in results["methods"]:
+    no_model = results.kind == "audit"
+    for m in results.methods:
         met = main_metric(results, m)
-        x = m["metrics"].get(met, {})
-        cmp = x.get("comparisons", {}) or {}
-        s = m.get("sanity")
-        sc = "—" if not x or x.get("scaled_mean") is None else (
-            f"{fmt(x['scaled_mean'])} [{fmt(x.get('scaled_ci_low'))}, {fmt(x.get('scaled_ci_high'))}]")
-        out.append({"task": m["task"], "method": m["method"], "verdict": m["verdict"],
-                    "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.get("chance")),
-                    "scaled": sc, "oracle": fmt(x.get("oracle_mean")),
+        x = m.metrics.get(met)
+        cmp = x.comparisons if x else {}
+        s = m.sanity
+        sc = "—" if x is None or x.scaled_mean is None else (
+            f"{fmt(x.scaled_mean)} [{fmt(x.scaled_ci_low)}, {fmt(x.scaled_ci_high)}]")
+        out.append({"task": m.task, "method": m.method, "verdict": m.verdict,
+                    "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.chance if x else None),
+                    "scaled": sc, "oracle": fmt(x.oracle_mean if x else None),
                     "p_random": fmt_p(_p_adj(cmp.get("random"))),
                     "p_null": "n/a (no model)" if no_model else fmt_p(_p_adj(cmp.get("null_model"))),
-                    "sanity": "n/a (no model)" if no_model else "—" if not s else
-                              f"{'pass' if s['passed'] else 'fail'} "
-                              f"({fmt(s['final_similarity'])} vs {fmt(s['threshold'])})",
-                    "reason": m.get("verdict_reason", ""), "baseline": m.get("is_baseline", False),
-                    "role": ("under test" if not m.get("is_baseline") else
-                             "baseline (ceiling)" if m.get("name") == "oracle" else "baseline (floor)")})
+                    "sanity": "n/a (no model)" if no_model else "—" if s is None else
+                              f"{'pass' if s.passed else 'fail'} ({fmt(s.final_similarity)} vs {fmt(s.threshold)})",
+                    "reason": m.verdict_reason, "baseline": m.is_baseline,
+                    "role": ("under test" if not m.is_baseline else
+                             "baseline (ceiling)" if m.name == "oracle" else "baseline (floor)")})
     return out
 
 
@@ -245,11 +210,13 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
-def provenance_rows(results: dict) -> list[tuple[str, str]]:
+def provenance_rows(results: Results) -> list[tuple[str, str]]:
     """Provenance flattened to ``(key, text)``: versions, commit, device, seeds, hashes, timings."""
-    prov = dict(results.get("provenance", {}))
-    prov.setdefault("protocol_hash", results["protocol"]["hash"])
-    prov.setdefault("manifest_hash", results.get("data", {}).get("manifest_hash"))
+    prov = results.provenance.model_dump(mode="python")
+    if prov.get("protocol_hash") is None:
+        prov["protocol_hash"] = results.protocol.hash
+    if prov.get("manifest_hash") is None:
+        prov["manifest_hash"] = results.data.manifest_hash
     return _flat(prov)
 
 
@@ -257,21 +224,21 @@ def _params(p: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
-def methods_paragraph(results: dict) -> str:
+def methods_paragraph(results: Results) -> str:
     """A 'methods' paragraph generated from the protocol, for a paper or an audit file."""
-    spec = results["protocol"].get("spec", {})
-    d = results.get("data", {})
+    spec = results.protocol.spec
+    d = results.data
     st = spec.get("statistics", {}) or {}
     model = spec.get("model", {}) or {}
-    tasks = ", ".join(f"{t['id']} ({t['type']}, {t['kind']})" for t in results["tasks"]) or "none"
+    tasks = ", ".join(f"{t.id} ({t.type}, {t.kind})" for t in results.tasks) or "none"
     meths = "; ".join(f"{m['name']}" + (f" ({_params(m.get('params', {}))})" if m.get("params") else "")
                       for m in spec.get("methods", [])) or "none"
     metrics = ", ".join(m["name"] for m in spec.get("metrics", [])) or "none"
     src = "a checkpoint" if model.get("checkpoint") else f"a {model.get('architecture', 'CNN')} trained for each task"
     parts = [
-        f"Protocol {results['protocol']['id']} v{results['protocol']['version']} "
-        f"(hash {results['protocol']['hash'][:12]}) was run on {d.get('n_subjects', '?')} subjects "
-        f"from the {d.get('source', '?')} data (manifest hash {d.get('manifest_hash', '—')}).",
+        f"Protocol {results.protocol.id} v{results.protocol.version} "
+        f"(hash {results.protocol.hash[:12]}) was run on {d.n_subjects} subjects "
+        f"from the {d.source} data (manifest hash {d.manifest_hash or '—'}).",
         f"Known-signal tasks: {tasks}. The model was {src}; a model trained on permuted labels served "
         f"as the null-model floor.",
         f"Explanation methods: {meths}. Each map was scored against each test subject's ground truth "
@@ -283,7 +250,7 @@ def methods_paragraph(results: dict) -> str:
             f"({st.get('ci_method', '?')}, {st.get('bootstrap', '?')} resamples over subjects); "
             f"one-sided paired {st.get('test', '?')} tests compared each method with the random map "
             f"and with the null model, {st.get('correction', 'un')}-corrected within each task.")
-    acc = results["protocol"].get("acceptance", [])
+    acc = results.protocol.acceptance
     if acc:
         parts.append("A method passed if all of: " + "; ".join(acc) + ".")
     return " ".join(parts)
@@ -292,15 +259,15 @@ def methods_paragraph(results: dict) -> str:
 # ---------------------------------------------------------------- figures
 
 
-def _figure_sections(results: dict, figures: dict) -> list[dict]:
+def _figure_sections(results: Results, figures: dict) -> list[dict]:
     """``[{"task", "figures": [{"name", "alt", "caption", "png"}]}]``, bounded in number."""
     by_task: dict[str, list] = {}
     tfig = (figures or {}).get("tasks", {}) or {}
-    task_ids = [t["id"] for t in results["tasks"]]
+    task_ids = [t.id for t in results.tasks]
     task_ids += [t for t in tfig if t not in task_ids]
     task_ids = task_ids[:MAX_FIGURE_TASKS]
-    if len(results["tasks"]) > MAX_FIGURE_TASKS:
-        log.info("report: figures for the first %d of %d tasks", MAX_FIGURE_TASKS, len(results["tasks"]))
+    if len(results.tasks) > MAX_FIGURE_TASKS:
+        log.info("report: figures for the first %d of %d tasks", MAX_FIGURE_TASKS, len(results.tasks))
     for tid in task_ids:
         out = by_task.setdefault(tid, [])
         t = tfig.get(tid) or {}
@@ -322,16 +289,16 @@ def _figure_sections(results: dict, figures: dict) -> list[dict]:
                                    "each method's map.",
                         "png": figs.overlays(ex["image"], ex.get("mask"), exmaps,
                                              f"{tid} — subject {sid}", sp)})
-        tres = next((x for x in results["tasks"] if x["id"] == tid), {})
-        if tres.get("validity"):
+        tres = next((x for x in results.tasks if x.id == tid), None)
+        if tres is not None and tres.validity is not None:
             out.append({"name": f"{tid}_validity", "alt": f"ground-truth validity check on {tid}",
                         "caption": "Does the model use the ground truth? Test performance when the "
                                    "ground truth is replaced by the training-mean image, when an "
                                    "equal-size region elsewhere is, and when only the ground truth is "
                                    "kept. Dashed: chance. No attribution is involved.",
-                        "png": figs.validity_bars(tres["validity"], f"{tid} — ground-truth validity")})
-        prof = tres.get("distance_profile") or {}
-        if prof.get("methods") and prof.get("volume_share"):
+                        "png": figs.validity_bars(tres.validity, f"{tid} — ground-truth validity")})
+        prof = tres.distance_profile if tres is not None else None
+        if prof is not None and prof.methods and prof.volume_share:
             out.append({"name": f"{tid}_distance_profile", "alt": f"relevance by distance on {tid}",
                         "caption": "Where the relevance goes: the cohort-mean share of each method's "
                                    "positive relevance within d mm of the ground truth, against the "
@@ -340,14 +307,13 @@ def _figure_sections(results: dict, figures: dict) -> list[dict]:
                                    "map that is elsewhere follows the dashed line. Reading d as a "
                                    "margin added to the ground truth shows the effect of any margin.",
                         "png": figs.distance_profiles(
-                            prof["distances_mm"],
+                            prof.distances_mm,
                             {k: np.asarray([np.nan if x is None else x for x in v], float)
-                             for k, v in list(prof["methods"].items())[:MAX_FIGURE_METHODS]
+                             for k, v in list(prof.methods.items())[:MAX_FIGURE_METHODS]
                              if k != "oracle"},  # the oracle is 1 at every distance
-                            np.asarray(prof["volume_share"], float), f"{tid} — relevance by distance")})
+                            np.asarray(prof.volume_share, float), f"{tid} — relevance by distance")})
         out += _distribution_figures(results, tid)
-        curves = {m["method"]: m["sanity"] for m in results["methods"]
-                  if m["task"] == tid and m.get("sanity")}
+        curves = {m.method: m.sanity for m in results.methods if m.task == tid and m.sanity}
         if curves:
             out.append({"name": f"{tid}_randomization", "alt": f"model randomization curves on {tid}",
                         "caption": "Cascading model randomization (Adebayo et al. 2018): similarity of "
@@ -359,27 +325,27 @@ def _figure_sections(results: dict, figures: dict) -> list[dict]:
     return [{"task": tid, "figures": f} for tid, f in by_task.items() if f]
 
 
-def _distribution_figures(results: dict, tid: str) -> list[dict]:
-    sc = results.get("scores") or {}
+def _distribution_figures(results: Results, tid: str) -> list[dict]:
+    sc = results.scores
     if not sc:
         return []
-    methods = [m for m in results["methods"] if m["task"] == tid][:MAX_FIGURE_METHODS]
-    metrics = [k for k in metric_order(results) if any(k in m["metrics"] for m in methods)]
+    methods = [m for m in results.methods if m.task == tid][:MAX_FIGURE_METHODS]
+    metrics = [k for k in metric_order(results) if any(k in m.metrics for m in methods)]
     task, meth, metric, value = (np.asarray(sc[k], dtype=object) for k in ("task", "method", "metric", "value"))
     out = []
     for met in metrics[:MAX_FIGURE_METRICS]:
         vals, cis = {}, {}
         for m in methods:
-            sel = (task == tid) & (meth == m["method"]) & (metric == met)
+            sel = (task == tid) & (meth == m.method) & (metric == met)
             v = np.array([np.nan if x is None else float(x) for x in value[sel]], float)
-            vals[m["method"]] = v[np.isfinite(v)]
-            x = m["metrics"].get(met)
+            vals[m.method] = v[np.isfinite(v)]
+            x = m.metrics.get(met)
             if x:
-                cis[m["method"]] = (x["mean"], x["ci_low"], x["ci_high"])
+                cis[m.method] = (x.mean, x.ci_low, x.ci_high)
         if not any(len(v) for v in vals.values()):
             continue
-        chances = [m["metrics"][met]["chance"] for m in methods
-                   if met in m["metrics"] and m["metrics"][met].get("chance") is not None]
+        chances = [m.metrics[met].chance for m in methods
+                   if met in m.metrics and m.metrics[met].chance is not None]
         chance = float(np.mean(chances)) if chances else None
         out.append({"name": f"{tid}_{met}_distribution", "alt": f"{met} per subject on {tid}",
                     "caption": f"{met} per test subject and method (box: quartiles; dots: subjects; "
@@ -388,19 +354,19 @@ def _distribution_figures(results: dict, tid: str) -> list[dict]:
     return out
 
 
-def inspect_rows(results: dict) -> list[dict]:
+def inspect_rows(results: Results) -> list[dict]:
     """Per task × method, the best, median and worst test subject by the main metric (for a
     reviewer to open their maps): ``{"task", "method", "metric", "best", "median", "worst"}``, each
     ``"subject_id (value)"``, in each metric's registered direction."""
-    sc = results.get("scores") or {}
+    sc = results.scores
     if not sc:
         return []
     task, meth, metric = (np.asarray(sc[k], dtype=object) for k in ("task", "method", "metric"))
     value, sid = sc["value"], sc["subject_id"]
     out = []
-    for m in results["methods"]:
+    for m in results.methods:
         met = main_metric(results, m)
-        idx = [i for i in np.flatnonzero((task == m["task"]) & (meth == m["method"]) & (metric == met))
+        idx = [i for i in np.flatnonzero((task == m.task) & (meth == m.method) & (metric == met))
                if value[i] is not None and math.isfinite(value[i])]
         if not idx:
             continue
@@ -408,7 +374,7 @@ def inspect_rows(results: dict) -> list[dict]:
         sign = 1.0 if _lower_is_better(met) else -1.0
         idx.sort(key=lambda i: (sign * value[i], str(sid[i])))
         pick = {"best": idx[0], "median": idx[(len(idx) - 1) // 2], "worst": idx[-1]}
-        out.append({"task": m["task"], "method": m["method"], "metric": met,
+        out.append({"task": m.task, "method": m.method, "metric": met,
                     **{k: f"{sid[i]} ({fmt(value[i])})" for k, i in pick.items()}})
     return out
 
@@ -426,38 +392,37 @@ def _atomic_write(path: Path, data: bytes | str) -> None:
             tmp.unlink()
 
 
-def render_html(results: dict, sections: list[dict]) -> str:
+def render_html(results: Results, sections: list[dict]) -> str:
     """The report page from ``results`` and rendered figure sections (PNG bytes inlined)."""
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
                       undefined=StrictUndefined, keep_trailing_newline=True)
     for s in sections:
         for f in s["figures"]:
             f["src"] = "data:image/png;base64," + base64.b64encode(f["png"]).decode("ascii")
-    spec = results["protocol"].get("spec", {})
+    spec = results.protocol.spec
     used = metric_order(results)
     help_rows = [(k, *_metric_help(k)) for k in used]
-    at_chance = [t["id"] for t in results["tasks"] if (t.get("model") or {}).get("at_chance")]
-    vals = [t["validity"] for t in results["tasks"] if t.get("validity")]
-    n_placements = vals[0].get("n_placements", "several") if vals else "several"
+    at_chance = [t.id for t in results.tasks if t.model.at_chance]
+    vals = [t.validity for t in results.tasks if t.validity is not None]
+    n_placements = (vals[0].n_placements or "several") if vals else "several"
     return env.get_template("report.html.j2").render(
         r=results, rows=verdict_rows(results), sections=sections, fmt=fmt, fmt_p=fmt_p,
-        prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results["overall"]["verdict"], ""),
+        prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results.overall.verdict, ""),
         methods_text=methods_paragraph(results), help_rows=help_rows, at_chance=at_chance,
         stats=spec.get("statistics", {}) or {}, main=main_metric(results), n_placements=n_placements,
         ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results))
 
 
-def build_report(results: dict, figures: dict | None, out_dir: str | Path) -> Path:
+def build_report(results: Results | dict, figures: dict | None, out_dir: str | Path) -> Path:
     """Write the audit report into ``out_dir``; return the path of ``index.html``.
 
-    ``results``: the ``results.json`` content (validated first against
-    :mod:`neuroxai.report.schema`). ``figures``: ``{"tasks": {task_id: {"image", "mask",
+    ``results``: the run's :class:`~neuroxai.report.schema.Results`, or a dict as read from a
+    ``results.json`` (checked against the schema first). ``figures``: ``{"tasks": {task_id: {"image", "mask",
     "spacing", "maps": {method: (D,H,W)}, "example": {...}}}}`` (any part may be missing: that
     figure is skipped). Deterministic: the same inputs give byte-identical files.
     """
     out = claim_dir(out_dir, "report")  # stale figures are deleted below: only in our own folder
-    validate_results(results)
-    results = canonical(results)
+    results = canonical(results)  # checks the schema before anything is written
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     sections = _figure_sections(results, figures or {})
@@ -469,11 +434,11 @@ def build_report(results: dict, figures: dict | None, out_dir: str | Path) -> Pa
     for stale in fig_dir.glob("*.png"):  # a rebuild must not leave figures of an older run
         if stale.name not in names:
             stale.unlink()
-    _atomic_write(out / "results.json", results_json(results))
+    _atomic_write(out / "results.json", results.to_json())
     _atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
     _atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
-    if results.get("scores"):
-        _atomic_write(out / "scores.csv", scores_csv(results["scores"]))
+    if results.scores:
+        _atomic_write(out / "scores.csv", scores_csv(results.scores))
     html = render_html(results, sections)
     _atomic_write(out / "index.html", html)
     log.info("report written to %s", out / "index.html")
@@ -484,17 +449,11 @@ def rebuild_report(run_dir: str | Path) -> Path:
     """Rebuild ``RUN_DIR/report/`` from ``RUN_DIR/results.json`` and, if present,
     ``RUN_DIR/figures.npz``; return the path of ``index.html``."""
     run = Path(run_dir)
-    res = run / "results.json"
-    if not res.is_file():
+    if not (run / "results.json").is_file():
         raise RunError("no results.json in the run directory", path=run,
                        expected="a finished run (RUN_DIR/results.json)", found="missing",
                        fix="finish the run first: neuroxai validate PROTOCOL --out RUN_DIR --resume")
-    try:
-        results = json.loads(res.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RunError("results.json is not valid JSON", path=res, expected="JSON",
-                       found=f"{e.msg} at line {e.lineno}",
-                       fix="re-run the statistics stage: neuroxai validate ... --resume") from None
+    results = read_results(run / "results.json")
     figures = None
     if (run / "figures.npz").is_file():
         figures = figs.load_figures_npz(run / "figures.npz")

@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .schema import Sanity, Validity  # noqa: E402
+
 # No "Software" text chunk (it carries the matplotlib version) and no timestamps: the same
 # inputs give the same PNG bytes, so a rebuilt report is byte-identical.
 _META = {"Software": None}
@@ -154,17 +156,17 @@ def distributions(values: dict[str, np.ndarray], chance: float | None, metric: s
 
 
 @_plain_text
-def randomization(curves: dict[str, dict]) -> bytes:
+def randomization(curves: dict[str, Sanity]) -> bytes:
     """Similarity of each method's map to its original as layers are randomized from the output
     down (cascading model randomization, Adebayo et al. 2018); the pass threshold dashed."""
     fig, ax = plt.subplots(figsize=(6, 3))
     thr, layers = None, []
     for name, c in curves.items():
-        sim = [np.nan if s is None else s for s in c["similarity"]]
+        sim = [np.nan if s is None else s for s in c.similarity]
         ax.plot(range(1, len(sim) + 1), sim, marker="o", ms=3, label=name)
-        thr = c.get("threshold", thr)
-        if len(c.get("layers", [])) > len(layers):
-            layers = list(c["layers"])
+        thr = c.threshold
+        if len(c.layers) > len(layers):
+            layers = list(c.layers)
     if thr is not None:
         ax.axhline(thr, color="tab:red", ls="--", lw=1, label=f"pass below {thr:.3f}")
     ax.set_xticks(range(1, len(layers) + 1))
@@ -221,11 +223,11 @@ def distance_profiles(distances_mm, profiles: dict[str, np.ndarray], volume_shar
 
 
 @_plain_text
-def validity_bars(v: dict, title: str) -> bytes:
+def validity_bars(v: Validity, title: str) -> bytes:
     """The ground-truth validity check as bars: the model's test performance on the original
     images, with the ground truth removed, with an equal-size region elsewhere removed (mean over
     placements), and with only the ground truth kept; a dashed line at chance."""
-    perf = v.get("performance", {})
+    perf = v.performance
     names = ["original", "removed", "elsewhere", "kept"]
     labels = ["original", "ground truth\nremoved", "equal region\nelsewhere removed", "only ground\ntruth kept"]
     vals = [np.nan if perf.get(k) is None else float(perf[k]) for k in names]
@@ -235,11 +237,11 @@ def validity_bars(v: dict, title: str) -> bytes:
     for i, x in enumerate(vals):
         ax.text(i, (0 if np.isnan(x) else x) + 0.01, "—" if np.isnan(x) else f"{x:.2f}", ha="center",
                 va="bottom", fontsize=7)
-    ax.axhline(float(v.get("chance", 0.5)), color="k", ls="--", lw=1)
+    ax.axhline(float(v.chance), color="k", ls="--", lw=1)
     ax.set_xticks(range(4))
     ax.set_xticklabels(labels, fontsize=7)
     ax.set_ylim(min(0.0, np.nanmin(vals) if not np.all(np.isnan(vals)) else 0.0), 1.05)
-    ax.set_ylabel(f"test {v.get('metric', 'performance')}", fontsize=8)
+    ax.set_ylabel(f"test {v.metric}", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=9)
     return png_bytes(fig)

@@ -1,9 +1,14 @@
-"""The schema of ``results.json`` (version :data:`SCHEMA_VERSION`), as pydantic models.
+"""The results of a run, as typed objects: the schema of ``results.json`` (version
+:data:`SCHEMA_VERSION`), as pydantic models.
 
-``results.json`` is what :func:`neuroxai.protocol.verdict.assemble_results` returns and what the
-report is built from. The schema is versioned: a change that removes or renames a key bumps the
-major number; adding an optional key bumps the minor one. Open-ended parts (the protocol spec,
-task summaries, provenance, model metrics beyond the documented ones) allow extra keys.
+:func:`neuroxai.protocol.verdict.assemble_results` builds a :class:`Results` from these types; the
+runner and the audit write it (:meth:`Results.to_json`), and the CLI, the report and the tests read
+its attributes (``results.methods[0].metrics["auroc"].ci_low``), never nested dicts by string key.
+A ``results.json`` from disk is read back with :func:`read_results` / :func:`validate_results`.
+
+The schema is versioned: a change that removes or renames a key bumps the major number; adding
+an optional key bumps the minor one. Open-ended parts (the protocol spec, task summaries,
+provenance, model metrics beyond the documented ones) allow extra keys.
 
 ``validate_results(results)`` raises :class:`~neuroxai.errors.RunError` naming the first bad key
 path, what was expected and what was found; ``json_schema()`` gives the JSON-Schema document that
@@ -11,23 +16,29 @@ is written next to every report as ``results.schema.json``.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional, Union
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import RunError
 
-SCHEMA_VERSION = "1.2"  # 1.1: validity, distance profiles, oracle scale, reachability; 1.2: kind, audit
+# 1.1: validity, distance profiles, oracle scale, reachability; 1.2: kind, audit;
+# 1.3: pairwise tests, findings, audit flags and atlas typed; every key written (null when missing)
+SCHEMA_VERSION = "1.3"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
 
 class ProtocolInfo(_Closed):
@@ -48,6 +59,10 @@ class Provenance(_Open):
     manifest_hash: Optional[str] = None
     seeds: dict[str, Any] = Field(default_factory=dict)
     timings_s: dict[str, float] = Field(default_factory=dict, description="stage → seconds")
+    command: Optional[str] = None
+    started: Optional[str] = None
+    finished: Optional[str] = None
+    world_size: Optional[int] = Field(None, description="processes of a torchrun run (1: one process)")
 
 
 class DataInfo(_Open):
@@ -57,6 +72,10 @@ class DataInfo(_Open):
     grid: Optional[dict[str, Any]] = None
     cohort: Optional[dict[str, Any]] = None
     credits: Optional[str] = None
+    maps: Optional[str] = Field(None, description="audit: the folder of saved maps")
+    masks: Optional[str] = Field(None, description="audit: the folder of ground-truth masks")
+    brain_mask: Optional[str] = Field(None, description="audit: the brain mask(s), if given")
+    restricted_to_brain: bool = Field(False, description="audit: scores within the brain mask only")
 
 
 class ModelPerf(_Open):
@@ -67,6 +86,11 @@ class ModelPerf(_Open):
     auroc_ci_high: Num = None
     accuracy: Num = None
     balanced_accuracy: Num = None
+    mae: Num = None
+    r2: Num = None
+    r2_ci_low: Num = None
+    r2_ci_high: Num = None
+    n_test: Optional[int] = None
     at_chance: bool = False
 
 
@@ -84,6 +108,9 @@ class Validity(_Open):
     metric: str
     chance: float
     n_subjects: int = Field(ge=0)
+    fill: str = "train_mean"
+    n_placements: Optional[int] = Field(None, description="random equal-size regions removed elsewhere")
+    gt_voxels_mean: Num = Field(None, description="ground-truth voxels per subject, mean")
     performance: dict[str, Any]
     mean_abs_delta: dict[str, Num]
     drop_share: Num = None
@@ -103,6 +130,21 @@ class DistanceProfile(_Closed):
     methods: dict[str, list[Num]] = Field(default_factory=dict)
 
 
+class PairwiseTest(_Closed):
+    """Two methods under test compared on one metric over the subjects both have."""
+
+    a: str
+    b: str
+    metric: str
+    mean_a: Num
+    mean_b: Num
+    mean_difference: Num = Field(description="mean of a − b over the paired subjects")
+    n_pairs: int = Field(ge=0)
+    p: Num = Field(description="two-sided: twice the smaller one-sided p of the protocol's paired test")
+    p_adjusted: Num = None
+    reading: str = ""
+
+
 class TaskResult(_Closed):
     id: str
     type: str
@@ -118,8 +160,8 @@ class TaskResult(_Closed):
     confound: dict[str, Any] = Field(default_factory=dict)
     model: ModelPerf
     null_model: Optional[ModelPerf] = None
-    pairwise: list[dict[str, Any]] = Field(default_factory=list, description="paired tests between the "
-                                           "methods under test on the main metric (two-sided, Holm)")
+    pairwise: list[PairwiseTest] = Field(default_factory=list, description="paired tests between the "
+                                         "methods under test on the main metric (two-sided, Holm)")
 
 
 class Comparison(_Closed):
@@ -200,18 +242,64 @@ class Overall(_Closed):
     reachability_note: str = ""
 
 
+class FindingEvidence(_Closed):
+    """One task's evidence on a published finding."""
+
+    task: str
+    verdict: Verdict
+    scaled_mean: Num = None
+    scaled_ci_low: Num = None
+    scaled_ci_high: Num = None
+    far_share: Num = Field(None, description="share of positive relevance beyond the profile's last distance")
+    far_share_smoothgrad: Num = None
+    far_share_random: Num = None
+    agrees: Optional[bool] = None
+    note: str = ""
+
+
+class Finding(_Closed):
+    """Whether the run agrees with one finding of Siegel et al. 2025."""
+
+    method: str
+    finding: str
+    agree: Optional[bool]
+    level: str = Field(description="yes / partly (k of n tasks) / no / cannot tell")
+    n_tasks_judged: int = Field(ge=0)
+    evidence: list[FindingEvidence]
+
+
 SCORE_COLUMNS = ("subject_id", "method", "metric", "value", "task")
 
 
-class AuditInfo(_Open):
+class AuditFlag(_Closed):
+    """A saved map that cannot show anything: constant or all zero (as saved, before resampling)."""
+
+    subject_id: str
+    method: str
+    flag: str
+    file: str = ""
+
+
+class AtlasInfo(_Closed):
+    path: str
+    labels: Optional[str] = None
+    true_region: str = Field(description="how the true region was chosen")
+    true_regions: dict[str, int] = Field(default_factory=dict, description="true region → subjects")
+
+
+class AuditInfo(_Closed):
     """What an audit of saved maps read and found (``kind: audit``)."""
 
     maps_layout: str
     mask_kind: str
-    flags: list[dict[str, Any]] = Field(default_factory=list, description="constant or all-zero maps")
+    flags: list[AuditFlag] = Field(default_factory=list, description="constant or all-zero maps")
     inputs_hash: str
     n_input_files: int = Field(ge=0)
     not_applicable: dict[str, str] = Field(default_factory=dict, description="checks that need a model")
+    figures_background: str = ""
+    n_on_common_grid: Optional[int] = Field(None, description="subjects on the first subject's grid "
+                                            "(the cohort-mean figures are drawn over these)")
+    atlas: Optional[AtlasInfo] = None
 
 
 class Results(_Closed):
@@ -225,9 +313,9 @@ class Results(_Closed):
     tasks: list[TaskResult]
     methods: list[MethodResult]
     overall: Overall
-    findings: list[dict[str, Any]] = Field(default_factory=list, description="agreement with the "
-                                           "published findings (Siegel et al. 2025), when GradCAM, LRP "
-                                           "and SmoothGrad ran")
+    findings: list[Finding] = Field(default_factory=list, description="agreement with the "
+                                    "published findings (Siegel et al. 2025), when GradCAM, LRP "
+                                    "and SmoothGrad ran")
     scores: dict[str, list[Union[str, float, int, None]]] = Field(
         default_factory=dict, description="long table, columns of equal length: subject_id, "
                                           "method, metric, value, task")
@@ -251,6 +339,81 @@ class Results(_Closed):
                 raise ValueError(f"scores columns differ in length: {lens}")
         return self
 
+    # ------------------------------------------------------------ reading
+
+    def main_metric(self, method: Optional[MethodResult] = None) -> str:
+        """The metric the verdict tables (CLI and HTML) show: see :func:`main_metric`."""
+        spec = self.protocol.spec
+        return main_metric([a.get("metric") for a in spec.get("acceptance", [])],
+                           [m.get("name") for m in spec.get("metrics", [])],
+                           None if method is None else list(method.metrics))
+
+    def task(self, task_id: str) -> TaskResult:
+        """The task called ``task_id`` (KeyError naming the known ones if there is none)."""
+        for t in self.tasks:
+            if t.id == task_id:
+                return t
+        raise KeyError(f"no task {task_id!r} in these results (tasks: {[t.id for t in self.tasks]})")
+
+    def method(self, task_id: str, key: str) -> MethodResult:
+        """The result of method ``key`` on task ``task_id``."""
+        for m in self.methods:
+            if m.task == task_id and m.method == key:
+                return m
+        raise KeyError(f"no method {key!r} on task {task_id!r} "
+                       f"(methods: {sorted({m.method for m in self.methods})})")
+
+    def verdicts(self) -> dict[tuple[str, str], str]:
+        """``{(task, method): verdict}``."""
+        return {(m.task, m.method): m.verdict for m in self.methods}
+
+    def to_dict(self) -> dict:
+        """The canonical JSON form as Python objects (keys sorted, NaN → None)."""
+        return json.loads(self.to_json())
+
+    def to_json(self) -> str:
+        """Canonical text of ``results.json``: every key, sorted; NaN → null; NumPy → Python."""
+        return _canonical_json(self.model_dump(mode="python"))
+
+
+def main_metric(acceptance_metrics: Iterable[Optional[str]], metric_names: Iterable[Optional[str]],
+                have: Optional[list[str]] = None) -> str:
+    """The one rule for the "main metric" of a verdict table: the first acceptance criterion's
+    metric (that the method has), else the protocol's first metric, else the method's first one."""
+    cands = [c for c in (*acceptance_metrics, *metric_names) if c]
+    for c in cands:
+        if have is None or c in have:
+            return c
+    return have[0] if have else ""
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, BaseModel):
+        return o.model_dump(mode="python")
+    return str(o)
+
+
+def _no_nan(o):
+    # JSON has no NaN: missing numbers are null, as in the schema.
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_no_nan(v) for v in o]
+    return o
+
+
+def _canonical_json(obj) -> str:
+    return json.dumps(_no_nan(json.loads(json.dumps(obj, default=_jsonable))), indent=1,
+                      sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
 
 def json_schema() -> dict:
     """The JSON-Schema (draft 2020-12) document of ``results.json``."""
@@ -259,15 +422,18 @@ def json_schema() -> dict:
     return s
 
 
-def validate_results(results: dict, *, path: str = "results.json") -> Results:
-    """Check ``results`` against the schema; return the parsed model.
+def validate_results(results: Union[dict, Results], *, path: str = "results.json") -> Results:
+    """Check ``results`` (a dict as read from ``results.json``, or a :class:`Results`) against the
+    schema; return the parsed :class:`Results`.
 
     Raises :class:`RunError` naming the first bad key (``methods.0.verdict``), the expected and
     the found value.
     """
+    if isinstance(results, Results):
+        results = results.to_dict()
     if not isinstance(results, dict):
         raise RunError("results must be a JSON object", path=path, expected="dict",
-                       found=type(results).__name__, fix="pass the dict from assemble_results")
+                       found=type(results).__name__, fix="pass the Results from assemble_results, or a dict read from results.json")
     try:
         return Results.model_validate(results)
     except ValidationError as e:
@@ -281,3 +447,19 @@ def validate_results(results: dict, *, path: str = "results.json") -> Results:
                        f"'{loc}': {err['msg']}", path=path, expected=err["msg"], found=found_s,
                        fix="rebuild the results with the same neuroxai version "
                            "(neuroxai validate ... --resume), or fix the named key") from None
+
+
+def read_results(path: Union[str, Path]) -> Results:
+    """Read and check a ``results.json``; a missing file, bad JSON or a key that does not match
+    the schema is a :class:`RunError` naming the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError("no results.json here", path=path, expected="a finished run's results.json",
+                       found="missing", fix="finish the run first: neuroxai validate PROTOCOL --out RUN_DIR --resume")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        found = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
+        raise RunError("results.json is not valid JSON", path=path, expected="JSON", found=found,
+                       fix="re-run the statistics stage: neuroxai validate ... --resume") from None
+    return validate_results(data, path=str(path))

@@ -2,7 +2,6 @@
 verdicts and report as `validate`."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 from neuroxai.cli import app
 from neuroxai.errors import ConfigError, ManifestError, ScoringError
 from neuroxai.protocol.audit import read_transform, run_audit
+from neuroxai.report.schema import SCHEMA_VERSION, read_results
 
 runner = CliRunner()
 N = 12
@@ -74,7 +74,7 @@ def study(tmp_path_factory):
 
 
 def _scores(res) -> dict:
-    sc = res.results["scores"]
+    sc = res.results.scores
     return {(s, m, k): v for s, m, k, v in zip(sc["subject_id"], sc["method"], sc["metric"], sc["value"])}
 
 
@@ -94,9 +94,9 @@ def test_maps_at_2mm_against_masks_at_1mm_equal_a_hand_resampled_audit(study, tm
     assert a.keys() == b.keys() and len(a) > 0
     for k in a:
         assert a[k] == pytest.approx(b[k], abs=1e-5), k
-    assert res.results["data"]["grid"]["n_maps_resampled"] == 2 * N
-    assert hand.results["data"]["grid"]["n_maps_resampled"] == 0
-    v = {m["method"]: m["verdict"] for m in res.results["methods"]}
+    assert res.results.data.grid["n_maps_resampled"] == 2 * N
+    assert hand.results.data.grid["n_maps_resampled"] == 0
+    v = {m.method: m.verdict for m in res.results.methods}
     assert v == {"good": "PASS", "noise": "FAIL", "random": "FAIL", "oracle": "PASS"}
 
 
@@ -137,7 +137,7 @@ def test_bids_derivatives_layout_equals_the_per_method_layout(study, tmp_path):
     ref = _scores(run_audit(study / "maps", study / "masks", tmp_path / "ref", report=False, protocol=FAST))
     b1 = run_audit(bids / "xai", bids / "lesions", tmp_path / "b1", report=False, protocol=FAST)
     b2 = run_audit(bids / "xai", bids / "seg", tmp_path / "b2", labels=[17], report=False, protocol=FAST)
-    assert b1.results["audit"]["maps_layout"] == "bids" and b2.results["audit"]["mask_kind"] == "dseg"
+    assert b1.results.audit.maps_layout == "bids" and b2.results.audit.mask_kind == "dseg"
     assert _scores(b1) == pytest.approx(ref) and _scores(b2) == pytest.approx(ref)
     with pytest.raises(ManifestError, match="only segmentations"):
         run_audit(bids / "xai", bids / "seg", tmp_path / "b3", report=False, protocol=FAST)
@@ -156,7 +156,7 @@ def test_probabilistic_mask_with_a_threshold(study, tmp_path):
                                                           report=False, protocol=FAST)))
     assert _scores(lo) == pytest.approx(_scores(run_audit(study / "maps", study / "masks", tmp_path / "m",
                                                           report=False, protocol=FAST)))
-    assert hi.results["data"]["grid"]["mask_threshold"] == 0.6
+    assert hi.results.data.grid["mask_threshold"] == 0.6
 
 
 @pytest.mark.parametrize("where", ["beside", "nested", "not_nifti"])
@@ -218,7 +218,7 @@ def test_constant_and_zero_maps_are_flagged(study, tmp_path):
     _save(np.zeros((16, 16, 16), np.float32), A2, maps / "good" / "sub-03_map.nii.gz")
     _save(np.full((16, 16, 16), 2.5, np.float32), A2, maps / "noise" / "sub-04_map.nii.gz")
     res = run_audit(maps, study / "masks", tmp_path / "out", protocol=FAST)
-    flags = {(f["method"], f["subject_id"], f["flag"]) for f in res.results["audit"]["flags"]}
+    flags = {(f.method, f.subject_id, f.flag) for f in res.results.audit.flags}
     assert flags == {("good", "sub-03", "all-zero map"), ("noise", "sub-04", "constant map (2.5)")}
     html = (res.report_dir / "index.html").read_text()
     assert 'id="flags"' in html and "sub-03" in html and "all-zero map" in html
@@ -228,28 +228,28 @@ def test_audit_report_is_the_validate_report_with_no_model_parts(study, tmp_path
     code = runner.invoke(app, ["audit", "--maps", str(study / "maps"), "--masks", str(study / "masks"),
                                "--out", str(tmp_path / "out"), "--quiet"]).exit_code
     assert code == 1  # the noise maps FAIL
-    res = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert res["kind"] == "audit" and res["schema_version"] == "1.2"
+    res = read_results(tmp_path / "out" / "results.json")
+    assert res.kind == "audit" and res.schema_version == SCHEMA_VERSION == "1.3"
     html = (tmp_path / "out" / "report" / "index.html").read_text()
     for part in ('id="verdicts"', 'id="audit-kind"', 'id="audit-inputs"', "not applicable: no model",
                  'id="validity"', "distance"):
         assert part in html, part
     assert (tmp_path / "out" / "report" / "scores.csv").read_text().startswith("task,subject_id,method,metric,value")
     assert (tmp_path / "out" / "inputs.csv").read_text().count("\n") == 3 * N + 1  # 2 maps + 1 mask per subject
-    crit = {c["kind"]: c for m in res["methods"] for c in m["criteria"] if m["method"] == "good"}
+    crit = {c.kind: c for c in res.method("audit", "good").criteria}
     assert set(crit) == {"scaled_ci_above", "beats_random"}  # audit.yaml: the model-free criteria
     # paired comparison between the methods under test: two-sided, equal to scipy's Wilcoxon
     from scipy.stats import wilcoxon
 
-    (pw,) = res["tasks"][0]["pairwise"]
-    sc = res["scores"]
+    (pw,) = res.task("audit").pairwise
+    sc = res.scores
     val = {(s, m): v for s, m, k, v in zip(sc["subject_id"], sc["method"], sc["metric"], sc["value"])
            if k == "relevance_rank_accuracy"}
     subs = sorted({s for s, _ in val})
     x, y = (np.array([val[(s, m)] for s in subs]) for m in ("good", "noise"))
-    assert (pw["a"], pw["b"], pw["reading"]) == ("good", "noise", "good higher")
-    assert pw["p"] == pytest.approx(wilcoxon(x, y, alternative="two-sided").pvalue, rel=1e-6)
-    assert pw["mean_difference"] == pytest.approx(float((x - y).mean()))
+    assert (pw.a, pw.b, pw.reading) == ("good", "noise", "good higher")
+    assert pw.p == pytest.approx(wilcoxon(x, y, alternative="two-sided").pvalue, rel=1e-6)
+    assert pw.mean_difference == pytest.approx(float((x - y).mean()))
     assert 'id="pairwise-audit"' in html
     chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     assert chrome, "headless chromium is needed for this test (.ci/run installs it)"
@@ -269,10 +269,10 @@ def test_an_audit_protocol_is_refused_by_validate_and_a_validate_protocol_works_
     with pytest.raises(ConfigError, match="audit protocol"):
         run_protocol("audit", tmp_path / "v")
     res = run_audit(study / "maps", study / "masks", tmp_path / "q", protocol="quick", report=False)
-    crit = {c["kind"]: c for m in res.results["methods"] for c in m["criteria"] if m["method"] == "good"}
-    assert not crit["beats_null_model"]["applicable"] and "no model" in crit["beats_null_model"]["text"]
-    assert not crit["model_randomization"]["applicable"]
-    assert {m["method"] for m in res.results["methods"]} == {"good", "noise", "random", "oracle"}
+    crit = {c.kind: c for c in res.results.method("audit", "good").criteria}
+    assert not crit["beats_null_model"].applicable and "no model" in crit["beats_null_model"].text
+    assert not crit["model_randomization"].applicable
+    assert {m.method for m in res.results.methods} == {"good", "noise", "random", "oracle"}
 
 
 EXPORT_PROTOCOL = """
@@ -318,13 +318,13 @@ def test_a_runs_exported_maps_audit_to_the_same_scores_and_verdicts(tmp_path):
     aud = run_audit(deriv / "xai-posctrl", deriv / "groundtruth-posctrl", tmp_path / "audit",
                     protocol=proto.model_copy(update={"kind": "audit", "tasks": []}),
                     brain_mask=deriv / "brain", report=False)
-    v = {m["method"]: m for m in val.results["methods"]}
-    a = {m["method"]: m for m in aud.results["methods"]}
+    v = {m.method: m for m in val.results.methods}
+    a = {m.method: m for m in aud.results.methods}
     for met in ("relevance_rank_accuracy", "relevance_mass_accuracy"):
         for key in ("gradient", "oracle"):  # maps saved as float16: equal to a few 1e-3
-            assert a[key]["metrics"][met]["mean"] == pytest.approx(v[key]["metrics"][met]["mean"], abs=5e-3), (key, met)
-    assert not val.results["tasks"][0]["model"]["at_chance"]
-    assert {k: m["verdict"] for k, m in a.items()} == {k: m["verdict"] for k, m in v.items()}
+            assert a[key].metrics[met].mean == pytest.approx(v[key].metrics[met].mean, abs=5e-3), (key, met)
+    assert not val.results.task("pos_ctrl").model.at_chance
+    assert {k: m.verdict for k, m in a.items()} == {k: m.verdict for k, m in v.items()}
 
 
 def test_an_atlas_adds_region_ranking_and_an_anatomical_image_the_figures(study, tmp_path):
@@ -338,14 +338,14 @@ def test_an_atlas_adds_region_ranking_and_an_anatomical_image_the_figures(study,
     _save(anat, A1, tmp_path / "t1.nii.gz")
     res = run_audit(study / "maps", study / "masks", tmp_path / "out", atlas=tmp_path / "atlas.nii.gz",
                     atlas_labels=tmp_path / "labels.tsv", anat=tmp_path / "t1.nii.gz", protocol=FAST)
-    m = {x["method"]: x["metrics"] for x in res.results["methods"]}
-    assert m["good"]["region_rank"]["mean"] == 1.0 and m["oracle"]["region_rank"]["mean"] == 1.0
-    assert m["good"]["region_rank"]["chance"] == pytest.approx(3.0)  # (R + 1) / 2 with R = 5 regions
-    assert res.results["audit"]["atlas"]["true_regions"] == {"Hippo": N}
+    m = {x.method: x.metrics for x in res.results.methods}
+    assert m["good"]["region_rank"].mean == 1.0 and m["oracle"]["region_rank"].mean == 1.0
+    assert m["good"]["region_rank"].chance == pytest.approx(3.0)  # (R + 1) / 2 with R = 5 regions
+    assert res.results.audit.atlas.true_regions == {"Hippo": N}
     given = run_audit(study / "maps", study / "masks", tmp_path / "out2", atlas=tmp_path / "atlas.nii.gz",
                       atlas_labels=tmp_path / "labels.tsv", true_region=["Hippo"], protocol=FAST, report=False)
     assert _scores(given) == pytest.approx(_scores(res))
-    assert res.results["audit"]["figures_background"] == "anatomical image"
+    assert res.results.audit.figures_background == "anatomical image"
     html = (res.report_dir / "index.html").read_text()
     assert "Hippo: 12 subjects" in html and "region_rank" in html
     with pytest.raises(ConfigError, match="unknown region"):

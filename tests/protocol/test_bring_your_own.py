@@ -21,10 +21,10 @@ def test_torchscript_model_reproduces_the_trained_run(tiny_protocol, tmp_path):
     ts = tmp_path / "prior_study.ts"
     torch.jit.save(torch.jit.script(model), ts)
     again = run_protocol(load_protocol(tiny_protocol), tmp_path / "b", report=False, checkpoint=str(ts))
-    pick = lambda r: [(m["method"], m["metrics"]) for m in r.results["methods"]  # noqa: E731
-                      if m["method"] in ("gradient", "smoothgrad")]
+    pick = lambda r: [(m.method, m.metrics) for m in r.results.methods  # noqa: E731
+                      if m.method in ("gradient", "smoothgrad")]
     assert pick(again) == pick(first)  # incl. comparisons with the null model, trained in both runs
-    assert again.results["tasks"][0]["model"]["auroc"] == first.results["tasks"][0]["model"]["auroc"]
+    assert again.results.task("hippo").model.auroc == first.results.task("hippo").model.auroc
 
 
 def test_model_expecting_other_input_is_a_clear_error(tiny_protocol, tmp_path):

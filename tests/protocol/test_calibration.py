@@ -7,6 +7,7 @@ import torch
 
 from neuroxai.protocol.schema import list_protocols
 from neuroxai.protocol.verdict import assemble_results
+from neuroxai.report.schema import Sanity, Validity
 from neuroxai.scoring import score
 from neuroxai.tasks.base import TaskData
 
@@ -41,7 +42,7 @@ def _results(proto):
     df = pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])
     task = TaskData("region_volume", ids, np.arange(N) % 2, np.array(["test"] * N), "classification", 2,
                     np.ones(N, bool), ("segmentation",), lambda b: None)
-    return assemble_results(proto, {}, {}, {"t": task}, {"t": _Model()}, {"t": df}, {},
+    return assemble_results(proto, {}, {"t": task}, {"t": _Model()}, {"t": df}, {},
                             data_info={"source": "test", "n_subjects": N})
 
 
@@ -49,13 +50,13 @@ def _results(proto):
 def test_oracle_passes_and_random_fails_every_shipped_protocol(proto):
     names = {m.name for m in proto.methods}
     assert {"oracle", "random"} <= names, "every shipped protocol carries both baselines"
-    by = {m["name"]: m for m in _results(proto)["methods"]}
+    by = {m.name: m for m in _results(proto).methods}
     oracle, rnd = by["oracle"], by["random"]
-    applicable = [c for c in oracle["criteria"] if c["applicable"]]
-    assert applicable and all(c["passed"] is True for c in applicable), oracle["criteria"]
-    assert oracle["verdict"] == "PASS"
-    assert rnd["verdict"] == "FAIL"
-    assert any(c["passed"] is False and c["kind"] != "beats_random" for c in rnd["criteria"]), \
+    applicable = [c for c in oracle.criteria if c.applicable]
+    assert applicable and all(c.passed is True for c in applicable), oracle.criteria
+    assert oracle.verdict == "PASS"
+    assert rnd.verdict == "FAIL"
+    assert any(c.passed is False and c.kind != "beats_random" for c in rnd.criteria), \
         "the random map must fail on its score, not only because it cannot beat itself"
 
 
@@ -79,19 +80,21 @@ def _two_task_results(proto, validity, good_method_on_pc: bool):
         tasks[tid] = TaskData(tname, ids, np.arange(N) % 2, np.array(["test"] * N), "classification", 2,
                               np.ones(N, bool), ("segmentation",), lambda b: None)
         models[tid] = _Model()
-    sanity = {tid: {"gradient": {"layers": ["a"], "similarity": [0.1], "final_similarity": 0.1,
-                                 "threshold": 0.5, "passed": True, "measure": "spearman"}} for tid in tasks}
-    return assemble_results(proto, {}, {}, tasks, models, frames, sanity,
+    sanity = {tid: {"gradient": Sanity(layers=["a"], similarity=[0.1], final_similarity=0.1,
+                                       threshold=0.5, passed=True, measure="spearman")} for tid in tasks}
+    return assemble_results(proto, {}, tasks, models, frames, sanity,
                             data_info={"source": "test", "n_subjects": N}, validity=validity)
 
 
-def _valid(passed=True):
-    return {"passed": passed, "reason": "the model relies on the ground truth" if passed else
-            "the model does not rely on the ground-truth region, so localization cannot be judged"}
+def _valid(passed=True) -> Validity:
+    return Validity(metric="auroc", chance=0.5, n_subjects=N, performance={}, mean_abs_delta={},
+                    criteria=[], passed=passed,
+                    reason="the model relies on the ground truth" if passed else
+                    "the model does not rely on the ground-truth region, so localization cannot be judged")
 
 
 def _by(results):
-    return {(m["task"], m["method"]): m for m in results["methods"]}
+    return {(m.task, m.method): m for m in results.methods}
 
 
 @pytest.fixture(scope="module")
@@ -106,23 +109,23 @@ def quick_no_null():
 def test_a_method_never_fails_for_the_models_fault(quick_no_null):
     r = _two_task_results(quick_no_null, {"t": _valid(False), "pc": _valid(True)}, good_method_on_pc=True)
     by = _by(r)
-    assert by[("t", "gradient")]["verdict"] == "INCONCLUSIVE"
-    assert "does not rely on the ground-truth region" in by[("t", "gradient")]["verdict_reason"]
-    assert by[("t", "oracle")]["verdict"] == "PASS" and by[("t", "random")]["verdict"] == "FAIL"
-    assert by[("pc", "gradient")]["verdict"] == "PASS"
-    assert r["overall"]["criteria_reachable"] is True
+    assert by[("t", "gradient")].verdict == "INCONCLUSIVE"
+    assert "does not rely on the ground-truth region" in by[("t", "gradient")].verdict_reason
+    assert by[("t", "oracle")].verdict == "PASS" and by[("t", "random")].verdict == "FAIL"
+    assert by[("pc", "gradient")].verdict == "PASS"
+    assert r.overall.criteria_reachable is True
 
 
 def test_criteria_unreachable_on_the_positive_control_turn_fails_into_inconclusive(quick_no_null):
     r = _two_task_results(quick_no_null, {"t": _valid(), "pc": _valid()}, good_method_on_pc=False)
     by = _by(r)
-    assert by[("pc", "gradient")]["verdict"] == "FAIL"  # the positive control itself stays a FAIL
-    assert by[("t", "gradient")]["verdict"] == "INCONCLUSIVE"
-    assert "criteria unreachable" in by[("t", "gradient")]["verdict_reason"]
-    assert r["overall"]["criteria_reachable"] is False
+    assert by[("pc", "gradient")].verdict == "FAIL"  # the positive control itself stays a FAIL
+    assert by[("t", "gradient")].verdict == "INCONCLUSIVE"
+    assert "criteria unreachable" in by[("t", "gradient")].verdict_reason
+    assert r.overall.criteria_reachable is False
     # With a method that passes the positive control, the same random-level map FAILs on t.
     r2 = _two_task_results(quick_no_null, {"t": _valid(), "pc": _valid()}, good_method_on_pc=True)
-    assert _by(r2)[("t", "gradient")]["verdict"] == "FAIL"
-    reason = _by(r2)[("t", "gradient")]["verdict_reason"]
+    assert _by(r2)[("t", "gradient")].verdict == "FAIL"
+    reason = _by(r2)[("t", "gradient")].verdict_reason
     assert "at fault: the method" in reason and "relies on the ground truth" in reason
     assert "criteria are reachable" in reason

@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from neuroxai.report.schema import Results, read_results
+
 
 SCRIPT = textwrap.dedent("""
     import sys, torch
@@ -19,7 +21,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _single_and_two_ranks(tmp_path, proto, port: int) -> tuple[dict, dict]:
+def _single_and_two_ranks(tmp_path, proto, port: int) -> tuple[Results, Results]:
     """Run ``proto`` in one process and under ``torchrun`` with 2 CPU ranks; both results.json."""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
@@ -31,14 +33,13 @@ def _single_and_two_ranks(tmp_path, proto, port: int) -> tuple[dict, dict]:
                            "--master-port", str(port), str(script), str(proto), str(tmp_path / "dist")],
                           env=env, capture_output=True, text=True, timeout=600)
     assert dist.returncode == 0, dist.stderr[-3000:]
-    return (json.loads((tmp_path / "single" / "results.json").read_text()),
-            json.loads((tmp_path / "dist" / "results.json").read_text()))
+    return read_results(tmp_path / "single" / "results.json"), read_results(tmp_path / "dist" / "results.json")
 
 
 def test_torchrun_two_ranks_equals_single_process(tmp_path, tiny_protocol, strip_results):
     a, b = _single_and_two_ranks(tmp_path, tiny_protocol, 29533)
     assert json.dumps(strip_results(a), sort_keys=True) == json.dumps(strip_results(b), sort_keys=True)
-    assert b["provenance"]["world_size"] == 2
+    assert b.provenance.world_size == 2
     # both ranks wrote chunks: with batch 2 there are several chunks per method
     n_chunks = len(list((tmp_path / "dist").glob("stages/attribute/*/chunk_*.npz")))
     assert n_chunks >= 4

@@ -23,17 +23,18 @@ def run(tmp_path_factory):
 
 def test_published_design_keeps_its_tasks_methods_and_baselines(run):
     r = run.results
-    assert [t["id"] for t in r["tasks"]] == ["hippocampus_volume", "lesion_presence", "positive_control"]
-    names = {m["name"] for m in r["methods"]}
+    assert [t.id for t in r.tasks] == ["hippocampus_volume", "lesion_presence", "positive_control"]
+    names = {m.name for m in r.methods}
     assert {"gradcam", "lrp", "smoothgrad", "random", "oracle"} == names
-    for t in r["tasks"]:
-        assert t["validity"] is not None and t["validity"]["criteria"]
-        prof = t["distance_profile"]
-        assert prof["distances_mm"][0] == 0.0 and len(prof["volume_share"]) == len(prof["distances_mm"])
-        assert prof["methods"]["oracle"][0] == pytest.approx(1.0)
-    for m in r["methods"]:
-        if m["name"] == "oracle":
-            assert m["metrics"]["relevance_rank_accuracy"]["mean"] == pytest.approx(1.0)
-            assert m["metrics"]["relevance_rank_accuracy"]["scaled_mean"] == pytest.approx(1.0)
-        assert m["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
-    assert "hippocampus" in r["tasks"][0]["ground_truth"].lower() or "signal support" in r["tasks"][0]["ground_truth"]
+    for t in r.tasks:
+        assert t.validity is not None and t.validity.criteria
+        prof = t.distance_profile
+        assert prof.distances_mm[0] == 0.0 and len(prof.volume_share) == len(prof.distances_mm)
+        assert prof.methods["oracle"][0] == pytest.approx(1.0)
+    for m in r.methods:
+        if m.name == "oracle":
+            assert m.metrics["relevance_rank_accuracy"].mean == pytest.approx(1.0)
+            assert m.metrics["relevance_rank_accuracy"].scaled_mean == pytest.approx(1.0)
+        assert m.verdict in ("PASS", "FAIL", "INCONCLUSIVE")
+    gt = r.task("hippocampus_volume").ground_truth
+    assert "hippocampus" in gt.lower() or "signal support" in gt

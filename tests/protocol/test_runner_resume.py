@@ -54,9 +54,9 @@ def test_kill_during_attribution_then_resume_equals_uninterrupted(tiny_protocol,
     assert chunks_before and len(done_before) < 5  # killed mid-way through attribution
     res = run_protocol(load_protocol(tiny_protocol), out, report=False)
     assert json.dumps(strip_results(res.results), sort_keys=True) == json.dumps(strip_results(ref.results), sort_keys=True)
-    assert res.results["protocol"]["hash"] == ref.results["protocol"]["hash"]
+    assert res.results.protocol.hash == ref.results.protocol.hash
     # nothing duplicated: one score row per subject × method × metric
-    sc = res.results["scores"]
+    sc = res.results.scores
     keys = list(zip(sc["task"], sc["subject_id"], sc["method"], sc["metric"]))
     assert len(keys) == len(set(keys))
 
@@ -68,6 +68,6 @@ def test_second_run_reuses_finished_stages(tiny_protocol, tmp_path):
     again = run_protocol(load_protocol(tiny_protocol), tmp_path / "r", report=True)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "r").glob("stages/*/*/DONE")} == stamp
     assert (again.report_dir / "index.html").is_file()
-    assert again.exit_code in (0, 1) and again.results["overall"]["exit_code"] == again.exit_code
-    prov = again.results["provenance"]
-    assert prov["protocol_hash"] == again.results["protocol"]["hash"] and prov["manifest_hash"]
+    assert again.exit_code in (0, 1) and again.results.overall.exit_code == again.exit_code
+    prov = again.results.provenance
+    assert prov.protocol_hash == again.results.protocol.hash and prov.manifest_hash

@@ -1,5 +1,6 @@
-"""A realistic ``results`` dict (as ``neuroxai.protocol.verdict.assemble_results`` builds it) and
-small figure inputs, for the report tests.
+"""Realistic results (as ``neuroxai.protocol.verdict.assemble_results`` builds them) and small
+figure inputs, for the report tests: ``results_dict()`` is the JSON form as a file would hold it
+(only the keys a writer must give), ``make_results()`` the typed :class:`Results` read from it.
 
 Two tasks × three methods (gradcam, lrp, random):
 - ``hippocampus_volume``: model fine; gradcam PASS, lrp FAIL (CI not above chance + margin),
@@ -103,7 +104,14 @@ def _criteria(e: dict) -> list[dict]:
     return out
 
 
-def make_results(seed: int = 0) -> dict:
+def make_results(seed: int = 0):
+    """The fixture as the typed :class:`~neuroxai.report.schema.Results`."""
+    from neuroxai.report.schema import validate_results
+
+    return validate_results(results_dict(seed))
+
+
+def results_dict(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     scores = _scores(rng)
     tasks = []
@@ -235,7 +243,8 @@ def flatten_figures(figures: dict) -> dict[str, np.ndarray]:
     return flat
 
 
-def with_changes(results: dict, fn) -> dict:
-    r = copy.deepcopy(results)
+def with_changes(results, fn) -> dict:
+    """A changed copy, as the JSON form (a dict): ``results`` may be typed or a dict."""
+    r = results.to_dict() if hasattr(results, "to_dict") else copy.deepcopy(results)
     fn(r)
     return r

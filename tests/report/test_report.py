@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from neuroxai.errors import RunError
-from neuroxai.report import build_report, rebuild_report, validate_results
+from neuroxai.report import Results, build_report, rebuild_report, validate_results
 from neuroxai.report.figures import load_figures_npz, slice_centre
 from neuroxai.report.screenshot import find_chromium, screenshot
 
@@ -102,7 +102,22 @@ def test_writes_every_file(built):
          "lesion_relevance_mass_accuracy_distribution.png", "lesion_auroc_distribution.png",
          "lesion_randomization.png"])
     assert not list(out.glob(".*.tmp")) and not list(out.glob("*.tmp"))
-    assert json.loads((out / "results.json").read_text()) == results
+    assert isinstance(results, Results)
+    assert (out / "results.json").read_text() == results.to_json()
+    assert Results.model_validate_json((out / "results.json").read_text()) == results
+    # every key the fixture gave is written with its value (the rest are the schema's defaults)
+    written, given = json.loads((out / "results.json").read_text()), fx.results_dict()
+    assert _holds(written, given)
+    assert not _holds(written, fx.with_changes(given, lambda r: r["methods"][2]["metrics"]["auroc"].update(n=7)))
+
+
+def _holds(written, given) -> bool:
+    """Every key of ``given``, at any depth, is in ``written`` with the same value."""
+    if isinstance(given, dict):
+        return isinstance(written, dict) and all(k in written and _holds(written[k], v) for k, v in given.items())
+    if isinstance(given, list):
+        return isinstance(written, list) and len(written) == len(given) and all(map(_holds, written, given))
+    return written == given
 
 
 def test_html_is_self_contained(built):
@@ -134,21 +149,20 @@ def _expected_rows(results):
     def p(c):
         if not c:
             return "—"
-        return "< 0.001" if c["p_adjusted"] < 0.001 else f"{c['p_adjusted']:.3f}"
+        return "< 0.001" if c.p_adjusted < 0.001 else f"{c.p_adjusted:.3f}"
 
     rows = []
-    for m in results["methods"]:
-        x = m["metrics"]["relevance_mass_accuracy"]  # the acceptance criteria's metric
-        s = m["sanity"]
-        rows.append([m["task"], m["method"], m["verdict"], "relevance_mass_accuracy",
-                     f"{f(x['mean'])} [{f(x['ci_low'])}, {f(x['ci_high'])}]", f(x["chance"]),
-                     f(x.get("oracle_mean")),
-                     "—" if x.get("scaled_mean") is None else
-                     f"{f(x['scaled_mean'])} [{f(x['scaled_ci_low'])}, {f(x['scaled_ci_high'])}]",
-                     p(x["comparisons"].get("random")), p(x["comparisons"].get("null_model")),
-                     "—" if s is None else f"{'pass' if s['passed'] else 'fail'} "
-                                           f"({f(s['final_similarity'])} vs {f(s['threshold'])})",
-                     "baseline (floor)" if m["is_baseline"] else "under test"])
+    for m in results.methods:
+        x = m.metrics["relevance_mass_accuracy"]  # the acceptance criteria's metric
+        s = m.sanity
+        rows.append([m.task, m.method, m.verdict, "relevance_mass_accuracy",
+                     f"{f(x.mean)} [{f(x.ci_low)}, {f(x.ci_high)}]", f(x.chance), f(x.oracle_mean),
+                     "—" if x.scaled_mean is None else
+                     f"{f(x.scaled_mean)} [{f(x.scaled_ci_low)}, {f(x.scaled_ci_high)}]",
+                     p(x.comparisons.get("random")), p(x.comparisons.get("null_model")),
+                     "—" if s is None else f"{'pass' if s.passed else 'fail'} "
+                                           f"({f(s.final_similarity)} vs {f(s.threshold)})",
+                     "baseline (floor)" if m.is_baseline else "under test"])
     return rows
 
 
@@ -171,8 +185,8 @@ def test_verdict_table_equals_the_method_entries(built):
 def test_criteria_marks_and_banner(built):
     results, _, _, index = built
     html = index.read_text(encoding="utf-8")
-    n_true = sum(c["passed"] is True and c["applicable"] for m in results["methods"] for c in m["criteria"])
-    n_false = sum(c["passed"] is False and c["applicable"] for m in results["methods"] for c in m["criteria"])
+    n_true = sum(c.passed is True and c.applicable for m in results.methods for c in m.criteria)
+    n_false = sum(c.passed is False and c.applicable for m in results.methods for c in m.criteria)
     assert html.count('<span class="ok">✓</span>') == n_true
     assert html.count('<span class="bad">✗</span>') == n_false
     # By hand: gradcam/hippocampus 4 ✓; lrp/hippocampus 4 ✗; random 2 ✗ per task (CI, cannot beat
@@ -205,26 +219,26 @@ def test_at_chance_warning_only_where_the_model_is_at_chance(built, tmp_path):
 def test_summary_csv_equals_results(built):
     results, _, out, _ = built
     rows = list(csv.DictReader((out / "summary.csv").open(encoding="utf-8")))
-    assert len(rows) == sum(len(m["metrics"]) for m in results["methods"]) == 12
+    assert len(rows) == sum(len(m.metrics) for m in results.methods) == 12
     it = iter(rows)
-    for m in results["methods"]:
-        for met, x in m["metrics"].items():
+    for m in results.methods:
+        for met, x in m.metrics.items():
             r = next(it)
-            assert (r["task"], r["method"], r["metric"], r["verdict"]) == (m["task"], m["method"], met, m["verdict"])
+            assert (r["task"], r["method"], r["metric"], r["verdict"]) == (m.task, m.method, met, m.verdict)
             for k in ("mean", "ci_low", "ci_high", "chance", "normalized_mean", "median"):
-                assert float(r[k]) == x[k], k  # written at full precision
-            assert int(r["n"]) == x["n"]
+                assert float(r[k]) == getattr(x, k), k  # written at full precision
+            assert int(r["n"]) == x.n
             for comp in ("random", "null_model"):
-                c = x["comparisons"].get(comp)
+                c = x.comparisons.get(comp)
                 for suffix, key in (("", "p"), ("_adjusted", "p_adjusted")):
                     cell = r[f"p_vs_{comp}{suffix}"]
-                    assert (cell == "") if c is None else (float(cell) == c[key])
+                    assert (cell == "") if c is None else (float(cell) == getattr(c, key))
 
 
 def test_scores_csv_equals_results(built):
     results, _, out, _ = built
     rows = list(csv.DictReader((out / "scores.csv").open(encoding="utf-8")))
-    sc = results["scores"]
+    sc = results.scores
     assert len(rows) == len(sc["value"]) == 2 * 3 * fx.N * 2 * 3
     assert list(rows[0]) == ["task", "subject_id", "method", "metric", "value"]
     for i in (0, 17, len(rows) - 1):
@@ -236,7 +250,8 @@ def test_rebuild_is_byte_identical(built, tmp_path):
     results, figures, out, index = built
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps(results))
+    # the JSON form a writer might give: fixture key order, no default keys
+    (run / "results.json").write_text(json.dumps(fx.results_dict()))
     np.savez(run / "figures.npz", **fx.flatten_figures(figures))
     loaded = load_figures_npz(run / "figures.npz")
     assert loaded["tasks"]["hippocampus_volume"]["example"]["subject_id"] == "sub-007"
@@ -371,7 +386,7 @@ def test_subjects_to_inspect_are_best_median_worst(built):
     from neuroxai.report.build import inspect_rows
 
     results = built[0]
-    sc = results["scores"]
+    sc = results.scores
     rows = {(r["task"], r["method"]): r for r in inspect_rows(results)}
     assert len(rows) == 6
     sel = [i for i in range(len(sc["value"])) if sc["task"][i] == "hippocampus_volume"

@@ -40,23 +40,23 @@ def test_verdict_table_matches_results(run):
     html = (run.report_dir / "index.html").read_text()
     table = html[html.index('id="verdicts"'):html.index("</table>", html.index('id="verdicts"'))]
     rows = re.findall(r'<tr class="row"><td>([^<]+)</td><td>([^<]+)</td><td class="(\w+)">', table)
-    expect = [(m["task"], m["method"], m["verdict"]) for m in run.results["methods"]]
+    expect = [(m.task, m.method, m.verdict) for m in run.results.methods]
     assert rows == expect
-    m0 = run.results["methods"][0]["metrics"]["relevance_mass_accuracy"]
-    assert f"{m0['mean']:.3f} [{m0['ci_low']:.3f}, {m0['ci_high']:.3f}]" in table
-    assert f'class="banner {run.results["overall"]["verdict"]}"' in html
-    assert run.results["protocol"]["hash"] in html
+    m0 = run.results.methods[0].metrics["relevance_mass_accuracy"]
+    assert f"{m0.mean:.3f} [{m0.ci_low:.3f}, {m0.ci_high:.3f}]" in table
+    assert f'class="banner {run.results.overall.verdict}"' in html
+    assert run.results.protocol.hash in html
 
 
 def test_summary_csv_equals_results(run):
     with open(run.report_dir / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    n = sum(len(m["metrics"]) for m in run.results["methods"])
+    n = sum(len(m.metrics) for m in run.results.methods)
     assert len(rows) == n
     for r in rows:
-        m = next(x for x in run.results["methods"] if x["task"] == r["task"] and x["method"] == r["method"])
-        assert float(r["mean"]) == pytest.approx(m["metrics"][r["metric"]]["mean"], rel=1e-12)
-        assert r["verdict"] == m["verdict"]
+        m = run.results.method(r["task"], r["method"])
+        assert float(r["mean"]) == pytest.approx(m.metrics[r["metric"]].mean, rel=1e-12)
+        assert r["verdict"] == m.verdict
 
 
 def test_rebuild_is_byte_identical(run):

@@ -36,11 +36,10 @@ def test_a_registered_metric_reaches_scoring_report_and_direction():
     assert s["test_distance_to_peak"].tolist() == [3.0, 3.0]
 
 
-def test_the_report_picks_best_subjects_in_the_metrics_direction():
-    res = {"methods": [{"task": "t", "method": "m", "metrics": {"test_distance_to_peak": {}}}],
-           "protocol": {"spec": {"acceptance": [], "metrics": [{"name": "test_distance_to_peak"}]}},
-           "scores": {"task": ["t"] * 3, "subject_id": ["a", "b", "c"], "method": ["m"] * 3,
-                      "metric": ["test_distance_to_peak"] * 3, "value": [5.0, 1.0, 3.0]}}
+def test_the_report_picks_best_subjects_in_the_metrics_direction(small_results):
+    res = small_results({"m": {"test_distance_to_peak": {}}}, acceptance=[], metrics=["test_distance_to_peak"],
+                        scores={"task": ["t"] * 3, "subject_id": ["a", "b", "c"], "method": ["m"] * 3,
+                                "metric": ["test_distance_to_peak"] * 3, "value": [5.0, 1.0, 3.0]})
     (row,) = inspect_rows(res)
     assert row["best"].startswith("b") and row["worst"].startswith("a")  # lower is better
 

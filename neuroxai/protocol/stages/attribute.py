@@ -173,16 +173,9 @@ def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame,
 
 
 def profiles(ctx: RunContext, tasks: dict) -> dict:
-    """Cohort-mean relevance-by-distance profile per task and method (``ctx.profiles``, read with
-    the scores): ``{task: {"distances_mm", "volume_share", "methods": {method: relevance_share}}}``."""
-    out: dict = {}
-    for tid in tasks:
-        if is_null(tid):
-            continue
-        entry = {"distances_mm": list(ctx.protocol.scoring.profile_distances_mm), "methods": {}}
-        for key, (r, vol) in ctx.profiles.get(tid, {}).items():
-            ok = ~np.isnan(r).any(1)  # a map with no positive relevance has no profile
-            entry["methods"][key] = [float(v) for v in r[ok].mean(0)] if ok.any() else [None] * r.shape[1]
-            entry["volume_share"] = [float(v) for v in vol.mean(0)]
-        out[tid] = entry
-    return out
+    """Cohort-mean relevance-by-distance profile per task (``ctx.profiles``, read with the scores):
+    ``{task: DistanceProfile}``."""
+    from ..verdict import cohort_profile
+
+    return {tid: cohort_profile(ctx.protocol.scoring.profile_distances_mm, ctx.profiles.get(tid, {}))
+            for tid in tasks if not is_null(tid)}

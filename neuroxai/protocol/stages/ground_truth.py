@@ -18,7 +18,9 @@ from .tasks import is_null
 
 
 def validity_stage(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
-    """``{task_id: validity result}`` for every non-null task (``{}`` when disabled)."""
+    """``{task_id: Validity}`` (:class:`neuroxai.report.schema.Validity`) for every non-null task
+    (``{}`` when disabled)."""
+    from ...report.schema import Validity
     from ..validity import mean_image, validity_check
 
     spec = ctx.protocol.validity
@@ -55,5 +57,5 @@ def validity_stage(ctx: RunContext, tasks: dict, models: dict, store: SubjectSto
             ctx.timings[f"validity_{task_id}_s"] = time.perf_counter() - t
             atomic_write_json(d / "validity.json", res)
             ctx.rd.mark_done("validity", key)
-        out[task_id] = read_json(d / "validity.json")
+        out[task_id] = Validity.model_validate(read_json(d / "validity.json"))
     return out

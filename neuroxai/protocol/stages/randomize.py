@@ -18,7 +18,9 @@ from .tasks import is_null, scored_subjects, targets
 
 
 def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
-    """``{task_id: {method: {"layers", "similarity", "final_similarity", "passed", ...}}}``."""
+    """``{task_id: {method: Sanity}}`` (:class:`neuroxai.report.schema.Sanity`: the layers, the
+    similarity after each, the final similarity, the threshold, passed)."""
+    from ...report.schema import Sanity
     from ...attribution import attribute
     from ...models.randomize import cascading_randomization, independent_randomization, weight_layers
     from ...scoring.sanity import similarity
@@ -68,5 +70,5 @@ def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: Subje
                                   "passed": bool(final < spec.max_similarity)}
             atomic_write_json(d / "randomization.json", res)
             ctx.rd.mark_done("randomization", key)
-        out[task_id] = read_json(d / "randomization.json")
+        out[task_id] = {k: Sanity.model_validate(v) for k, v in read_json(d / "randomization.json").items()}
     return out

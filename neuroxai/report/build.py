@@ -197,8 +197,9 @@ def scores_csv(scores: dict) -> str:
 
 
 def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """``d`` flattened to ``("a.b", text)`` rows, keys sorted at every level."""
     out = []
-    for k, v in d.items():
+    for k, v in sorted(d.items()):
         if isinstance(v, dict):
             out += _flat(v, f"{prefix}{k}.")
         elif isinstance(v, float):

@@ -1,11 +1,9 @@
-"""Shared pieces of the non-LRP methods: target selection, input gradients, strict parameters,
+"""Shared pieces of the non-LRP methods: target selection, input gradients,
 and the chunk planner that batches samples/steps/patches into few large passes."""
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
@@ -51,25 +49,6 @@ def input_grad(model, x: torch.Tensor, target: torch.Tensor | None) -> tuple[tor
 def repeat_target(target: torch.Tensor | None, n: int) -> torch.Tensor | None:
     """Target for ``n`` stacked copies of a batch (copy-major order: ``[b0..bB, b0..bB, ...]``)."""
     return None if target is None else target.repeat(n)
-
-
-def strict(fn: Callable) -> Callable:
-    """Turn an unknown keyword parameter into an :class:`AttributionError` listing the allowed
-    ones (a misspelt YAML key must not be silently ignored)."""
-    sig = inspect.signature(fn)
-    allowed = [n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-
-    @functools.wraps(fn)
-    def wrapper(model, x, target, **params):
-        bad = sorted(set(params) - set(allowed))
-        if bad:
-            raise AttributionError(f"unknown parameter(s) {bad} for method {fn.__name__!r}",
-                                   expected=f"some of {allowed}", found=bad,
-                                   fix="fix the method's params (names are part of the API)")
-        return fn(model, x, target, **params)
-
-    wrapper.params = tuple(allowed)  # type: ignore[attr-defined]
-    return wrapper
 
 
 def items_per_pass(free_bytes: int, bytes_per_item: int, n_left: int) -> int:

@@ -11,7 +11,7 @@ import torch
 from ..errors import AttributionError
 from ..registry import Registry
 
-METHODS: Registry = Registry("attribution method")
+METHODS: Registry = Registry("attribution method", inputs=("model", "x", "target"), error=AttributionError)
 
 
 def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | int | None,
@@ -34,6 +34,7 @@ def attribute(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | in
                                expected="x of shape (B, 1, D, H, W)", found=f"shape {tuple(x.shape)}",
                                fix="add batch/channel dims, e.g. x[None, None]")
     fn = METHODS[method]
+    METHODS.check(method, params)  # a misspelt YAML key must not be silently ignored
     target = normalize_target(target, x.shape[0], x.device)
     return fn(model, x, target, **params)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._util import strict
 from .base import METHODS
 
 
@@ -20,7 +19,6 @@ BASELINES = ("random", "edge_detector", "oracle")
 
 
 @METHODS.register("random")
-@strict
 def random(model, x, target, *, seed: int = 0) -> torch.Tensor:
     """Uniform noise in [0, 1) from ``torch.Generator(device=x.device)`` seeded with ``seed``.
     Ignores the model, the input values and the target. Returns ``(B, 1, D, H, W)``, x's dtype."""
@@ -42,7 +40,6 @@ def sobel_kernels(dtype, device) -> torch.Tensor:
 
 
 @METHODS.register("edge_detector")
-@strict
 def edge_detector(model, x, target) -> torch.Tensor:
     """3-D Sobel gradient magnitude ``sqrt(Gd² + Gh² + Gw²)`` of the input (edge-replicated border),
     per input channel. Ignores the model and the target. Returns ``(B, 1, D, H, W)``, x's dtype;
@@ -54,7 +51,6 @@ def edge_detector(model, x, target) -> torch.Tensor:
 
 
 @METHODS.register("oracle")
-@strict
 def oracle(model, x, target, *, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The ground truth itself as a map (1 inside ``mask``, 0 outside): the ceiling of every
     localization metric (rank and mass accuracy, AUROC and AP are 1). The protocol runner passes the

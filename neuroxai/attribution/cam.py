@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AttributionError
-from ._util import input_grad, select, strict
+from ._util import input_grad, select
 from .base import METHODS
 
 
@@ -104,7 +104,6 @@ def _guided_backprop(model, x, target) -> torch.Tensor:
 
 
 @METHODS.register("gradcam")
-@strict
 def gradcam(model, x, target, *, layer: str | None = None, relu: bool = True, guided: bool = False):
     """Grad-CAM: ``ReLU(Σ_k mean_voxels(∂y/∂A_k) · A_k)`` at ``layer`` (activation ``A: (B,K,d,h,w)``),
     upsampled trilinearly to the input grid (``align_corners=False``).
@@ -132,7 +131,6 @@ def gradcam(model, x, target, *, layer: str | None = None, relu: bool = True, gu
 
 
 @METHODS.register("gradcam_pp")
-@strict
 def gradcam_pp(model, x, target, *, layer: str | None = None):
     """Grad-CAM++: channel weights ``Σ α · ReLU(∂exp(y)/∂A)`` with the closed-form ``α`` of an
     exponential score, then ``ReLU(Σ_k w_k A_k)``, upsampled trilinearly (``align_corners=False``).

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AttributionError
-from ._util import chunks, input_grad, repeat_target, select, strict
+from ._util import chunks, input_grad, repeat_target, select
 from .base import METHODS
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,6 @@ IG_RULES = ("gausslegendre", "riemann_trapezoid")
 
 
 @METHODS.register("gradient")
-@strict
 def gradient(model, x, target, *, abs: bool = False) -> torch.Tensor:
     """Gradient of the target output w.r.t. the input voxels.
 
@@ -36,7 +35,6 @@ def gradient(model, x, target, *, abs: bool = False) -> torch.Tensor:
 
 
 @METHODS.register("input_x_gradient")
-@strict
 def input_x_gradient(model, x, target) -> torch.Tensor:
     """Input × gradient, ``x ⊙ ∂f/∂x``.
 
@@ -99,7 +97,6 @@ def ig_nodes(steps: int, rule: str, dtype, device) -> tuple[torch.Tensor, torch.
 
 
 @METHODS.register("integrated_gradients")
-@strict
 def integrated_gradients(model, x, target, *, steps: int = 32, baseline="zeros", batch_steps: int | None = None,
                          rule: str = "gausslegendre", return_completeness: bool = False):
     """Integrated Gradients: ``(x − x') ⊙ ∫₀¹ ∇f(x' + α(x − x')) dα``.

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from ..errors import AttributionError
-from ._util import chunks, select, strict
+from ._util import chunks, select
 from .base import METHODS
 
 UNITS = ("voxel", "mm")
@@ -55,7 +55,6 @@ def _indicators(size: int, k: int, t: int, border: str, device) -> torch.Tensor:
 
 
 @METHODS.register("occlusion")
-@strict
 @torch.no_grad()
 def occlusion(model, x, target, *, patch=4, stride=2, baseline: float = 0.0, unit: str = "voxel",
               spacing: Sequence[float] | None = None, batch_patches: int | None = None,

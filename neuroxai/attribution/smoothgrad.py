@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import AttributionError
-from ._util import chunks, input_grad, repeat_target, strict
+from ._util import chunks, input_grad, repeat_target
 from .base import METHODS
 
 
@@ -15,7 +15,6 @@ def noise_sd(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 @METHODS.register("smoothgrad")
-@strict
 def smoothgrad(model, x, target, *, n_samples: int = 50, sigma: float = 0.15, squared: bool = False,
                abs: bool = False, vargrad: bool = False, seed: int = 0,
                batch_samples: int | None = None) -> torch.Tensor:

@@ -12,7 +12,6 @@ because the parameters come from ``configs/models/*.yaml`` and the protocol.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Callable, Sequence
 
 from torch import nn
@@ -24,25 +23,20 @@ MODELS: Registry = Registry("model")
 
 
 def _architecture(name: str) -> Callable:
-    """Register ``fn`` under ``name``; unknown keyword arguments become a ``ConfigError``."""
+    """Register ``fn`` under ``name``; an unknown keyword argument is a ``ConfigError`` naming the
+    allowed ones (:meth:`Registry.check`), a bad value one naming the model."""
 
     def deco(fn: Callable) -> Callable:
-        allowed = [p for p in inspect.signature(fn).parameters]
-
         @functools.wraps(fn)
         def factory(*args, **params) -> nn.Module:
-            bad = sorted(set(params) - set(allowed))
-            if bad:
-                raise ConfigError(f"unknown parameter(s) {bad} for model {name!r}", expected=allowed,
-                                  found=bad, fix=f"use only {allowed} in the model config / model.params")
+            MODELS.check(name, params, path="model.params")
             try:
                 return fn(*args, **params)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"cannot build model {name!r} from {params}", expected=allowed,
+                raise ConfigError(f"cannot build model {name!r} from {params}", expected=MODELS.params(name),
                                   found=f"{type(exc).__name__}: {exc}",
                                   fix="check the values in the model config / model.params") from exc
 
-        factory.parameters = allowed  # type: ignore[attr-defined]
         return MODELS.register(name)(factory)
 
     return deco

@@ -233,20 +233,19 @@ class Protocol(_Strict):
     @model_validator(mode="after")
     def _registry_names(self):
         # Registry names are checked here so a typo fails at load time, not mid-run.
-        from .registries import known_names, method_params
+        from .registries import known_names, registries
 
-        names = known_names()
+        names, reg = known_names(), registries()
         for i, t in enumerate(self.tasks):
             _check_name(names["tasks"], t.type, f"tasks.{i}.type")
-        for i, m in enumerate(self.methods):
-            _check_name(names["methods"], m.name, f"methods.{i}.name")
-            allowed = method_params(m.name)
-            bad = sorted(set(m.params) - set(allowed or m.params))
-            if bad:
-                raise ValueError(f"methods.{i}.params: unknown parameter(s) {bad} for method "
-                                 f"{m.name!r}; allowed: {allowed}")
-        for i, m in enumerate(self.metrics):
-            _check_name(names["metrics"], m.name, f"metrics.{i}.name")
+        for section, items in (("methods", self.methods), ("metrics", self.metrics)):
+            for i, m in enumerate(items):
+                _check_name(names[section], m.name, f"{section}.{i}.name")
+                allowed = reg[section].params(m.name)  # the one parameter check, the registry's
+                bad = [] if allowed is None else sorted(set(m.params) - set(allowed))
+                if bad:
+                    raise ValueError(f"{section}.{i}.params: unknown parameter(s) {bad} for "
+                                     f"{reg[section].kind} {m.name!r}; allowed: {list(allowed)}")
         metric_names = {m.name for m in self.metrics}
         for i, c in enumerate(self.acceptance):
             if c.metric and c.metric not in metric_names:

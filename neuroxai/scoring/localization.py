@@ -25,7 +25,6 @@ each docstring and checked in ``tests/scoring/test_quantus_reference.py``.
 from __future__ import annotations
 
 import contextvars
-import inspect
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -36,7 +35,7 @@ from ..errors import ConfigError, MaskError, ScoringError
 from ..registry import Registry
 from .preprocess import apply_polarity, gaussian_smooth
 
-METRICS: Registry = Registry("metric")
+METRICS: Registry = Registry("metric", inputs=("attr", "mask", "valid", "spacing"))
 
 
 @dataclass(frozen=True)
@@ -140,8 +139,8 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
                             "or check that the mask and brain mask overlap")
     items = list(metrics.items()) if isinstance(metrics, Mapping) else [(m, {}) for m in metrics]
     fns = [(name, METRICS[name], dict(params or {})) for name, params in items]  # unknown → ConfigError
-    for name, fn, params in fns:
-        _check_params(name, fn, params)
+    for name, _, params in fns:
+        METRICS.check(name, params, path=f"metrics.{name}.params")
     a = apply_polarity(attr, polarity)
     if smooth_fwhm_mm:
         a = gaussian_smooth(a, smooth_fwhm_mm, spacing)
@@ -192,15 +191,6 @@ def _check_inputs(attr, mask, brain_mask):
         bad = (~finite).nonzero().flatten().tolist()
         raise ScoringError("maps contain NaN/Inf", expected="finite values", found=f"subjects at batch index {bad}",
                            fix="check the attribution method (e.g. a division by zero) before scoring")
-
-
-def _check_params(name, fn, params):
-    sig = inspect.signature(fn)
-    allowed = [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "spacing"]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown parameter(s) for metric {name!r}", path=f"metrics.{name}.params",
-                          expected=f"some of {allowed}", found=unknown, fix="remove or rename the parameter")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ the batch's segmentation / lesion mask on the model grid, so they are exactly wh
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +16,7 @@ import torch
 from ..errors import ConfigError, TaskError
 from ..registry import Registry
 
-TASKS: Registry = Registry("task")
+TASKS: Registry = Registry("task", inputs=("manifest", "seed"))
 SPLITS = ("train", "val", "test")
 
 
@@ -90,13 +89,7 @@ def _jsonable(x):
 def build_task(task_type: str, manifest: pd.DataFrame, *, seed: int = 0, **params) -> TaskData:
     """Build ``TASKS[task_type]`` with ``params`` (unknown parameters name the allowed ones)."""
     fn = TASKS[task_type]
-    sig = inspect.signature(fn)
-    allowed = [p for p in sig.parameters if p not in ("manifest", "seed")]
-    if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        bad = sorted(set(params) - set(allowed))
-        if bad:
-            raise ConfigError(f"unknown parameter(s) {bad} for task {task_type!r}", expected=allowed,
-                              found=bad, fix="fix the task's params in the protocol")
+    TASKS.check(task_type, params, path="tasks[].params")
     return fn(manifest, seed=seed, **params)
 
 

@@ -82,3 +82,13 @@ def test_misspelt_method_param_is_rejected_at_load_with_allowed_params(tmp_path)
         load_protocol(p)
     msg = str(e.value)
     assert "n_sample" in msg and "'n_samples'" in msg and "smoothgrad" in msg
+
+
+def test_misspelt_metric_param_is_rejected_at_load_not_mid_run(tmp_path):
+    p, _ = _broken(tmp_path, "  - name: auroc\n", "  - name: auroc\n  - name: top_k_intersection\n    params: {top_k: 0.1}\n")
+    with pytest.raises(ConfigError) as e:
+        load_protocol(p)
+    msg = str(e.value)
+    assert "metrics.3.params" in msg and "top_k" in msg and "['k']" in msg
+    ok, _ = _broken(tmp_path, "  - name: auroc\n", "  - name: auroc\n  - name: top_k_intersection\n    params: {k: 0.1}\n")
+    assert load_protocol(ok).metrics[3].params == {"k": 0.1}

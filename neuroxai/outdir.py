@@ -8,9 +8,9 @@ it did not create.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from .atomic import atomic_write, is_temporary_of
 from .errors import RunError
 
 #: The file that says "neuroxai created this folder" (JSON: kind, tool).
@@ -49,8 +49,8 @@ def claim_dir(path: str | Path, kind: str, *, reuse: bool = True) -> Path:
         return path
     if path.is_dir():
         try:
-            # a peer rank's marker being written (.neuroxai.tmpPID) does not count
-            others = sorted(p.name for p in path.iterdir() if not p.name.startswith(MARKER))
+            # a peer rank's marker being written does not count
+            others = sorted(p.name for p in path.iterdir() if p.name != MARKER and not is_temporary_of(p.name, MARKER))
         except OSError as exc:
             raise RunError("cannot list the output folder", path=path, found=f"{type(exc).__name__}: {exc}",
                            fix="check its permissions or choose another --out") from exc
@@ -65,10 +65,7 @@ def claim_dir(path: str | Path, kind: str, *, reuse: bool = True) -> Path:
 
 def _write_marker(path: Path, kind: str) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        tmp = path / f"{MARKER}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps({"kind": kind, "tool": "neuroxai"}))
-        os.replace(tmp, path / MARKER)
+        atomic_write(path / MARKER, json.dumps({"kind": kind, "tool": "neuroxai"}))
     except OSError as exc:
         raise RunError("cannot write to the output folder", path=path, found=f"{type(exc).__name__}: {exc}",
                        fix="check its permissions or choose another --out") from exc

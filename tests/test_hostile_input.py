@@ -616,12 +616,13 @@ def test_stage_keys_are_the_same_for_two_fresh_runs(tmp_path, small, monkeypatch
     """Keys hold content only: two fresh runs of one protocol get the same stage folders, although
     their checkpoint files differ in bytes (torch.save stores the temporary file's name, with the
     writing process's pid)."""
-    import neuroxai.models.checkpoint as C
+    import neuroxai.atomic as A
     from neuroxai.protocol.runner import run_protocol
 
-    for r, pid in (("a", 1111), ("b", 2222)):  # two processes
-        monkeypatch.setattr(C, "os", __import__("types").SimpleNamespace(getpid=lambda pid=pid: pid,
-                                                                         replace=__import__("os").replace))
+    for r, pid in (("a", 1111), ("b", 2222)):  # two processes (every file is written through neuroxai.atomic)
+        os_ = __import__("os")
+        monkeypatch.setattr(A, "os", __import__("types").SimpleNamespace(
+            getpid=lambda pid=pid: pid, replace=os_.replace, fsync=os_.fsync))
         run_protocol(small[0], tmp_path / r, report=False, stop_after="attribute")
     ck = [next((tmp_path / r).glob("stages/train/*/model.pt")).read_bytes() for r in ("a", "b")]
     assert ck[0] != ck[1]

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write
 from ..errors import ConfigError, RunError
 from ..outdir import MARKER, claim_dir
 from .manifest import write_manifest
@@ -139,9 +140,7 @@ def _atlas_on_template(t1_img: nib.Nifti1Image) -> np.ndarray:
     data = torch.from_numpy(np.asarray(at.dataobj).astype(np.float32))
     out = resample_to_grid(data, at.affine, Grid(t1_img.shape, t1_img.affine), mode="nearest")
     arr = out.round().numpy().astype(np.uint8)
-    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp.nii.gz")
-    nib.save(nib.Nifti1Image(arr, t1_img.affine), tmp)
-    os.replace(tmp, cache)
+    atomic_write(cache, write=lambda tmp: nib.save(nib.Nifti1Image(arr, t1_img.affine), tmp))
     return arr
 
 
@@ -396,15 +395,12 @@ class _Generator:
 
 
 def _save(arr: torch.Tensor, affine: np.ndarray, path: Path, dtype) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     a = arr.numpy()
     if np.issubdtype(dtype, np.integer):
         a = np.clip(np.round(a), np.iinfo(dtype).min, np.iinfo(dtype).max)
     img = nib.Nifti1Image(a.astype(dtype), affine)
     img.header.set_xyzt_units("mm")
-    tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, write=lambda tmp: nib.save(img, tmp))
 
 
 _G: "_Generator | None" = None
@@ -430,9 +426,7 @@ def _write_subject(job) -> tuple[str, dict, dict]:
     _save(s["brain"].float(), g.grid.affine, files["brain_mask"], np.uint8)
     _save(s["signal"].float(), g.grid.affine, files["signal_mask"], np.uint8)
     info = {k: s[k] for k in ("age", "sex", "latent", "tiv_ml", "n_lesions", "lesion_ml")}
-    tmp = side.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, side)
+    atomic_write(side, json.dumps(info))
     return sid, files, info
 
 
@@ -471,7 +465,7 @@ def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, see
     # Never write into a folder of someone else's files (a cohort from before the marker existed
     # is recognised by its cohort.json and adopted).
     if _legacy_cohort(meta):
-        (out / MARKER).write_text(json.dumps({"kind": "cohort", "tool": "neuroxai"}))
+        atomic_write(out / MARKER, json.dumps({"kind": "cohort", "tool": "neuroxai"}))
     claim_dir(out, "cohort")
     if manifest.is_file() and meta.is_file() and json.loads(meta.read_text()).get("params") == p.as_dict():
         if progress:
@@ -505,19 +499,16 @@ def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, see
         latent.append({"participant_id": sid, "latent": info["latent"], "n_lesions": info["n_lesions"],
                        "lesion_ml": info["lesion_ml"]})
     df = pd.DataFrame(rows)
-    pd.DataFrame({"participant_id": df.subject_id, "age": df.age, "sex": df.sex}).to_csv(
-        out / "participants.tsv", sep="\t", index=False)
-    pd.DataFrame(latent).to_csv(deriv / "latent.tsv", sep="\t", index=False)
     labels = atlas_labels()
-    pd.DataFrame({"index": list(labels.values()), "name": list(labels)}).to_csv(
-        deriv / "dseg.tsv", sep="\t", index=False)
-    (out / "dataset_description.json").write_text(json.dumps(
+    for path, table in ((out / "participants.tsv", {"participant_id": df.subject_id, "age": df.age, "sex": df.sex}),
+                        (deriv / "latent.tsv", latent),
+                        (deriv / "dseg.tsv", {"index": list(labels.values()), "name": list(labels)})):
+        atomic_write(path, pd.DataFrame(table).to_csv(sep="\t", index=False))
+    atomic_write(out / "dataset_description.json", json.dumps(
         {"Name": "neuroxai embedded cohort", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
          "GeneratedBy": [{"Name": "neuroxai", "Description": "neuroxai.data.cohort"}],
          "Sources": CREDITS}, indent=2))
     write_manifest(df, manifest)
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"params": p.as_dict(), "grid_shape": list(g.grid.shape),
-                               "credits": CREDITS}, indent=2))
-    os.replace(tmp, meta)
+    atomic_write(meta, json.dumps({"params": p.as_dict(), "grid_shape": list(g.grid.shape),
+                                   "credits": CREDITS}, indent=2))
     return manifest

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic import atomic_write
 from ..errors import ConfigError, ManifestError, MaskError
 
 log = logging.getLogger(__name__)
@@ -321,10 +322,7 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
         if col in out.columns:
             out[col] = [None if v is None or (isinstance(v, float) and np.isnan(v))
                         else os.path.relpath(v, path.parent) for v in out[col]]
-    tmp = path.with_name(path.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, write=lambda tmp: out.to_csv(tmp, index=False))
 
 
 def _first(paths: list[Path]) -> str | None:
@@ -348,12 +346,14 @@ def discover_bids(root: str | Path, *, check_files: bool = True) -> pd.DataFrame
                             found="no such folder")
     rows = []
     for img in sorted(root.glob("sub-*/anat/*_T1w.nii*")) + sorted(root.glob("sub-*/ses-*/anat/*_T1w.nii*")):
+        if img.name.startswith("."):  # hidden: a file being written, or macOS "._" metadata, not a scan
+            continue
         rel = img.relative_to(root)
         sub = rel.parts[0]
         ses = rel.parts[1] if rel.parts[1].startswith("ses-") else None
         sid = f"{sub}_{ses}" if ses else sub
         sub_dir = Path(sub, ses) if ses else Path(sub)
-        deriv = list(root.glob(f"derivatives/*/{sub_dir}/anat/*.nii*"))
+        deriv = [p for p in root.glob(f"derivatives/*/{sub_dir}/anat/*.nii*") if not p.name.startswith(".")]
         rows.append({"subject_id": sid, "participant_id": sub, "image": str(img),
                      "segmentation": _first([p for p in deriv if "_dseg." in p.name]),
                      "lesion_mask": _first([p for p in deriv if "lesion" in p.name and "_mask." in p.name]),

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..errors import (AffineMismatchError, ConfigError, VolumeFileError, VolumeShapeError,
                       VolumeValueError)
 
@@ -420,10 +421,5 @@ def to_nifti(data: torch.Tensor | np.ndarray, affine: np.ndarray, dtype=np.float
 def save_volume(data: torch.Tensor | np.ndarray, affine: np.ndarray, path: str | Path,
                 dtype=np.float32) -> Path:
     """Write ``data`` on the grid ``affine`` to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    nib.save(to_nifti(data, affine, dtype), str(tmp))
-    tmp.replace(path)
-    return path
+    img = to_nifti(data, affine, dtype)
+    return atomic_write(path, write=lambda tmp: nib.save(img, str(tmp)))

@@ -8,19 +8,19 @@ A checkpoint is a dict of tensors and plain data::
      "versions": {"torch": ..., "neuroxai": ..., "python": ...}}
 
 Nothing in it is executable, so a checkpoint from someone else cannot run code when loaded.
-Writes are atomic (temp file in the same folder + ``os.replace``): a crash never leaves a
+Writes are atomic (:func:`neuroxai.atomic.atomic_write`: temp file beside it, then a rename): a crash never leaves a
 half-written checkpoint under the final name.
 """
 from __future__ import annotations
 
 import json
-import os
 import platform
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from ..errors import CheckpointError, NeuroXAIError
 from .nets import MODELS
 
@@ -78,15 +78,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict) -> Path:
            "meta": _as_plain({k: v for k, v in meta.items() if k not in ("architecture", "config")}, "meta", path),
            "versions": {"torch": str(torch.__version__), "neuroxai": str(getattr(neuroxai, "__version__", "0")),
                         "python": platform.python_version()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, write=lambda tmp: torch.save(obj, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -18,7 +18,7 @@ AUROC within 0.011): see ``docs/reproducibility.md`` for the measurements and fo
 (``ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2``) that makes AVX2 and AVX-512 machines agree bit for bit.
 
 Resume: after every epoch the model, optimizer, scheduler, RNG and early-stopping state are
-written atomically (temp file + ``os.replace``) to ``checkpoint_path``; a killed run restarted
+written atomically (:func:`neuroxai.atomic.atomic_write`) to ``checkpoint_path``; a killed run restarted
 with ``resume=True`` continues from the last finished epoch and ends with the same weights.
 
 Scale-out: with ``distributed=True`` under an initialized process group (``torchrun``), the model
@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from .._memory import trim
+from ..atomic import atomic_write
 from ..errors import CheckpointError, ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -203,10 +203,7 @@ class _GlobalBatches:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, write=lambda tmp: torch.save(obj, tmp))
 
 
 def _read_resume(ck: Path, cfg: TrainConfig) -> dict:

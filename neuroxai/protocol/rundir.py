@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..outdir import MARKER, claim_dir  # noqa: F401  (re-exported)
 
 
@@ -49,14 +49,7 @@ def _json_default(o):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> Path:
@@ -65,19 +58,11 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
 
 
 def atomic_torch_save(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, write=lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_savez(path: Path, **arrays) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, write=lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def read_json(path: Path) -> Any:

@@ -16,12 +16,13 @@ of its own chunks. The object holds paths only, so it can go to DataLoader worke
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_write
 
 #: on-disk dtype per kind of key (masks as 0/1 bytes; segmentation labels fit int16: AAL3 < 200,
 #: FreeSurfer aseg < 3000)
@@ -107,12 +108,8 @@ def write_store(root: Path, items: Callable[[int], dict], n: int, keys: Iterable
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, np.ascontiguousarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
+    atomic_write(path, write=lambda tmp: np.save(tmp, np.ascontiguousarray(arr), allow_pickle=False))
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)

@@ -13,12 +13,12 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from ..atomic import atomic_write
 from ..errors import RunError
 from ..outdir import claim_dir
 from . import figures as figs
@@ -383,16 +383,6 @@ def inspect_rows(results: Results) -> list[dict]:
 # ---------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def render_html(results: Results, sections: list[dict]) -> str:
     """The report page from ``results`` and rendered figure sections (PNG bytes inlined)."""
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True,
@@ -430,18 +420,18 @@ def build_report(results: Results | dict, figures: dict | None, out_dir: str | P
     names = set()
     for s in sections:
         for f in s["figures"]:
-            _atomic_write(fig_dir / f"{f['name']}.png", f["png"])
+            atomic_write(fig_dir / f"{f['name']}.png", f["png"])
             names.add(f"{f['name']}.png")
     for stale in fig_dir.glob("*.png"):  # a rebuild must not leave figures of an older run
         if stale.name not in names:
             stale.unlink()
-    _atomic_write(out / "results.json", results.to_json())
-    _atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
-    _atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
+    atomic_write(out / "results.json", results.to_json())
+    atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
+    atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
     if results.scores:
-        _atomic_write(out / "scores.csv", scores_csv(results.scores))
+        atomic_write(out / "scores.csv", scores_csv(results.scores))
     html = render_html(results, sections)
-    _atomic_write(out / "index.html", html)
+    atomic_write(out / "index.html", html)
     log.info("report written to %s", out / "index.html")
     return out / "index.html"
 

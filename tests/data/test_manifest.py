@@ -47,9 +47,14 @@ def test_bids_discovery_finds_sessions_and_derivatives(tmp_path, write_nifti):
         (tmp_path / "derivatives/seg" / d).mkdir(parents=True, exist_ok=True)
         _img(write_nifti, f"derivatives/seg/{d}/{stem}_dseg.nii.gz")
     (tmp_path / "participants.tsv").write_text("participant_id\tage\nsub-01\t30\nsub-02\t50\n")
+    # hidden files are not scans: macOS "._" metadata, a file left half-written by a killed writer
+    (tmp_path / "sub-01/anat/._sub-01_T1w.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    _img(write_nifti, "sub-01/anat/.sub-03_T1w.nii.gz.77.tmp.nii.gz", 9.0)
+    (tmp_path / "derivatives/seg/sub-01/anat/._sub-01_dseg.nii.gz").write_bytes(b"\x00")
     df = discover_bids(tmp_path)
     assert df["subject_id"].tolist() == ["sub-01", "sub-02_ses-1", "sub-02_ses-2"]
     assert df["segmentation"].str.endswith("_dseg.nii.gz").all()
+    assert not df["segmentation"].str.contains("/[.]_", regex=True).any()
     assert df["age"].tolist() == [30, 50, 50]
 
 

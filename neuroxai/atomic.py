@@ -1,0 +1,53 @@
+"""The one way neuroxai writes a file: into a hidden temporary file beside it, then ``os.replace``.
+
+A reader (another rank, a resumed run, a person) sees the old file or the new one, never half of
+one; a crash or Ctrl-C leaves no temporary file behind. Every writer of the package goes through
+:func:`atomic_write`: bytes and text directly, anything else (``torch.save``, ``np.save``,
+``nib.save``, ``DataFrame.to_csv``) as a ``write(tmp_path)`` callback. The temporary name keeps
+the file's extension, so a writer that picks its format from the name (``.nii.gz``) or appends one
+when it is missing (``np.save`` → ``.npy``) writes exactly the temporary path.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+
+def _temp_path(path: Path) -> Path:
+    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{ext}")
+
+
+def is_temporary_of(entry: str, name: str) -> bool:
+    """Whether the file name ``entry`` is a temporary of :func:`atomic_write` writing ``name``
+    (in some process): a folder check must not count a peer's file being written."""
+    head, _, rest = entry.partition(f".{name}.")
+    return head == "" and ".tmp" in rest
+
+
+def atomic_write(path: Union[str, Path], data: Union[bytes, str, None] = None, *,
+                 write: Optional[Callable[[Path], object]] = None) -> Path:
+    """Write ``path`` atomically and return it; its folder is created if needed.
+
+    Give ``data`` (bytes, or text written as UTF-8; flushed to disk before the rename) or
+    ``write``, a callable that writes the file it is given.
+    """
+    if (data is None) == (write is None):
+        raise TypeError("atomic_write takes data or write=, exactly one")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        if write is not None:
+            write(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():  # the write failed: nothing half-written stays
+            tmp.unlink()
+    return path

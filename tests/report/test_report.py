@@ -398,3 +398,19 @@ def test_subjects_to_inspect_are_best_median_worst(built):
     assert r["worst"] == f"{sc['subject_id'][sel[order[-1]]]} ({v.min():.3f})"
     assert r["median"].endswith(f"({v[order[(len(v) - 1) // 2]]:.3f})")
     assert f"<td>{r['best']}</td>" in built[3].read_text(encoding="utf-8")
+
+
+def test_results_json_is_one_canonical_text_whichever_serializer_writes_it():
+    from neuroxai.report.schema import _canonical_json
+
+    r = fx.make_results()
+    r.methods[0].metrics["auroc"].mean = float("nan")
+    r.methods[1].metrics["auroc"].median = float("inf")
+    r.scores["value"][3] = float("nan")
+    text = r.to_json()  # pydantic's serializer
+    assert text == _canonical_json(r.model_dump(mode="python"))  # the Python one
+    back = json.loads(text)
+    assert back["methods"][0]["metrics"]["auroc"]["mean"] is None and back["scores"]["value"][3] is None
+    assert list(back) == sorted(back) and text.endswith("}\n")
+    r.provenance.__pydantic_extra__["threads"] = np.int64(2)  # an open part with a NumPy scalar
+    assert json.loads(r.to_json())["provenance"]["threads"] == 2

@@ -8,7 +8,6 @@ level of every localization metric.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .base import METHODS
 
@@ -26,28 +25,34 @@ def random(model, x, target, *, seed: int = 0) -> torch.Tensor:
     return torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
 
-def sobel_kernels(dtype, device) -> torch.Tensor:
-    """``(3, 1, 3, 3, 3)``: the 3-D Sobel–Feldman kernels, derivative ``[-1, 0, 1]`` along one axis
-    (D, H, W in turn) and smoothing ``[1, 2, 1]`` along the other two."""
-    d = torch.tensor([-1.0, 0.0, 1.0], dtype=dtype, device=device)
-    s = torch.tensor([1.0, 2.0, 1.0], dtype=dtype, device=device)
-    ks = []
-    for axis in range(3):
-        k = [s, s, s]
-        k[axis] = d
-        ks.append(k[0].view(3, 1, 1) * k[1].view(1, 3, 1) * k[2].view(1, 1, 3))
-    return torch.stack(ks).unsqueeze(1)
+def _neighbours(t: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(t[i + 1], t[i - 1])`` along ``axis``, the border replicated (scipy's ``mode="nearest"``)."""
+    n = t.shape[axis]
+    p = torch.cat([t.narrow(axis, 0, 1), t, t.narrow(axis, n - 1, 1)], axis)
+    return p.narrow(axis, 2, n), p.narrow(axis, 0, n)
 
 
 @METHODS.register("edge_detector")
 def edge_detector(model, x, target) -> torch.Tensor:
     """3-D Sobel gradient magnitude ``sqrt(Gd² + Gh² + Gw²)`` of the input (edge-replicated border),
     per input channel. Ignores the model and the target. Returns ``(B, 1, D, H, W)``, x's dtype;
-    units: intensity per voxel × 16 (the Sobel smoothing weights)."""
-    B, C, *shape = x.shape
-    xp = F.pad(x.reshape(B * C, 1, *shape), (1,) * 6, mode="replicate")
-    g = F.conv3d(xp, sobel_kernels(x.dtype, x.device))
-    return g.pow(2).sum(1).sqrt().view(B, C, *shape)
+    units: intensity per voxel × 16 (the Sobel smoothing weights).
+
+    Separable and elementwise, in the order of ``scipy.ndimage.sobel(mode="nearest")``: the
+    derivative ``[-1, 0, 1]`` along one axis, then the smoothing ``[1, 2, 1]`` along each other
+    axis in turn. No convolution kernel and no BLAS, so the result does not depend on the library's
+    blocking or thread count (a float64 ``conv3d`` differed from scipy by up to 1e-9 in one run),
+    and it is faster on the CPU (0.28 s vs 0.36 s for 8 volumes of 96×112×96)."""
+    out = torch.zeros_like(x)
+    for a in (2, 3, 4):
+        nxt, prv = _neighbours(x, a)
+        g = nxt - prv
+        for b in (2, 3, 4):
+            if b != a:
+                nxt, prv = _neighbours(g, b)
+                g = g * 2 + (nxt + prv)
+        out = out + g * g
+    return out.sqrt()
 
 
 @METHODS.register("oracle")

@@ -72,14 +72,17 @@ def _write_marker(path: Path, kind: str) -> None:
 
 
 def _legacy(path: Path, kind: str) -> bool:
-    """A run or report folder of a neuroxai from before the marker (recognised by what it wrote:
-    a run's run.json with protocol + provenance and its stages/; a report's results.schema.json)."""
+    """A run, report or cohort folder of a neuroxai from before the marker (recognised by what it
+    wrote: a run's run.json with protocol + provenance and its stages/; a report's
+    results.schema.json; a cohort's cohort.json with its parameters)."""
     try:
         if kind == "run":
             obj = json.loads((path / "run.json").read_text())
             return isinstance(obj, dict) and {"protocol", "provenance"} <= set(obj) and (path / "stages").is_dir()
         if kind == "report":
             return (path / "results.schema.json").is_file() and (path / "index.html").is_file()
-    except (OSError, ValueError):
+        if kind == "cohort":
+            return "params" in json.loads((path / "cohort.json").read_text())
+    except (OSError, ValueError, TypeError):  # unreadable, not JSON, or JSON of another shape
         return False
     return False

@@ -628,3 +628,19 @@ def test_stage_keys_are_the_same_for_two_fresh_runs(tmp_path, small, monkeypatch
     assert ck[0] != ck[1]
     names = [sorted(p.name for p in (tmp_path / r).glob("stages/*/*")) for r in ("a", "b")]
     assert names[0] == names[1] and any("attribute" in str(p) for p in (tmp_path / "a").glob("stages/*"))
+
+
+def test_a_cohort_from_before_the_marker_is_adopted_a_look_alike_is_not(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "cohort.json").write_text(json.dumps({"params": {"n": 4}, "grid_shape": [4, 4, 4]}))
+    (old / "manifest.csv").write_text("subject_id,image\n")
+    assert claim_dir(old, "cohort") == old
+    assert json.loads((old / MARKER).read_text())["kind"] == "cohort"
+    for i, text in enumerate(('{"name": "my study"}', "[1, 2]", "7", "not json")):
+        other = tmp_path / f"user{i}"
+        other.mkdir()
+        (other / "cohort.json").write_text(text)
+        with pytest.raises(RunError, match="did not write"):
+            claim_dir(other, "cohort")
+        assert not (other / MARKER).exists() and (other / "cohort.json").read_text() == text

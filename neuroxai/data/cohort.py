@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_write
 from ..errors import ConfigError, RunError
-from ..outdir import MARKER, claim_dir
+from ..outdir import claim_dir
 from .manifest import write_manifest
 from .transforms import resample_to_grid
 from .volume import Grid
@@ -430,13 +430,6 @@ def _write_subject(job) -> tuple[str, dict, dict]:
     return sid, files, info
 
 
-def _legacy_cohort(meta: Path) -> bool:
-    try:
-        return not (meta.parent / MARKER).exists() and "params" in json.loads(meta.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None, **options) -> Path:
     """Write ``n`` synthetic subjects into ``out_dir`` (BIDS-like) and return ``manifest.csv``.
@@ -464,8 +457,6 @@ def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, see
     meta = out / "cohort.json"
     # Never write into a folder of someone else's files (a cohort from before the marker existed
     # is recognised by its cohort.json and adopted).
-    if _legacy_cohort(meta):
-        atomic_write(out / MARKER, json.dumps({"kind": "cohort", "tool": "neuroxai"}))
     claim_dir(out, "cohort")
     if manifest.is_file() and meta.is_file() and json.loads(meta.read_text()).get("params") == p.as_dict():
         if progress:

@@ -202,10 +202,6 @@ class _GlobalBatches:
         return full + (1 if keep_rest else 0)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    atomic_write(path, write=lambda tmp: torch.save(obj, tmp))
-
-
 def _read_resume(ck: Path, cfg: TrainConfig) -> dict:
     try:
         st = torch.load(ck, map_location="cpu", weights_only=True)
@@ -370,12 +366,13 @@ def _train(model: nn.Module, train_ds, val_ds, cfg: TrainConfig, *, checkpoint_p
                     bad += 1
                 stopped = bad >= cfg.early_stopping
             if ck is not None and rank == 0:
-                _atomic_save({"format": _RESUME_FORMAT, "config": cfg.fingerprint(),
-                              "model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                              "generator": gen.get_state(), "epoch": epoch + 1, "history": history,
-                              "best": best, "best_state": best_state, "best_epoch": best_epoch,
-                              "bad": bad, "stopped": stopped}, ck)
+                state = {"format": _RESUME_FORMAT, "config": cfg.fingerprint(),
+                         "model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                         "generator": gen.get_state(), "epoch": epoch + 1, "history": history,
+                         "best": best, "best_state": best_state, "best_epoch": best_epoch,
+                         "bad": bad, "stopped": stopped}
+                atomic_write(ck, write=lambda tmp: torch.save(state, tmp))
             if world > 1:
                 import torch.distributed as dist
 

@@ -532,7 +532,8 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     from ..outdir import claim_dir
     from .provenance import now, provenance
     from .context import RunResult
-    from .rundir import atomic_write_bytes, stable_hash
+    from ..atomic import atomic_write
+    from .rundir import stable_hash
     from .schema import MethodSpec, Protocol, load_protocol
     from ..report.schema import AtlasInfo, AuditInfo
     from .verdict import assemble_results, cohort_profile
@@ -582,7 +583,7 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
                          device=device, progress=progress)
     inputs = _digest_table(res["files"])
     inputs_hash = stable_hash(inputs[["bytes", "blake2b"]].to_dict(orient="list"))
-    atomic_write_bytes(out / "inputs.csv", inputs.to_csv(index=False).encode())
+    atomic_write(out / "inputs.csv", inputs.to_csv(index=False))
     sids = sorted(res["scores"]["subject_id"].unique())
     info = {"audit": True, "maps_layout": layout, "mask_kind": mask_kind, "n_methods": len(maps),
             "methods": sorted(maps)}
@@ -618,7 +619,7 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     results = assemble_results(proto, prov, {task_id: task}, {task_id: SimpleNamespace(metrics={})},
                                {task_id: res["scores"]}, {}, data_info=data_info, profiles=profiles,
                                kind="audit", audit=audit_info)
-    atomic_write_bytes(out / "results.json", results.to_json().encode())
+    atomic_write(out / "results.json", results.to_json())
     report_dir = None
     if report:
         from ..report import build_report

@@ -48,17 +48,8 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write(path, data)
-
-
 def atomic_write_json(path: Path, obj: Any) -> Path:
-    return atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True,
-                                               default=_json_default).encode())
-
-
-def atomic_torch_save(path: Path, obj: Any) -> Path:
-    return atomic_write(path, write=lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
 
 
 def atomic_savez(path: Path, **arrays) -> Path:

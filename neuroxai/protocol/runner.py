@@ -20,7 +20,8 @@ from ..progress import Progress
 from .context import RunContext, RunResult
 from .distributed import init_distributed, rank0_first
 from .provenance import now, provenance
-from .rundir import RunDir, atomic_write_bytes, atomic_write_json, read_json
+from ..atomic import atomic_write
+from .rundir import RunDir, atomic_write_json, read_json
 from .schema import Protocol, load_protocol
 from .stages.attribute import attribute_and_score, profiles
 from .stages.data import data_info, load_store, prepare_data
@@ -165,7 +166,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     report_dir = None
     if rank != 0:  # rank 0 writes the results and the report
         return RunResult(ctx.rd.root, None, results, results.overall.exit_code)
-    atomic_write_bytes(ctx.rd.root / "results.json", results.to_json().encode())
+    atomic_write(ctx.rd.root / "results.json", results.to_json())
     if report:
         from .figures_input import figure_inputs
         from ..report import build_report

@@ -95,13 +95,13 @@ def write_store(root: Path, items: Callable[[int], dict], n: int, keys: Iterable
                 arr = arr[None] if arr.ndim == 3 else arr
                 shape = shape or list(arr.shape)
                 _atomic_npy(root / k / f"{i:06d}.npy", arr)
-            _atomic_text(meta, json.dumps({"id": str(it["subject_id"]), "shape": shape,
+            atomic_write(meta, json.dumps({"id": str(it["subject_id"]), "shape": shape,
                                            "affine": np.asarray(it["affine"], dtype=np.float64).tolist()}))
         if progress:
             progress()
     metas = [json.loads((root / "meta" / f"{i:06d}.json").read_text()) for i in range(n)]
     a = np.asarray(metas[0]["affine"])
-    _atomic_text(root / "index.json", json.dumps({
+    atomic_write(root / "index.json", json.dumps({
         "format": FORMAT, "ids": [m["id"] for m in metas], "keys": keys, "shape": metas[0]["shape"],
         "affines": [m["affine"] for m in metas], "spacing": np.sqrt((a[:3, :3] ** 2).sum(0)).tolist()}))
     return SubjectStore(root)
@@ -109,7 +109,3 @@ def write_store(root: Path, items: Callable[[int], dict], n: int, keys: Iterable
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write(path, write=lambda tmp: np.save(tmp, np.ascontiguousarray(arr), allow_pickle=False))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write(path, text)

@@ -84,8 +84,8 @@ def _verdict_table(results: Results) -> Table:
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     pfmt = lambda v: "—" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")  # noqa: E731
 
-    def p_adj(cmp) -> float | None:
-        return None if cmp is None else cmp.p_adjusted if cmp.p_adjusted is not None else cmp.p
+    def p_used(cmp) -> float | None:
+        return None if cmp is None else cmp.p_used
 
     for m in results.methods:
         met = results.main_metric(m) or None  # the one rule, shared with the HTML report
@@ -95,7 +95,7 @@ def _verdict_table(results: Results) -> Table:
             continue
         t.add_row(m.task, m.method, f"[{colors[m.verdict]}]{m.verdict}[/]", met,
                   f"{fmt(r.mean)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]", fmt(r.chance),
-                  pfmt(p_adj(r.comparisons.get("random"))), pfmt(p_adj(r.comparisons.get("null_model"))))
+                  pfmt(p_used(r.comparisons.get("random"))), pfmt(p_used(r.comparisons.get("null_model"))))
     return t
 
 

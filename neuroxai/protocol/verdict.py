@@ -457,6 +457,6 @@ def _criterion(c, e: MethodResult, proto: Protocol, *, has_null_model: bool = Tr
         # comparison (e.g. no null model trained) leaves the criterion unevaluated.
         out.applicable = not e.is_baseline
         return out
-    p = cmp.p_adjusted if cmp.p_adjusted is not None else cmp.p
+    p = cmp.p_used
     out.observed, out.threshold, out.passed = p, c.alpha, None if p is None else bool(p < c.alpha)
     return out

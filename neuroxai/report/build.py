@@ -22,7 +22,7 @@ from ..atomic import atomic_write
 from ..errors import RunError
 from ..outdir import claim_dir
 from . import figures as figs
-from .schema import SCORE_COLUMNS, MethodResult, MetricSummary, Results, json_schema, read_results, validate_results
+from .schema import SCORE_COLUMNS, MetricSummary, Results, json_schema, read_results, validate_results
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +89,19 @@ def fmt_ci(x: MetricSummary) -> str:
     return f"{fmt(x.mean)} [{fmt(x.ci_low)}, {fmt(x.ci_high)}]"
 
 
-def _p_adj(cmp) -> float | None:
-    """A comparison's Holm-adjusted p, else its raw p; None without a comparison."""
-    if cmp is None:
-        return None
-    return cmp.p_adjusted if cmp.p_adjusted is not None else cmp.p
+def _p_used(cmp) -> float | None:
+    """:attr:`Comparison.p_used`; None without a comparison."""
+    return None if cmp is None else cmp.p_used
 
 
-def canonical(results: Results | dict) -> Results:
-    """``results`` as read back from its canonical JSON. The report is built from this form, so
-    results straight from the runner and the same results re-read from ``results.json`` (whatever
-    the key order, whatever NumPy scalars were in the open parts) give byte-identical pages."""
+def canonical(results: Results | dict) -> tuple[Results, str]:
+    """``results`` as read back from its canonical JSON, and that text (what ``results.json``
+    holds). The report is built from this form, so results straight from the runner and the same
+    results re-read from ``results.json`` (whatever the key order, whatever NumPy scalars were in
+    the open parts) give byte-identical pages."""
     r = results if isinstance(results, Results) else validate_results(results)
-    return Results.model_validate_json(r.to_json())
+    text = r.to_json()
+    return Results.model_validate_json(text), text
 
 
 def metric_order(results: Results) -> list[str]:
@@ -116,12 +116,6 @@ def _ordered_metrics(results: Results, metrics: dict[str, MetricSummary]) -> lis
 
 
 # ---------------------------------------------------------------- tables
-
-
-def main_metric(results: Results, method: MethodResult | None = None) -> str:
-    """The metric the verdict tables show (:meth:`Results.main_metric`: the first acceptance
-    criterion's metric that the method has, else the protocol's first metric, else the method's)."""
-    return results.main_metric(method)
 
 
 def summary_rows(results: Results) -> list[dict]:
@@ -146,7 +140,7 @@ def verdict_rows(results: Results) -> list[dict]:
     out = []
     no_model = results.kind == "audit"
     for m in results.methods:
-        met = main_metric(results, m)
+        met = results.main_metric(m)
         x = m.metrics.get(met)
         cmp = x.comparisons if x else {}
         s = m.sanity
@@ -155,8 +149,8 @@ def verdict_rows(results: Results) -> list[dict]:
         out.append({"task": m.task, "method": m.method, "verdict": m.verdict,
                     "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.chance if x else None),
                     "scaled": sc, "oracle": fmt(x.oracle_mean if x else None),
-                    "p_random": fmt_p(_p_adj(cmp.get("random"))),
-                    "p_null": "n/a (no model)" if no_model else fmt_p(_p_adj(cmp.get("null_model"))),
+                    "p_random": fmt_p(_p_used(cmp.get("random"))),
+                    "p_null": "n/a (no model)" if no_model else fmt_p(_p_used(cmp.get("null_model"))),
                     "sanity": "n/a (no model)" if no_model else "—" if s is None else
                               f"{'pass' if s.passed else 'fail'} ({fmt(s.final_similarity)} vs {fmt(s.threshold)})",
                     "reason": m.verdict_reason, "baseline": m.is_baseline,
@@ -366,7 +360,7 @@ def inspect_rows(results: Results) -> list[dict]:
     value, sid = sc["value"], sc["subject_id"]
     out = []
     for m in results.methods:
-        met = main_metric(results, m)
+        met = results.main_metric(m)
         idx = [i for i in np.flatnonzero((task == m.task) & (meth == m.method) & (metric == met))
                if value[i] is not None and math.isfinite(value[i])]
         if not idx:
@@ -400,7 +394,7 @@ def render_html(results: Results, sections: list[dict]) -> str:
         r=results, rows=verdict_rows(results), sections=sections, fmt=fmt, fmt_p=fmt_p,
         prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results.overall.verdict, ""),
         methods_text=methods_paragraph(results), help_rows=help_rows, at_chance=at_chance,
-        stats=spec.get("statistics", {}) or {}, main=main_metric(results), n_placements=n_placements,
+        stats=spec.get("statistics", {}) or {}, main=results.main_metric(), n_placements=n_placements,
         ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results))
 
 
@@ -413,7 +407,7 @@ def build_report(results: Results | dict, figures: dict | None, out_dir: str | P
     figure is skipped). Deterministic: the same inputs give byte-identical files.
     """
     out = claim_dir(out_dir, "report")  # stale figures are deleted below: only in our own folder
-    results = canonical(results)  # checks the schema before anything is written
+    results, text = canonical(results)  # checks the schema before anything is written
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     sections = _figure_sections(results, figures or {})
@@ -425,7 +419,7 @@ def build_report(results: Results | dict, figures: dict | None, out_dir: str | P
     for stale in fig_dir.glob("*.png"):  # a rebuild must not leave figures of an older run
         if stale.name not in names:
             stale.unlink()
-    atomic_write(out / "results.json", results.to_json())
+    atomic_write(out / "results.json", text)
     atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
     atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
     if results.scores:
@@ -451,5 +445,5 @@ def rebuild_report(run_dir: str | Path) -> Path:
     return build_report(results, figures, run / "report")
 
 
-__all__ = ["build_report", "rebuild_report", "summary_rows", "verdict_rows", "main_metric",
+__all__ = ["build_report", "rebuild_report", "summary_rows", "verdict_rows",
            "methods_paragraph", "fmt", "fmt_p", "SCORE_COLUMNS"]

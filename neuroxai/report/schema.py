@@ -171,6 +171,12 @@ class Comparison(_Closed):
     n_pairs: int = 0
     baseline_mean: Num = None
 
+    @property
+    def p_used(self) -> Optional[float]:
+        """The p a criterion is decided on and the verdict tables show: the adjusted one when the
+        protocol corrects for multiple comparisons, else the raw one."""
+        return self.p_adjusted if self.p_adjusted is not None else self.p
+
 
 class MetricSummary(_Closed):
     mean: Num

@@ -151,8 +151,8 @@ def demo(out: Path = typer.Option(Path("reports/demo"), help="run directory; the
     code = _run("quick", out, None, None, quiet=quiet, export=export)
     if export is not None:
         console.print(f"maps and masks for `neuroxai audit`: {export / 'derivatives'}")
-    # The demo succeeded if it produced a verdict; FAIL verdicts are findings, not errors.
-    raise typer.Exit(0 if code in (0, 1) else code)
+    # The demo succeeded if it produced a verdict; FAIL and INCONCLUSIVE verdicts are findings, not errors.
+    raise typer.Exit(0 if code in (0, 1, 3) else code)
 
 
 @app.command()

@@ -101,7 +101,14 @@ class StatisticsSpec(_Strict):
     ci_method: Literal["percentile", "bca"] = "bca"
     test: Literal["wilcoxon", "permutation"] = "wilcoxon"
     correction: Literal["holm", "none"] = "holm"
+    family: Literal["method", "task"] = Field(
+        "method", description="the comparisons one correction runs over: 'method' = the acceptance "
+        "comparisons of that method alone (its verdict depends on nothing else in the run); 'task' = those "
+        "of every method under test on the task (family-wise across methods; stated in the report)")
     n_permutations: int = Field(10000, ge=100)
+    stability_resamples: int = Field(
+        200, ge=0, le=100000, description="bootstrap resamples of the subjects for each criterion's "
+        "holds_share (how firm a verdict is); 0 = off")
     seed: int = 0
 
 
@@ -110,7 +117,9 @@ class RandomizationSpec(_Strict):
     mode: Literal["cascading", "independent"] = "cascading"
     n_subjects: int = Field(8, ge=1)
     similarity: Literal["spearman", "ssim", "topk_overlap"] = "spearman"
-    max_similarity: float = Field(0.5, description="fail if the fully randomized map is more similar")
+    max_similarity: float = Field(0.5, gt=-1, le=1, allow_inf_nan=False,
+                                  description="fail if the fully randomized map is more similar (a "
+                                  "similarity in (-1, 1]; -1 could never be undercut)")
 
 
 class SanitySpec(_Strict):
@@ -165,6 +174,21 @@ class Criterion(_Strict):
     def _metric_needed(self):
         if self.kind != "model_randomization" and not self.metric:
             raise ValueError(f"acceptance criterion {self.kind!r} needs a 'metric'")
+        return self
+
+    @model_validator(mode="after")
+    def _can_pass(self):
+        # A criterion that no map can meet would FAIL every method, the oracle included.
+        import math
+
+        for name in ("margin", "threshold", "alpha"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"acceptance criterion {self.kind!r}: {name} must be a finite number, "
+                                 f"found {getattr(self, name)!r}")
+        if self.kind == "scaled_ci_above" and self.threshold > 1:
+            raise ValueError(f"acceptance criterion scaled_ci_above: threshold {self.threshold:g} can never "
+                             "be met: the chance (0) → oracle (1) scale ends at 1, where only the ground "
+                             "truth itself lies; use a threshold ≤ 1 (the shipped protocols use 0.1)")
         return self
 
     def describe(self) -> str:

@@ -244,11 +244,23 @@ def methods_paragraph(results: Results) -> str:
             f"Means carry {fmt(st.get('ci_level', 0.95), 2)} bootstrap confidence intervals "
             f"({st.get('ci_method', '?')}, {st.get('bootstrap', '?')} resamples over subjects); "
             f"one-sided paired {st.get('test', '?')} tests compared each method with the random map "
-            f"and with the null model, {st.get('correction', 'un')}-corrected within each task.")
+            f"and with the null model, {_family_text(st)}.")
     acc = results.protocol.acceptance
     if acc:
         parts.append("A method passed if all of: " + "; ".join(acc) + ".")
     return " ".join(parts)
+
+
+def _family_text(st: dict) -> str:
+    """How the protocol corrected the acceptance tests for multiple comparisons, in words."""
+    if st.get("correction", "none") == "none":
+        return "uncorrected"
+    if st.get("family", "task") == "method":
+        return (f"{st['correction']}-corrected within each method's own acceptance tests (so a method's "
+                f"verdict does not depend on the other methods or metrics in the run; tests of metrics no "
+                f"criterion uses are descriptive and uncorrected)")
+    return (f"{st['correction']}-corrected across the acceptance tests of every method under test on "
+            f"the task (statistics.family: task, family-wise across methods)")
 
 
 # ---------------------------------------------------------------- figures

@@ -29,7 +29,9 @@ from ..errors import RunError
 
 # 1.1: validity, distance profiles, oracle scale, reachability; 1.2: kind, audit;
 # 1.3: pairwise tests, findings, audit flags and atlas typed; every key written (null when missing)
-SCHEMA_VERSION = "1.3"
+# 1.4: correction families (Comparison.family_size), criterion margin / holds_share / decidable /
+#      n_needed, overall exit code 3 (INCONCLUSIVE)
+SCHEMA_VERSION = "1.4"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 
@@ -167,9 +169,12 @@ class TaskResult(_Closed):
 
 class Comparison(_Closed):
     p: Num
-    p_adjusted: Num = None
+    p_adjusted: Num = Field(None, description="the p corrected within its family (the acceptance "
+                            "comparisons of one method, or of the task's methods with statistics.family: "
+                            "task); None for a descriptive comparison, which decides nothing")
     n_pairs: int = 0
     baseline_mean: Num = None
+    family_size: int = Field(0, ge=0, description="comparisons in its correction family (0: descriptive)")
 
     @property
     def p_used(self) -> Optional[float]:
@@ -222,6 +227,13 @@ class Criterion(_Closed):
     threshold: Num = None
     passed: Optional[bool] = None
     applicable: bool = True
+    margin: Num = Field(None, description="distance from the threshold, positive on the passing side")
+    holds_share: Num = Field(None, description="share of bootstrap resamples of the subjects in which "
+                             "the criterion's statistic is on the passing side")
+    decidable: bool = Field(True, description="False when these data cannot decide it (too few "
+                            "subjects, an interval straddling the threshold)")
+    n_needed: Optional[int] = Field(None, description="subjects that would let the data decide")
+    note: str = ""
 
 
 class MethodResult(_Closed):
@@ -242,7 +254,9 @@ class Overall(_Closed):
     n_pass: int = Field(ge=0)
     n_fail: int = Field(ge=0)
     n_inconclusive: int = Field(ge=0)
-    exit_code: Literal[0, 1, 2]
+    exit_code: Literal[0, 1, 2, 3] = Field(description="0 every method under test PASSes, 1 at least "
+                                           "one FAILs, 3 none FAILs but not all PASS (INCONCLUSIVE); "
+                                           "2 is an error (no results)")
     criteria_reachable: Optional[bool] = Field(
         None, description="whether some method under test passed the positive control (None: no "
         "positive control in the protocol, or its model/validity failed)")

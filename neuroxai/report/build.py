@@ -59,9 +59,10 @@ VERDICT_MEANING = {
     "FAIL": ("At least one method did not meet the acceptance criteria. Do not use a failing "
              "method's maps as evidence of where this model's signal lies; see which criterion "
              "failed below."),
-    "INCONCLUSIVE": ("The evidence is insufficient to decide (the model is at chance, does not "
-                     "rely on the ground truth, the criteria were not shown reachable, or too few "
-                     "subjects could be scored). The methods are neither validated nor refuted."),
+    "INCONCLUSIVE": ("No method failed, but at least one could not be decided on this data (the model "
+                     "is at chance or does not rely on the ground truth, the criteria were not shown "
+                     "reachable, or too few subjects: each such method's reason names the number that "
+                     "would decide). Those methods are neither validated nor refuted."),
 }
 
 

@@ -4,7 +4,7 @@
 batch of maps; ``METRICS`` is the registry of metric names. ``stats`` holds bootstrap CIs,
 paired tests and Holm correction; ``sanity`` the map-similarity measures of Adebayo et al. 2018.
 """
-from . import localization, region  # noqa: F401  (register metrics)
+from . import localization, region, siegel2025  # noqa: F401  (register metrics)
 from .localization import METRICS, score
 from .profile import distance_profile
 

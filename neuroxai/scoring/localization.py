@@ -9,7 +9,8 @@ with ``attr: (B,1,D,H,W)`` already preprocessed (polarity, smoothing), ``mask`` 
 ``valid`` the brain mask (both bool ``(B,1,D,H,W)``); voxels outside ``valid`` take no part in any
 metric (they are excluded, not zeroed). Every metric returns its *chance level*: the expected score
 of a map that ignores the mask (i.i.d. values), from which ``score()`` derives the chance-normalized
-form ``(score − chance) / (1 − chance)`` (1 = perfect, 0 = chance, < 0 = worse than chance).
+form ``(score − chance) / (best − chance)`` (1 = perfect, 0 = chance, < 0 = worse than chance;
+``best`` = 1 but for ``false_positive``, whose perfect score is 0).
 
 Ranks and ties: one ``score()`` call sorts each volume's valid voxels once (a stable sort of
 integer keys of the values, after compacting away the voxels outside the brain) and every
@@ -51,6 +52,8 @@ class MetricInfo:
     protocol it defaults to (e.g. the pointing game's tolerance). ``own_dilation``: the metric
     dilates the ground truth itself (``false_positive``'s ``gt_dilation``), so :func:`score` hands
     it the mask before the scoring's dilation (the contralateral region already added).
+    ``best``: the score of a perfect map (1 for most; 0 for ``false_positive``), the top of the
+    ``NAME_norm`` scale.
     """
 
     name: str
@@ -60,6 +63,7 @@ class MetricInfo:
     needs: tuple[str, ...] = ()
     scoring_defaults: tuple[tuple[str, str], ...] = ()
     own_dilation: bool = False
+    best: float = 1.0
 
 
 METRIC_INFO: dict[str, MetricInfo] = {}
@@ -67,12 +71,12 @@ METRIC_INFO: dict[str, MetricInfo] = {}
 
 def metric(name: str, *, higher_is_better: bool = True, help: str = "", chance: str = "",
            needs: tuple[str, ...] = (), scoring_defaults: Mapping[str, str] | None = None,
-           own_dilation: bool = False):
+           own_dilation: bool = False, best: float = 1.0):
     """Register a metric in ``METRICS`` with its facts (:class:`MetricInfo`): the one place to add one."""
     def deco(fn):
         METRICS.register(name)(fn)
         METRIC_INFO[name] = MetricInfo(name, higher_is_better, help, chance, tuple(needs),
-                                       tuple((scoring_defaults or {}).items()), own_dilation)
+                                       tuple((scoring_defaults or {}).items()), own_dilation, float(best))
         return fn
     return deco
 
@@ -154,7 +158,8 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
 
     Returns:
         For each metric ``NAME`` (and extra keys such as ``region_rank_auroc``): ``NAME``,
-        ``NAME_chance`` and ``NAME_norm = (NAME − chance) / (1 − chance)``, each float64 ``(B,)``
+        ``NAME_chance`` and ``NAME_norm = (NAME − chance) / (best − chance)`` (``MetricInfo.best``,
+        1 but for ``false_positive``), each float64 ``(B,)``
         on the device. For ``region_rank`` (1 = best) the same formula gives 1 at rank 1 and 0 at
         the chance rank.
 
@@ -221,11 +226,12 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
         _RANKINGS.reset(token)
     for name, res in results:
         extra = res[2] if len(res) == 3 else {}
+        best = METRIC_INFO[name].best if name in METRIC_INFO else 1.0
         for key, (s, ch) in {name: (res[0], res[1]), **extra}.items():
             s, ch = s.to(_F64), ch.to(_F64)
             out[key] = s
             out[f"{key}_chance"] = ch
-            den = 1 - ch
+            den = best - ch
             # A chance of exactly 1 (mask = whole brain) leaves nothing to normalize against.
             out[f"{key}_norm"] = torch.where(den != 0, (s - ch) / torch.where(den != 0, den, 1),
                                              torch.full_like(s, float("nan")))

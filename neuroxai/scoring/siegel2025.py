@@ -32,7 +32,7 @@ _F64 = torch.float64
 
 # ----------------------------------------------------------------------------------------------
 # false positives
-@metric("false_positive", higher_is_better=False, own_dilation=True,
+@metric("false_positive", higher_is_better=False, own_dilation=True, best=0.0,
         help=("1 if any brain voxel outside the ground truth dilated by gt_dilation voxels is more "
               "relevant than the 99th percentile inside it (Siegel et al. 2025)"),
         chance="the probability for i.i.d. relevance (exchangeable voxels)")

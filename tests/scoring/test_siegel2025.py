@@ -368,3 +368,16 @@ def test_rbo_batch_equals_lists():
     got = rank_biased_overlap_batch(ranked, ref, p=0.8)
     for b in range(5):
         assert float(got[b]) == pytest.approx(rank_biased_overlap(ranked[b].tolist(), ref.tolist(), p=0.8), abs=1e-15)
+
+
+def test_false_positive_norm_runs_from_chance_to_none():
+    """Its perfect score is 0: norm = (fp − chance) / (0 − chance), 1 without a false positive."""
+    attr = torch.zeros(2, 1, 1, 1, 12)
+    attr[:, ..., 0] = 1.0
+    attr[1, ..., 9] = 2.0
+    mask = torch.zeros_like(attr, dtype=torch.bool)
+    mask[..., :2] = True
+    s = score(attr, mask, {"false_positive": {"gt_dilation": 0}})
+    assert s["false_positive"].tolist() == [0.0, 1.0]
+    ch = s["false_positive_chance"]
+    assert s["false_positive_norm"].tolist() == pytest.approx([1.0, float((1 - ch[1]) / (0 - ch[1]))])

@@ -39,14 +39,16 @@ def _study_reference():
 
 # ----------------------------------------------------------------------------------------------
 # the study's own numbers
-def test_preset_equals_the_studys_functions_per_subject():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_preset_equals_the_studys_functions_per_subject(device):
     """RMA (with and without the masker's re-smoothing), the false-positive test, strong/weak
     region match and the brain-age RBO of every subject: 4 method types × 4 maps."""
     mod = _study_reference()
     ref = json.loads(FIXTURE.read_text())
     cases = mod.make_cases()
     assert {t: cases["types"].count(t) for t in mod.TYPES} == {t: 4 for t in mod.TYPES}
-    ours = mod.our_numbers(cases, ref["rbo_depth"])
+    ours = mod.our_numbers(cases, ref["rbo_depth"], device=device)
     for key in ("rma", "rma_post", "fp", "strong", "weak", "rbo"):
         np.testing.assert_allclose(ours[key], ref[key], atol=1e-6, rtol=0, err_msg=key)
     # the fixture discriminates: both outcomes of each test occur, RMA spans its range

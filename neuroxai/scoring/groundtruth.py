@@ -24,6 +24,8 @@ def binary_dilation(mask: torch.Tensor, iterations: int) -> torch.Tensor:
         raise ConfigError("dilation iterations must be an integer ≥ 0", path="scoring.gt_dilation",
                           expected="0, 1, 2, …", found=iterations)
     m = mask.bool()
+    if n > 3:
+        return _l1_distance(m, n + 1) <= n
     for _ in range(n):
         p = F.pad(m.to(torch.uint8), (1, 1, 1, 1, 1, 1))
         c = p[..., 1:-1, 1:-1, 1:-1]
@@ -54,3 +56,21 @@ def add_contralateral(mask: torch.Tensor, atlas: torch.Tensor, true_region: Sequ
         return mask.bool()
     lab = atlas.to(mask.device).long()
     return mask.bool() | torch.isin(lab, torch.tensor(other, device=mask.device)).expand_as(mask)
+
+
+def _l1_distance(mask: torch.Tensor, cap: int) -> torch.Tensor:
+    """City-block distance of every voxel to ``mask`` (capped at ``cap``), int16, by forward and
+    backward min-plus scans along each axis (the L1 metric is separable). ``n`` iterations of a
+    6-connected dilation reach exactly the voxels at L1 distance ≤ n (a shortest city-block path
+    between two voxels of a box stays in the box): one pass per axis instead of n passes over
+    the volume."""
+    d = torch.where(mask, 0, cap).to(torch.int16)
+    for dim in range(d.ndim - 3, d.ndim):
+        n = d.shape[dim]
+        for i in range(1, n):  # forward
+            cur = d.select(dim, i)
+            torch.minimum(cur, d.select(dim, i - 1) + 1, out=cur)
+        for i in range(n - 2, -1, -1):  # backward
+            cur = d.select(dim, i)
+            torch.minimum(cur, d.select(dim, i + 1) + 1, out=cur)
+    return d.clamp_max_(cap)

@@ -244,9 +244,7 @@ def region_match(attr, mask, valid, *, spacing=None, atlas=None, true_region=Non
         gm[g] = True
         weak &= (gm[ids[:, :k_weak]] & inrank[:, :k_weak]).any(1)
     # chance from the present regions
-    present = torch.zeros(B, n_lab, dtype=torch.bool, device=dev)
-    ids_all = ids
-    present.scatter_(1, ids_all, inrank)
+    present = torch.zeros(B, n_lab, dtype=torch.bool, device=dev).scatter_(1, ids, inrank)
     R = n_present.to(_F64)
     if bool((present & is_t).sum(1).eq(0).any()):
         bad = ((present & is_t).sum(1) == 0).nonzero().flatten().tolist()

@@ -471,8 +471,9 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             subj_maps[b.key] = METHODS[b.name](None, x, None, **params)[0, 0].float()
         for method, a in subj_maps.items():
             attr = a[None, None].to(dev)
+            # no left/right pairs here (the audit reads label numbers only): contralateral is a no-op
             s = score(attr, mask_b, {k: dict(v) for k, v in subj_metrics.items()}, brain_mask=brain_b, spacing=spacing,
-                      polarity=sc.polarity, smooth_fwhm_mm=sc.smooth_fwhm_mm)
+                      **sc.score_options(), atlas=atl, true_region=true)
             for k, v in s.items():
                 rows.append((sid, method, k, float(v[0])))
             rel, vol_share = distance_profile(attr, mask_b, brain_b, spacing=spacing,

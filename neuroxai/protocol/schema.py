@@ -93,6 +93,44 @@ class ScoringSpec(_Strict):
     profile_distances_mm: tuple[float, ...] = Field(
         (0.0, 4.0, 8.0, 12.0, 16.0, 24.0),
         description="distances (mm) of the relevance-by-distance profile, increasing from 0")
+    # The steps of a published study's scoring (neuroxai.scoring.presets); each off unless set here
+    # or by `preset`, whose values fill the keys not given.
+    preset: Optional[Literal["siegel2025"]] = Field(None, description="a named set of the steps below")
+    sign: Optional[Literal["abs", "square"]] = Field(None, description="replaces polarity when set")
+    mask_maps: bool = Field(False, description="zero the map outside the brain before smoothing")
+    smooth_fwhm_vox: float = Field(0.0, ge=0, description="Gaussian FWHM in voxels of the scoring grid")
+    smooth_kernel: Literal["zero_pad", "nilearn"] = "zero_pad"
+    percentile: Optional[float] = Field(None, ge=0, le=100, description="keep voxels ≥ this percentile")
+    percentile_over: Literal["volume", "brain"] = "volume"
+    post_smooth_fwhm_vox: float = Field(0.0, ge=0, description="smoothing after the percentile cutoff")
+    gt_dilation: int = Field(0, ge=0, description="iterations of a 6-connected dilation of the ground truth")
+    gt_dilation_mm: float = Field(0.0, ge=0, description="dilation of the ground truth in mm")
+    contralateral: bool = Field(False, description="add the true regions' opposite-hemisphere counterparts")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if isinstance(data, dict) and data.get("preset") is not None:
+            from ..scoring.presets import PRESETS
+
+            if data["preset"] in PRESETS:  # an unknown name fails the Literal with the allowed values
+                given = dict(data)
+                data = {**PRESETS[data["preset"]], **given}
+                if given.get("smooth_fwhm_mm") and "smooth_fwhm_vox" not in given:
+                    data["smooth_fwhm_vox"] = 0.0  # the mm form replaces the preset's voxel form
+                if given.get("gt_dilation_mm") and "gt_dilation" not in given:
+                    data["gt_dilation"] = 0
+        return data
+
+    def score_options(self) -> dict:
+        """:func:`neuroxai.scoring.score`'s keyword arguments for these steps (the preset already
+        applied)."""
+        return {"polarity": self.polarity, "smooth_fwhm_mm": self.smooth_fwhm_mm, "sign": self.sign,
+                "mask_maps": self.mask_maps, "smooth_fwhm_vox": self.smooth_fwhm_vox,
+                "smooth_kernel": self.smooth_kernel, "percentile": self.percentile,
+                "percentile_over": self.percentile_over, "post_smooth_fwhm_vox": self.post_smooth_fwhm_vox,
+                "gt_dilation": self.gt_dilation, "gt_dilation_mm": self.gt_dilation_mm,
+                "contralateral": self.contralateral}
 
 
 class StatisticsSpec(_Strict):

@@ -9,7 +9,8 @@ with ``attr: (B,1,D,H,W)`` already preprocessed (polarity, smoothing), ``mask`` 
 ``valid`` the brain mask (both bool ``(B,1,D,H,W)``); voxels outside ``valid`` take no part in any
 metric (they are excluded, not zeroed). Every metric returns its *chance level*: the expected score
 of a map that ignores the mask (i.i.d. values), from which ``score()`` derives the chance-normalized
-form ``(score − chance) / (1 − chance)`` (1 = perfect, 0 = chance, < 0 = worse than chance).
+form ``(score − chance) / (best − chance)`` (1 = perfect, 0 = chance, < 0 = worse than chance;
+``best`` = 1 but for ``false_positive``, whose perfect score is 0).
 
 Ranks and ties: one ``score()`` call sorts each volume's valid voxels once (a stable sort of
 integer keys of the values, after compacting away the voxels outside the brain) and every
@@ -33,7 +34,9 @@ import torch
 from ..data.transforms import dilate_mm
 from ..errors import ConfigError, MaskError, ScoringError
 from ..registry import Registry
-from .preprocess import apply_polarity, gaussian_smooth
+from .groundtruth import add_contralateral, binary_dilation
+from .preprocess import apply_polarity, apply_sign, gaussian_smooth, percentile_cutoff
+from .presets import resolve_preset
 
 METRICS: Registry = Registry("metric", inputs=("attr", "mask", "valid", "spacing"))
 
@@ -46,7 +49,11 @@ class MetricInfo:
     report. ``chance``: its chance level in words. ``needs``: inputs beyond map, mask and brain
     (``"atlas"``: an integer label map plus the true region(s)); a metric whose needs a task cannot
     meet is skipped for that task. ``scoring_defaults``: parameter → ``scoring:`` key of the
-    protocol it defaults to (e.g. the pointing game's tolerance).
+    protocol it defaults to (e.g. the pointing game's tolerance). ``own_dilation``: the metric
+    dilates the ground truth itself (``false_positive``'s ``gt_dilation``), so :func:`score` hands
+    it the mask before the scoring's dilation (the contralateral region already added).
+    ``best``: the score of a perfect map (1 for most; 0 for ``false_positive``), the top of the
+    ``NAME_norm`` scale.
     """
 
     name: str
@@ -55,28 +62,32 @@ class MetricInfo:
     chance: str = ""
     needs: tuple[str, ...] = ()
     scoring_defaults: tuple[tuple[str, str], ...] = ()
+    own_dilation: bool = False
+    best: float = 1.0
 
 
 METRIC_INFO: dict[str, MetricInfo] = {}
 
 
 def metric(name: str, *, higher_is_better: bool = True, help: str = "", chance: str = "",
-           needs: tuple[str, ...] = (), scoring_defaults: Mapping[str, str] | None = None):
+           needs: tuple[str, ...] = (), scoring_defaults: Mapping[str, str] | None = None,
+           own_dilation: bool = False, best: float = 1.0):
     """Register a metric in ``METRICS`` with its facts (:class:`MetricInfo`): the one place to add one."""
     def deco(fn):
         METRICS.register(name)(fn)
         METRIC_INFO[name] = MetricInfo(name, higher_is_better, help, chance, tuple(needs),
-                                       tuple((scoring_defaults or {}).items()))
+                                       tuple((scoring_defaults or {}).items()), own_dilation, float(best))
         return fn
     return deco
 
 
 def metric_params(specs: Mapping[str, Mapping], scoring=None, *, atlas: torch.Tensor | None = None,
-                  true_region=None) -> dict[str, dict]:
+                  true_region=None, lateral_pairs: Mapping[int, int] | None = None) -> dict[str, dict]:
     """Each metric's parameters for :func:`score`, from its registered facts: its own ``specs``
     (``{name: params}``), the defaults it takes from ``scoring`` (read as attributes, e.g. a
     protocol's ``scoring:``), and what it ``needs`` (``atlas`` integer labels on the map grid and
-    ``true_region``). A metric whose needs are not given is left out."""
+    ``true_region``; ``lateral_pairs`` to a metric that takes them). A metric whose needs are not
+    given is left out."""
     out = {}
     for name, params in specs.items():
         info = METRIC_INFO.get(name)
@@ -87,6 +98,8 @@ def metric_params(specs: Mapping[str, Mapping], scoring=None, *, atlas: torch.Te
             if atlas is None or not true_region:
                 continue
             p.update(atlas=atlas.long(), true_region=list(true_region))
+            if lateral_pairs is not None and "lateral_pairs" in (METRICS.params(name) or ()):
+                p.setdefault("lateral_pairs", dict(lateral_pairs))
         out[name] = p
     return out
 
@@ -99,8 +112,19 @@ _RANKINGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("neuroxa
 # score(): validation, preprocessing, dispatch
 def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mapping[str, dict],
           brain_mask: torch.Tensor | None = None, *, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-          polarity: str = "positive", smooth_fwhm_mm: float = 0.0) -> dict[str, torch.Tensor]:
+          polarity: str = "positive", smooth_fwhm_mm: float = 0.0, preset: str | None = None,
+          sign: str | None = None, mask_maps: bool | None = None, smooth_fwhm_vox: float | None = None,
+          smooth_kernel: str | None = None, percentile: float | None = None, percentile_over: str | None = None,
+          post_smooth_fwhm_vox: float | None = None, gt_dilation: int | None = None,
+          gt_dilation_mm: float | None = None, contralateral: bool | None = None,
+          atlas: torch.Tensor | None = None, true_region: Sequence[int] | None = None,
+          lateral_pairs: Mapping[int, int] | None = None) -> dict[str, torch.Tensor]:
     """Score a batch of maps against ground-truth masks, on the maps' device.
+
+    The map goes through sign/polarity → masking to the brain → smoothing → percentile cutoff →
+    (re-smoothing); the ground truth through contralateral counterpart → dilation. Each step is
+    off unless set, or set by ``preset`` (``"siegel2025"``: ``presets.SIEGEL2025``); a step given
+    here overrides the preset's.
 
     Args:
         attr: ``(B,1,D,H,W)`` float maps (any sign).
@@ -112,10 +136,30 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
         spacing: voxel size in mm ``(sd, sh, sw)``, for smoothing and the pointing-game tolerance.
         polarity: ``positive`` | ``absolute`` | ``negative`` | ``raw`` (``preprocess.apply_polarity``).
         smooth_fwhm_mm: Gaussian smoothing FWHM in mm applied to the maps first (0 = none).
+        preset: a named set of the steps below (``presets.PRESETS``).
+        sign: ``abs`` | ``square``: replaces ``polarity`` when set (``preprocess.apply_sign``).
+        mask_maps: zero the map outside ``brain_mask`` before smoothing (the study's maps are
+            brain-masked vectors, so no relevance from outside the brain is smoothed in).
+        smooth_fwhm_vox: Gaussian smoothing FWHM in voxels of the map grid (the mm form is
+            ``smooth_fwhm_mm``; given alone it replaces a preset's voxel form).
+        smooth_kernel: ``zero_pad`` (default) | ``nilearn`` (``preprocess.gaussian_smooth``).
+        percentile: keep voxels at or above this percentile of each map, zero the rest
+            (``preprocess.percentile_cutoff``); ``percentile_over``: ``volume`` (default, the
+            whole grid as the study takes it) | ``brain``.
+        post_smooth_fwhm_vox: smoothing (FWHM, voxels) after the cutoff: what the study's
+            ``NiftiMasker(smoothing_fwhm=2)`` of ``0-prep/fit_masker.py`` would do when it masks the
+            cut map (off in the preset: the masker the paper used is not published).
+        gt_dilation: iterations of a 6-connected binary dilation of the ground truth
+            (``groundtruth.binary_dilation``); ``gt_dilation_mm``: a dilation by a distance in mm
+            (``data.transforms.dilate_mm``; given alone it replaces a preset's iterations).
+        contralateral: add the true regions' opposite-hemisphere counterparts to the ground truth
+            (needs ``atlas``, ``true_region`` and ``lateral_pairs``; a task without atlas labels,
+            e.g. lesions, is left as it is — the study adds none there either).
 
     Returns:
         For each metric ``NAME`` (and extra keys such as ``region_rank_auroc``): ``NAME``,
-        ``NAME_chance`` and ``NAME_norm = (NAME − chance) / (1 − chance)``, each float64 ``(B,)``
+        ``NAME_chance`` and ``NAME_norm = (NAME − chance) / (best − chance)`` (``MetricInfo.best``,
+        1 but for ``false_positive``), each float64 ``(B,)``
         on the device. For ``region_rank`` (1 = best) the same formula gives 1 at rank 1 and 0 at
         the chance rank.
 
@@ -141,23 +185,53 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
     fns = [(name, METRICS[name], dict(params or {})) for name, params in items]  # unknown → ConfigError
     for name, _, params in fns:
         METRICS.check(name, params, path=f"metrics.{name}.params")
-    a = apply_polarity(attr, polarity)
+    given = {k: v for k, v in dict(
+        sign=sign, mask_maps=mask_maps, smooth_fwhm_vox=smooth_fwhm_vox, smooth_kernel=smooth_kernel,
+        percentile=percentile, percentile_over=percentile_over, post_smooth_fwhm_vox=post_smooth_fwhm_vox,
+        gt_dilation=gt_dilation, gt_dilation_mm=gt_dilation_mm, contralateral=contralateral).items() if v is not None}
+    st = resolve_preset(preset, given)
+    if smooth_fwhm_mm and "smooth_fwhm_vox" not in given:
+        st["smooth_fwhm_vox"] = 0.0  # the mm form replaces the preset's voxel form
+    if gt_dilation_mm and "gt_dilation" not in given:
+        st["gt_dilation"] = 0
+    a = apply_sign(attr, st["sign"]) if st.get("sign") else apply_polarity(attr, polarity)
+    if st.get("mask_maps") and brain_mask is not None:
+        a = torch.where(valid, a, torch.zeros((), dtype=a.dtype, device=a.device))
+    kernel = st.get("smooth_kernel", "zero_pad")
     if smooth_fwhm_mm:
-        a = gaussian_smooth(a, smooth_fwhm_mm, spacing)
+        a = gaussian_smooth(a, smooth_fwhm_mm, spacing, kernel=kernel)
+    if st.get("smooth_fwhm_vox"):
+        a = gaussian_smooth(a, float(st["smooth_fwhm_vox"]), kernel=kernel)
+    if st.get("percentile") is not None:
+        over = st.get("percentile_over", "volume")
+        if over not in ("volume", "brain"):
+            raise ConfigError("percentile_over", path="scoring.percentile_over", expected=["volume", "brain"],
+                              found=repr(over))
+        a = percentile_cutoff(a, float(st["percentile"]), valid if over == "brain" else None)
+    if st.get("post_smooth_fwhm_vox"):
+        a = gaussian_smooth(a, float(st["post_smooth_fwhm_vox"]), kernel=kernel)
+    base = mask
+    if st.get("contralateral") and atlas is not None and true_region:
+        base = add_contralateral(mask, atlas, true_region, lateral_pairs or {})
+    gt = binary_dilation(base, st["gt_dilation"]) if st.get("gt_dilation") else base
+    if st.get("gt_dilation_mm"):
+        gt = dilate_mm(gt, float(st["gt_dilation_mm"]), spacing)
     out: dict[str, torch.Tensor] = {}
     token = _RANKINGS.set({})  # rank-based metrics share one sort per volume
     try:
-        results = [(name, fn(a, mask, valid, spacing=tuple(float(s) for s in spacing), **params))
+        results = [(name, fn(a, base if getattr(METRIC_INFO.get(name), "own_dilation", False) else gt, valid,
+                             spacing=tuple(float(s) for s in spacing), **params))
                    for name, fn, params in fns]
     finally:
         _RANKINGS.reset(token)
     for name, res in results:
         extra = res[2] if len(res) == 3 else {}
+        best = METRIC_INFO[name].best if name in METRIC_INFO else 1.0
         for key, (s, ch) in {name: (res[0], res[1]), **extra}.items():
             s, ch = s.to(_F64), ch.to(_F64)
             out[key] = s
             out[f"{key}_chance"] = ch
-            den = 1 - ch
+            den = best - ch
             # A chance of exactly 1 (mask = whole brain) leaves nothing to normalize against.
             out[f"{key}_norm"] = torch.where(den != 0, (s - ch) / torch.where(den != 0, den, 1),
                                              torch.full_like(s, float("nan")))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -52,4 +53,27 @@ def resolve_regions(regions: Sequence[str | int] | str | int, table: dict[str, i
                               fix="use a name from the label table (dseg.tsv) or the label number")
     if not out:
         raise ConfigError("no regions given", expected="≥ 1 region name or label", found=regions)
+    return out
+
+
+# Spellings of a hemisphere in label names: AAL3 (``Hippocampus_L``), FreeSurfer aseg
+# (``Left-Hippocampus``), FreeSurfer cortical (``ctx-lh-…``, ``ctx_lh_…``) and UK Biobank IDP
+# names as Siegel et al. 2025 use them (``Hippocampus (left hemisphere)``).
+_SIDES = ((r"_L$", "_R"), (r"_R$", "_L"), (r"^Left-", "Right-"), (r"^Right-", "Left-"),
+          (r"([-_])lh([-_])", r"\1rh\2"), (r"([-_])rh([-_])", r"\1lh\2"),
+          (r"\(left hemisphere\)", "(right hemisphere)"), (r"\(right hemisphere\)", "(left hemisphere)"))
+
+
+def lateral_pairs(table: dict[str, int]) -> dict[int, int]:
+    """Label value → the value of the same region in the other hemisphere, from the names of a
+    label table (name → value): ``Hippocampus_L`` ↔ ``Hippocampus_R``, ``Left-Putamen`` ↔
+    ``Right-Putamen``, ``ctx-lh-insula`` ↔ ``ctx-rh-insula``, ``X (left hemisphere)`` ↔
+    ``X (right hemisphere)``. Regions without a counterpart (midline, vermis) are absent."""
+    out: dict[int, int] = {}
+    for name, value in table.items():
+        for pat, rep in _SIDES:
+            other, n = re.subn(pat, rep, name)
+            if n and other in table and table[other] != value:
+                out[int(value)] = int(table[other])
+                break
     return out

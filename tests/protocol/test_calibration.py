@@ -9,6 +9,7 @@ from neuroxai.protocol.schema import list_protocols
 from neuroxai.protocol.verdict import assemble_results
 from neuroxai.report.schema import Sanity, Validity
 from neuroxai.scoring import score
+from neuroxai.scoring.localization import METRIC_INFO
 from neuroxai.tasks.base import TaskData
 
 N, S = 24, 16
@@ -29,7 +30,8 @@ class _Model:
 
 def _results(proto):
     mask = _masks()
-    metrics = {m.name: dict(m.params) for m in proto.metrics if m.name != "region_rank"}
+    # metrics that need an atlas (region_rank, region_match) are not scored on these masks
+    metrics = {m.name: dict(m.params) for m in proto.metrics if "atlas" not in METRIC_INFO[m.name].needs}
     ids = [f"s{i:02d}" for i in range(N)]
     rows = []
     for mspec in proto.methods:

@@ -28,7 +28,8 @@ def _cube_mask(B=2, n=12, lo=3, hi=7):
 def test_registry_holds_the_documented_names():
     assert METRICS.names() == sorted(["relevance_mass_accuracy", "relevance_rank_accuracy", "auroc",
                                       "average_precision", "pointing_game", "energy_pointing_game",
-                                      "top_k_intersection", "region_rank"])
+                                      "top_k_intersection", "region_rank", "false_positive", "region_match",
+                                      "rank_biased_overlap"])
 
 
 def test_oracle_map_scores_one_and_norm_one():

@@ -122,10 +122,20 @@ def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> d
     from ...scoring.localization import metric_params
 
     sc = ctx.protocol.scoring
+    atlas, true = batch.get("segmentation"), getattr(task, "region_ids", None)
+    pairs = _lateral_pairs(ctx) if atlas is not None and true else None
     metrics = metric_params({m.name: m.params for m in ctx.protocol.metrics}, sc,
-                            atlas=batch.get("segmentation"), true_region=getattr(task, "region_ids", None))
-    return {"metrics": metrics, "spacing": store.spacing, "polarity": sc.polarity,
-            "smooth_fwhm_mm": sc.smooth_fwhm_mm}
+                            atlas=atlas, true_region=true, lateral_pairs=pairs)
+    return {"metrics": metrics, "spacing": store.spacing, **sc.score_options(),
+            "atlas": None if atlas is None else atlas.long(), "true_region": true, "lateral_pairs": pairs}
+
+
+def _lateral_pairs(ctx: RunContext) -> dict[int, int]:
+    """Left/right label pairs (contralateral ground truth, merged region rankings), from the label
+    names of the cohort's table (``dseg.tsv`` beside the segmentations, else AAL3 + aseg)."""
+    from ...tasks.regions import label_table, lateral_pairs
+
+    return lateral_pairs(label_table(ctx.manifest))  # a few hundred names: cheap per chunk
 
 
 def _now(device: torch.device) -> float:

@@ -491,7 +491,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
         if common_grid is not None and g.shape == common_grid.shape and np.allclose(g.affine, common_grid.affine, atol=1e-3):
             n_mean += 1
             for k, v in subj_maps.items():
-                pos = v.clamp_min(0)
+                pos = sc.evidence(v).clamp_min(0)
                 if brain is not None:
                     pos = pos * brain
                 pos = (pos / pos.sum().clamp_min(1e-12)).cpu().numpy()

@@ -122,6 +122,13 @@ class ScoringSpec(_Strict):
                     data["gt_dilation"] = 0
         return data
 
+    def evidence(self, attr):
+        """The map as the scoring reads its sign (``sign`` when set, else ``polarity``): the one
+        convention for localization scores and for model randomization's similarity."""
+        from ..scoring.preprocess import apply_polarity, apply_sign
+
+        return apply_sign(attr, self.sign) if self.sign else apply_polarity(attr, self.polarity)
+
     def score_options(self) -> dict:
         """:func:`neuroxai.scoring.score`'s keyword arguments for these steps (the preset already
         applied)."""

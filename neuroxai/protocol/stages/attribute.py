@@ -107,7 +107,7 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
     arrays = {f"score__{k}": v.detach().cpu().double().numpy() for k, v in s.items()}
     arrays["profile_relevance"] = rel.cpu().numpy()
     arrays["profile_volume"] = vol.cpu().numpy()
-    norm_attr = _normalize_map(attr, b.get("brain_mask"))
+    norm_attr = _normalize_map(p.scoring.evidence(attr), b.get("brain_mask"))
     arrays["mean_map_sum"] = norm_attr.sum(0)[0].cpu().numpy().astype(np.float32)
     if p.run.save_maps == "npz16":
         arrays["maps"] = attr[:, 0].cpu().numpy().astype(np.float16)
@@ -146,7 +146,8 @@ def _now(device: torch.device) -> float:
 
 
 def _normalize_map(attr: torch.Tensor, brain: torch.Tensor | None) -> torch.Tensor:
-    """Per-subject map scaled to unit positive mass (for the cohort-mean figure)."""
+    """Per-subject map (already read with the scoring's sign convention) scaled to unit positive
+    mass (for the cohort-mean figure)."""
     a = attr.clamp_min(0)
     if brain is not None:
         a = a * brain

@@ -3,7 +3,8 @@ for saliency maps").
 
 Each method's maps on the trained model are compared with its maps on copies whose layers are
 re-initialized (cascading from the output, or one layer at a time), for the first
-``n_subjects`` scored test subjects. A method whose final similarity stays at or above
+``n_subjects`` scored test subjects, each map read with the scoring's sign convention
+(``scoring.polarity`` or ``sign``). A method whose final similarity stays at or above
 ``max_similarity`` does not depend on what the model learned. Keyed on the task, the model's
 fingerprint, the subjects, the protocol's section, the manifest's content hash, the grid, the
 device type and the methods.
@@ -36,9 +37,10 @@ def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: Subje
         ids = scored_subjects(ctx, task)[: spec.n_subjects]
         if not ids:
             continue
+        sc = ctx.protocol.scoring
         key = stable_hash([task_id, task.summary(), tm.fingerprint, ids, spec.model_dump(), ctx.manifest_hash,
                            ctx.grid, ctx.device.type,
-                           [m.model_dump() for m in ctx.protocol.methods]])
+                           [m.model_dump() for m in ctx.protocol.methods], sc.polarity, sc.sign])
         d = ctx.rd.stage("randomization", key)
         if not ctx.rd.is_done("randomization", key):
             b = store.batch(ids, ctx.device)
@@ -49,14 +51,15 @@ def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: Subje
             methods = [m for m in ctx.protocol.methods if m.name not in BASELINE_METHODS]
             gen = (cascading_randomization if spec.mode == "cascading" else independent_randomization)
             n_steps = len(weight_layers(tm.model))
-            refs = {m.key: attribute(tm.model, x, target, m.name, **m.params).float() for m in methods}
+            # The maps are compared with the sign convention they are scored with (scoring.polarity).
+            refs = {m.key: sc.evidence(attribute(tm.model, x, target, m.name, **m.params).float()) for m in methods}
             curves = {m.key: ([], []) for m in methods}
             # One randomized copy at a time (a DenseNet has ~120 layers: never hold them all).
             with ctx.progress.task(f"model randomization on {task_id}", len(methods) * n_steps) as bar:
                 for layer_name, rmodel in gen(tm.model, seed=ctx.protocol.run.seed):
                     rmodel.eval()
                     for mspec in methods:
-                        a = attribute(rmodel, x, target, mspec.name, **mspec.params).float()
+                        a = sc.evidence(attribute(rmodel, x, target, mspec.name, **mspec.params).float())
                         curves[mspec.key][0].append(layer_name)
                         curves[mspec.key][1].append(
                             similarity(refs[mspec.key], a, spec.similarity, mask=brain).mean().item())

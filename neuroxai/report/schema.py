@@ -325,7 +325,9 @@ class Results(_Closed):
                                     "and SmoothGrad ran")
     scores: dict[str, list[Union[str, float, int, None]]] = Field(
         default_factory=dict, description="long table, columns of equal length: subject_id, "
-                                          "method, metric, value, task")
+                                          "method, metric, value, task; a validation run adds label (true "
+                                          "class or value), prediction (the model's class or output) and "
+                                          "target (the class whose output the map explains, run.target)")
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -30,6 +30,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 console = Console()
 err = Console(stderr=True)
 
+#: width of ``--help`` when stdout is not a terminal (CI logs, pipes): rich would cut it at 80
+HELP_WIDTH_NOT_TTY = 160
+
+
+def _not_a_terminal() -> bool:
+    """stdout is a pipe or a file and no width was asked for (``COLUMNS`` / ``TERMINAL_WIDTH``)."""
+    return not console.is_terminal and not (os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH"))
+
+
+if _not_a_terminal():  # CI logs: --help is not cut at 80 columns
+    try:
+        import typer.rich_utils as _rich_utils
+
+        _rich_utils.MAX_WIDTH = _rich_utils.MAX_WIDTH or HELP_WIDTH_NOT_TTY
+    except (ImportError, AttributeError):  # pragma: no cover - a typer without rich help
+        pass
+
+
+def show(renderable) -> None:
+    """Print a table: on a terminal at its width; elsewhere (CI logs, pipes) as wide as its content,
+    so method and metric names are never cut (rich assumes 80 columns without a terminal)."""
+    if not _not_a_terminal():
+        console.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+    # print(width=) is capped at the console's width: a console of the content's width instead
+    Console(width=max(console.width, need)).print(renderable)
+
 
 _DEBUG = {"on": os.environ.get("NEUROXAI_DEBUG", "") not in ("", "0")}
 
@@ -119,7 +149,7 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
         console.print(f"stopped after the {stop_after} stage: {res.run_dir} (continue with --resume)")
         return 0
     if not quiet:
-        console.print(_verdict_table(res.results))
+        show(_verdict_table(res.results))
         for task in res.results.tasks:
             perf = task.model
             if perf.auroc is not None:
@@ -243,7 +273,7 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
                         atlas=atlas, atlas_labels=labels_tsv, true_region=list(true_region or []) or None,
                         device=device, progress=lambda i, n: p.update(tid, completed=i, total=n))
     if not quiet:
-        console.print(_verdict_table(res.results))
+        show(_verdict_table(res.results))
         for f in res.results.audit.flags[:10]:
             console.print(f"[yellow]flag[/]: {f.method} {f.subject_id}: {f.flag}")
     console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
@@ -264,16 +294,31 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory holding res
 
 @app.command()
 @_guarded
-def protocols():
-    """List the shipped validation protocols."""
-    from .protocol.schema import list_protocols
+def protocols(show: Optional[str] = typer.Option(None, "--show", help="print this protocol (a shipped name or a "
+                                                 "path) with every key's type, default and meaning")):
+    """Describe the shipped protocols; [bold]--show NAME[/bold] prints one, annotated.
 
-    t = Table(title="protocols (use the id with `neuroxai validate`)")
-    for c in ("id", "version", "title", "hash"):
-        t.add_column(c)
+    Every key is documented in docs/protocol.md (generated from the schema).
+    Example: [cyan]neuroxai protocols --show quick[/cyan]
+    """
+    if show is not None:
+        from .protocol.reference import annotated_protocol
+
+        sys.stdout.write(annotated_protocol(show))
+        return
+    from .protocol.schema import PROTOCOL_DIR, list_protocols
+
     for p in list_protocols():
-        t.add_row(p.id, p.version, p.title, p.content_hash()[:12])
-    console.print(t)
+        console.print(f"[bold]{p.id}[/bold] v{p.version} ({p.kind}) — {p.title}", soft_wrap=True, highlight=False)
+        if p.description:
+            console.print("  " + " ".join(p.description.split()), highlight=False, soft_wrap=True)
+        if p.tasks:
+            console.print("  tasks: " + ", ".join(f"{t.id} ({t.type})" for t in p.tasks), highlight=False, soft_wrap=True)
+        if p.methods:
+            console.print("  methods: " + ", ".join(m.key for m in p.methods), highlight=False, soft_wrap=True)
+        console.print("  criteria: " + "; ".join(c.describe() for c in p.acceptance), highlight=False, soft_wrap=True)
+        console.print(f"  file: {PROTOCOL_DIR / (p.id + '.yaml')}  hash {p.content_hash()[:12]}\n", highlight=False, soft_wrap=True)
+    console.print("annotated: [cyan]neuroxai protocols --show NAME[/cyan]; every key: docs/protocol.md")
 
 
 @app.command()
@@ -353,7 +398,7 @@ def bench(project: int = typer.Option(45000, "--project", help="subjects to proj
     for k, v in res.methods_s_per_volume.items():
         t.add_row(k, f"{v:.4f}", f"{v / res.floor_s_per_volume:.2f}")
     t.add_row("scoring (3 metrics)", f"{res.scoring_s_per_volume:.4f}", f"{res.scoring_s_per_volume / res.floor_s_per_volume:.2f}")
-    console.print(t)
+    show(t)
     pj = proj(res, project)
     console.print(f"{project} subjects × {pj['n_tasks']} tasks, all methods + scoring + model randomization: "
                   f"{pj['gpu_hours']:.1f} device-hours; wall-clock on 1 / 8 devices: "

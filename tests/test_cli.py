@@ -94,3 +94,18 @@ def test_cli_and_report_show_the_same_main_metric(small_results):
     text = con.export_text()
     assert "relevance_rank_accuracy" in text and "0.200 [0.100, 0.300]" in text
     assert verdict_rows(res)[0]["metric"] == "relevance_rank_accuracy"
+
+
+def test_tables_are_not_cut_without_a_terminal(small_results, capsys):
+    from neuroxai.cli import _verdict_table, show
+
+    long = "smoothgrad_squared_with_a_long_label"
+    res = small_results({long: {"relevance_rank_accuracy_long_metric_name": {
+        "mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "chance": 0.05}}},
+        acceptance=["relevance_rank_accuracy_long_metric_name"], metrics=["relevance_rank_accuracy_long_metric_name"])
+    show(_verdict_table(res))  # pytest's stdout is not a terminal, as in CI
+    out = capsys.readouterr().out
+    assert long in out and "relevance_rank_accuracy_long_metric_name" in out and "…" not in out
+    r = runner.invoke(app, ["audit", "--help"])
+    assert r.exit_code == 0 and "…" not in r.output
+    assert max(len(line) for line in r.output.splitlines()) > 80  # sized for the content, not 80 columns

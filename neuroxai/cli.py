@@ -220,7 +220,11 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
     if stop_after not in (None, "data", "tasks", "store", "train", "attribute"):
         raise typer.BadParameter("one of data, tasks, store, train, attribute", param_hint="--stop-after")
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 checks
-        claim_dir(out, "run", reuse=resume)  # never into someone else's files, nor over a run unasked
+        from .protocol.rundir import finished_no_stage
+
+        # never into someone else's files, nor over a run unasked; a run that failed before finishing
+        # any stage (e.g. a protocol error) holds nothing to keep: its corrected rerun reuses the folder
+        claim_dir(out, "run", reuse=resume or finished_no_stage(out))
         if export is not None:
             claim_dir(export, "export")
     raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device, weights=weights,

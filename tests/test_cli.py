@@ -109,3 +109,20 @@ def test_tables_are_not_cut_without_a_terminal(small_results, capsys):
     r = runner.invoke(app, ["audit", "--help"])
     assert r.exit_code == 0 and "…" not in r.output
     assert max(len(line) for line in r.output.splitlines()) > 80  # sized for the content, not 80 columns
+
+
+def test_a_run_that_failed_before_any_stage_is_rerun_without_resume(tiny_protocol, tmp_path):
+    import yaml
+
+    bad = tmp_path / "bad.yaml"
+    spec = yaml.safe_load(tiny_protocol.read_text())
+    bad.write_text(yaml.safe_dump({**spec, "run": {**spec["run"], "target": "signal"}}))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["validate", str(bad), "--out", str(out), "-q"])
+    assert r.exit_code == 2 and "run.target" in r.output
+    assert (out / ".neuroxai").is_file()  # the folder was claimed before the protocol failed
+    r = runner.invoke(app, ["validate", str(tiny_protocol), "--out", str(out), "-q", "--stop-after", "store"])
+    assert r.exit_code == 0, r.output  # reused without --resume: no stage had finished
+    assert list(out.glob("stages/*/*/DONE"))
+    r = runner.invoke(app, ["validate", str(tiny_protocol), "--out", str(out), "-q", "--stop-after", "store"])
+    assert r.exit_code == 2 and "--resume" in r.output  # a finished stage is protected again

@@ -242,7 +242,12 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
                                        "(default: the shipped audit.yaml)"),
           brain_mask: Optional[Path] = typer.Option(None, "--brain-mask", help="one NIfTI or a folder per subject "
                                                     "(in the masks' space)"),
+          brain_mask_desc: Optional[str] = typer.Option(None, "--brain-mask-desc", help="in a --brain-mask folder "
+                                                        "with several masks per subject: use the desc-<LABEL> ones "
+                                                        "(default: desc-brain)"),
           anat: Optional[Path] = typer.Option(None, "--anat", help="anatomical image(s) for the figures (masks' space)"),
+          anat_suffix: Optional[str] = typer.Option(None, "--anat-suffix", help="in an --anat folder (e.g. a BIDS "
+                                                    "dataset): use the *_<SUFFIX>.nii.gz images (default: T1w)"),
           transform: Optional[Path] = typer.Option(None, "--transform", help="affine from the masks' space to the "
                                                    "maps' (ITK/ANTs .mat or .txt, or a 4×4 text matrix in RAS mm)"),
           grid: str = typer.Option("mask", "--grid", help="score on each subject's 'mask' grid (maps trilinear) or "
@@ -275,7 +280,8 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
         res = run_audit(maps, masks, out, protocol=protocol, brain_mask=brain_mask, anat=anat, transform=transform,
                         grid=grid, mask_threshold=mask_threshold, mask_desc=mask_desc, labels=list(label or []) or None,
                         atlas=atlas, atlas_labels=labels_tsv, true_region=list(true_region or []) or None,
-                        device=device, progress=lambda i, n: p.update(tid, completed=i, total=n))
+                        device=device, progress=lambda i, n: p.update(tid, completed=i, total=n),
+                        brain_mask_desc=brain_mask_desc, anat_suffix=anat_suffix)
     if not quiet:
         show(_verdict_table(res.results))
         for f in res.results.audit.flags[:10]:

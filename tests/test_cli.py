@@ -126,3 +126,34 @@ def test_a_run_that_failed_before_any_stage_is_rerun_without_resume(tiny_protoco
     assert list(out.glob("stages/*/*/DONE"))
     r = runner.invoke(app, ["validate", str(tiny_protocol), "--out", str(out), "-q", "--stop-after", "store"])
     assert r.exit_code == 2 and "--resume" in r.output  # a finished stage is protected again
+
+
+def test_audit_reads_a_cohort_folder_by_bids_entities(tmp_path):
+    import pandas as pd
+
+    from neuroxai.data.cohort import generate_cohort
+
+    coh = generate_cohort(tmp_path / "cohort", n=12, spacing=8.0, seed=0).parent
+    der = coh / "derivatives" / "neuroxai"
+    (tmp_path / "maps" / "perfect").mkdir(parents=True)
+    for f in sorted(der.glob("sub-*/anat/*_desc-signal_mask.nii.gz")):  # a map that is the ground truth
+        img = nib.load(f)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine),
+                 tmp_path / "maps" / "perfect" / f.name.replace("_desc-signal_mask", "_map"))
+    args = ["audit", "--maps", str(tmp_path / "maps"), "--masks", str(der), "--mask-desc", "signal",
+            "--brain-mask", str(der), "--anat", str(coh)]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "out"), "-q"])
+    assert r.exit_code in (0, 1), r.output
+    used = pd.read_csv(tmp_path / "out" / "inputs.csv")["file"].tolist()
+    brains = [f for f in used if "brain" in f]
+    assert len(brains) == 12 and all(f.endswith("_desc-brain_mask.nii.gz") for f in brains)
+    res = read_results(tmp_path / "out" / "results.json")
+    assert res.data.restricted_to_brain
+    assert res.audit.figures_background == "anatomical image"  # the _T1w images, not the masks beside them
+    # another entity on request; an entity that is not there is a named error listing what is
+    r = runner.invoke(app, [*args, "--brain-mask-desc", "signal", "--out", str(tmp_path / "out2"), "-q"])
+    assert r.exit_code in (0, 1), r.output
+    assert all(f.endswith("_desc-signal_mask.nii.gz") for f in pd.read_csv(tmp_path / "out2" / "inputs.csv")["file"]
+               if "/derivatives/" in f)
+    r = runner.invoke(app, [*args, "--anat-suffix", "T2w", "--out", str(tmp_path / "out3"), "-q"])
+    assert r.exit_code == 2 and "_T2w" in r.output and "_T1w" in r.output

@@ -314,17 +314,52 @@ class _AuditTask(SimpleNamespace):
         return dict(self.info)
 
 
-def _per_subject(path: Path | None, what: str) -> tuple[dict[str, Path], Path | None]:
+#: BIDS entities that pick the brain mask and the anatomical image among a subject's files (a
+#: ``neuroxai cohort`` folder holds ``desc-brain_mask``, ``desc-signal_mask``, ``label-lesion_mask``,
+#: ``dseg`` and ``T1w`` files side by side)
+BRAIN_MASK_DESC = "brain"
+ANAT_SUFFIX = "T1w"
+
+
+def bids_pick(files: list[Path], what: str, *, desc: str | None = None, suffix: str | None = None,
+              explicit: bool = False, root: Path | None = None) -> list[Path]:
+    """The files among ``files`` whose BIDS name carries ``_desc-<desc>_`` (masks) or ends in
+    ``_<suffix>.nii[.gz]`` (images). When none does: all of them if the entity was a default
+    (``explicit=False``: a folder of plain per-subject files), a named error if it was asked for."""
+    if desc is not None:
+        pat = re.compile(rf"_desc-{re.escape(desc)}_[A-Za-z0-9]+\.nii(\.gz)?$", re.IGNORECASE)
+        entity = f"desc-{desc}"
+    else:
+        pat = re.compile(rf"_{re.escape(str(suffix))}\.nii(\.gz)?$", re.IGNORECASE)
+        entity = f"_{suffix}"
+    chosen = [f for f in files if pat.search(f.name)]
+    if chosen or not explicit:
+        return chosen or files
+    found = sorted({m.group(0) for f in files for m in [re.search(r"(_desc-[A-Za-z0-9]+)?_[A-Za-z0-9]+\.nii", f.name)]
+                    if m})
+    raise ManifestError(f"no {what} file with {entity}", path=root, expected=f"*{entity}* NIfTI files",
+                        found=found[:10] or f"{len(files)} NIfTI files", fix="choose one of the entities found")
+
+
+def _per_subject(path: Path | None, what: str, *, desc: str | None = None, suffix: str | None = None,
+                 explicit: bool = False) -> tuple[dict[str, Path], Path | None]:
+    """``({subject: file}, None)`` for a folder, ``({}, file)`` for one file. In a folder holding
+    several kinds of files per subject, ``desc`` / ``suffix`` pick them by BIDS entity
+    (:func:`bids_pick`)."""
     if path is None:
         return {}, None
     path = Path(path)
     if path.is_dir():
         out: dict[str, Path] = {}
         problems: list[str] = []
-        for f in _files(path):
-            if NII.search(f.name):
-                _put(out, subject_key(f), f, what, problems)
-        _raise(problems, path, f"ambiguous {what} file(s)", f"keep one {what} per subject")
+        files = [f for f in _files(path) if NII.search(f.name)]
+        if desc is not None or suffix is not None:
+            files = bids_pick(files, what, desc=desc, suffix=suffix, explicit=explicit, root=path)
+        for f in files:
+            _put(out, subject_key(f), f, what, problems)
+        opt = {"brain mask": "--brain-mask-desc", "anatomical image": "--anat-suffix"}.get(what)
+        _raise(problems, path, f"ambiguous {what} file(s)",
+               f"keep one {what} per subject" + (f", or choose them with {opt}" if opt else ""))
         return out, None
     if not path.is_file():
         raise ManifestError(f"{what} not found", path=path, expected="a NIfTI file or a folder of them",
@@ -526,9 +561,12 @@ def _digest_table(files: list[Path], root: Path | None = None) -> pd.DataFrame:
 def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None, anat=None,
               transform=None, grid: str = "mask", mask_threshold: float = 0.5, mask_desc: str | None = None,
               labels: list[int] | None = None, atlas=None, atlas_labels=None, true_region=None,
-              task_id: str = "audit", device: str = "cpu", report: bool = True, progress=None):
+              task_id: str = "audit", device: str = "cpu", report: bool = True, progress=None,
+              brain_mask_desc: str | None = None, anat_suffix: str | None = None):
     """The whole audit: discover, score, apply the protocol's criteria, write ``OUT/results.json``,
-    ``OUT/inputs.csv`` and the report in ``OUT/report/``. Returns a :class:`~neuroxai.protocol.context.RunResult`."""
+    ``OUT/inputs.csv`` and the report in ``OUT/report/``. In folders of several kinds of files per
+    subject the brain masks are the ``desc-<brain_mask_desc>`` files (default ``desc-brain``) and
+    the anatomical images the ``_<anat_suffix>`` files (default ``_T1w``). Returns a :class:`~neuroxai.protocol.context.RunResult`."""
     from ..outdir import claim_dir
     from .provenance import now, provenance
     from .context import RunResult
@@ -542,8 +580,11 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     layout, maps = discover_maps(maps_dir)
     mask_kind, masks = discover_masks(masks_dir, mask_desc=mask_desc, labels=labels)
-    brain, brain_single = _per_subject(brain_mask, "brain mask")
-    anat_map, anat_single = _per_subject(anat, "anatomical image")
+    # by BIDS entity: desc-brain masks and _T1w images unless told otherwise (a cohort folder holds more)
+    brain, brain_single = _per_subject(brain_mask, "brain mask", desc=brain_mask_desc or BRAIN_MASK_DESC,
+                                       explicit=brain_mask_desc is not None)
+    anat_map, anat_single = _per_subject(anat, "anatomical image", suffix=anat_suffix or ANAT_SUFFIX,
+                                         explicit=anat_suffix is not None)
     if anat_single is not None:
         anat_map = {s: anat_single for s in masks}
     atlas_map, atlas_single = _per_subject(atlas, "atlas")

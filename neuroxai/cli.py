@@ -135,6 +135,7 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
          max_test_subjects: Optional[int] = None, stop_after: Optional[str] = None) -> int:
     from .progress import RichProgress
     from .protocol.runner import run_protocol
+    from .report.build import threshold_note
 
     try:
         with RichProgress(quiet=quiet) as prog:
@@ -155,7 +156,10 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
             if perf.auroc is not None:
                 console.print(f"model on {task.id}: test AUROC {perf.auroc:.3f} "
                               f"[{perf.auroc_ci_low:.3f}, {perf.auroc_ci_high:.3f}]"
-                              + ("  [bold red]AT CHANCE[/]" if perf.at_chance else ""))
+                              + ("  [bold red]AT CHANCE[/]" if perf.at_chance else ""), soft_wrap=True)
+                note = threshold_note(perf)
+                if note:
+                    console.print(f"  [yellow]note[/]: {note}", soft_wrap=True)
     console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
     return res.exit_code
 

@@ -78,6 +78,23 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+#: AUROC above accuracy by this much: the ranking is good, the decision threshold is not
+THRESHOLD_GAP = 0.2
+
+
+def threshold_note(perf) -> str:
+    """A sentence when a classifier ranks subjects well but classifies them poorly (AUROC −
+    accuracy ≥ :data:`THRESHOLD_GAP`, e.g. AUROC 1.000 and accuracy 0.500): the decision
+    threshold, not the ranking, is off (a logit offset, or classes balanced differently than in
+    training). Localization is judged on the ranking's evidence, so the model stays usable."""
+    auc, acc = getattr(perf, "auroc", None), getattr(perf, "accuracy", None)
+    if auc is None or acc is None or auc - acc < THRESHOLD_GAP:
+        return ""
+    return (f"AUROC {auc:.3f} but accuracy {acc:.3f}: the model ranks the subjects well, but its decision "
+            "threshold is off (e.g. a shifted logit, or class balance unlike training): the threshold, not "
+            "the ranking, is wrong; AUROC, which the verdicts rely on, does not use the threshold")
+
+
 def fmt_p(v) -> str:
     """A p-value to 3 decimals, ``< 0.001`` below that, ``—`` when missing."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -395,7 +412,8 @@ def render_html(results: Results, sections: list[dict]) -> str:
         prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results.overall.verdict, ""),
         methods_text=methods_paragraph(results), help_rows=help_rows, at_chance=at_chance,
         stats=spec.get("statistics", {}) or {}, main=results.main_metric(), n_placements=n_placements,
-        ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results))
+        ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results),
+        threshold_note=threshold_note)
 
 
 def build_report(results: Results | dict, figures: dict | None, out_dir: str | Path) -> Path:

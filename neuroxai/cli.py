@@ -288,8 +288,11 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
                         brain_mask_desc=brain_mask_desc, anat_suffix=anat_suffix)
     if not quiet:
         show(_verdict_table(res.results))
-        for f in res.results.audit.flags[:10]:
-            console.print(f"[yellow]flag[/]: {f.method} {f.subject_id}: {f.flag}")
+        flags = res.results.audit.flags
+        for f in flags[:10]:
+            console.print(f"[yellow]flag[/]: {f.method} {f.subject_id}: {f.flag}", soft_wrap=True, highlight=False)
+        if len(flags) > 10:
+            console.print(f"[yellow]flag[/]: … and {len(flags) - 10} more (report, results.json)")
     console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
     raise typer.Exit(res.exit_code)
 

@@ -412,6 +412,90 @@ def _on_grid(vol, affine_to_target_world: np.ndarray, grid, mode: str) -> torch.
     return resample_to_grid(vol.data[0], affine_to_target_world @ vol.affine, grid, mode=mode)
 
 
+#: Flags of saved maps that cannot be scored as intended (``results.audit.flags``, the report):
+#: a field of view covering less than this share of the brain mask (or, without one, of the
+#: ground truth) — a wrong affine, e.g. the identity, or a crop;
+FOV_MIN_COVERAGE = 0.5
+#: less than this share of |relevance| inside the brain mask, and less than a uniform map would put
+#: there (the brain's share of the map's voxels) — the map sits elsewhere than the brain;
+IN_BRAIN_MIN_SHARE = 0.5
+#: the positive part holding less than this share of |relevance| — a negative-only map (its sign
+#: flipped?) scores below chance under ``polarity: positive``.
+POSITIVE_MIN_SHARE = 0.01
+
+
+def coverage_flags(mask_flags: list[dict], inp: AuditInputs, subjects: list[str]) -> list[dict]:
+    """Flags naming the subjects whose ground-truth mask has no map: of any method (not scored at
+    all) or of one method (not scored for it). Appended to ``mask_flags``, which is returned."""
+    scored = set(subjects)
+    for sid in sorted(set(inp.masks) - scored):
+        mask_flags.append({"subject_id": sid, "method": "all methods", "file": str(inp.masks[sid]),
+                           "flag": "mask without maps: no method has a map of this subject; it is not scored"})
+    for m in sorted(inp.maps):
+        for sid in subjects:
+            if sid not in inp.maps[m]:
+                mask_flags.append({"subject_id": sid, "method": m, "file": str(inp.masks[sid]),
+                                   "flag": f"mask without a {m} map: this subject is not scored for {m}"})
+    return mask_flags
+
+
+def map_flags(vol, *, to_mask_world: np.ndarray, mask_grid, reference: torch.Tensor, reference_name: str,
+              brain_on_map: torch.Tensor | None) -> list[str]:
+    """What is wrong with one saved map ``vol`` (as saved, before resampling), as sentences:
+
+    * its field of view covers < :data:`FOV_MIN_COVERAGE` of ``reference`` (the brain mask, or the
+      ground truth, on the mask grid ``mask_grid``; ``to_mask_world`` maps the map's world to the
+      masks');
+    * < :data:`IN_BRAIN_MIN_SHARE` of its |relevance| lies inside the brain (``brain_on_map``: the
+      brain mask on the map's own grid, bool), and less than a uniform map would put there;
+    * its positive part holds < :data:`POSITIVE_MIN_SHARE` of |relevance| (negative everywhere).
+
+    A constant or all-zero map is flagged by the caller and gets none of these."""
+    from ..data.transforms import resample_to_grid
+
+    out = []
+    a = vol.data[0].float()
+    fov = resample_to_grid(torch.ones(a.shape), to_mask_world @ vol.affine, mask_grid, mode="nearest") > 0.5
+    ref = reference.bool().cpu()
+    cov = float((fov & ref).sum()) / max(1, int(ref.sum()))
+    if cov < FOV_MIN_COVERAGE:
+        out.append(f"field of view covers {100 * cov:.0f} % of the {reference_name} (wrong affine, e.g. the "
+                   "identity, or a cropped map?): the rest scores as zero")
+    mag = a.abs()
+    total = float(mag.sum())
+    if brain_on_map is not None and total > 0:
+        inside = float(mag[brain_on_map].sum()) / total
+        uniform = float(brain_on_map.float().mean())
+        if inside < IN_BRAIN_MIN_SHARE and inside < uniform:
+            out.append(f"{100 * inside:.0f} % of its |relevance| lies inside the brain mask, less than a uniform "
+                       f"map would put there ({100 * uniform:.0f} %): check the map's affine; if it is right, "
+                       "the method points outside the brain")
+    pos = float(a.clamp_min(0).sum())
+    if total > 0 and pos < POSITIVE_MIN_SHARE * total:
+        what = "negative everywhere" if pos == 0 else f"almost only negative (positive part {100 * pos / total:.2g} %)"
+        out.append(f"{what}: under polarity 'positive' it scores below chance (a flipped sign, or an explained "
+                   "output below zero; scoring.polarity: absolute scores |attribution|)")
+    return out
+
+
+def _saved_map_flags(vol, mvol, bvol, brain, mask, Tinv, T, grid: str, same: bool) -> list[str]:
+    """:func:`map_flags` of one saved map: the reference (brain mask, else ground truth) on the mask
+    grid, and the brain mask on the map's grid."""
+    from ..data.volume import Grid
+
+    mask_grid = Grid(mvol.shape, mvol.affine)
+    if bvol is not None:
+        ref = _on_grid(bvol, np.eye(4), mask_grid, "nearest") > 0.5 if grid == "map" else brain
+        brain_on_map = brain if same and grid == "mask" else _on_grid(bvol, T, Grid(vol.shape, vol.affine),
+                                                                       "nearest") > 0.5
+        name = "brain mask"
+    else:
+        ref = mvol.data[0] > 0 if grid == "map" else mask
+        brain_on_map, name = None, "ground-truth mask"
+    return map_flags(vol, to_mask_world=Tinv, mask_grid=mask_grid, reference=ref, reference_name=name,
+                     brain_on_map=brain_on_map)
+
+
 def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np.ndarray | None = None,
                    mask_threshold: float = 0.5, labels: list[int] | None = None, device: str = "cpu",
                    progress=None) -> dict:
@@ -441,7 +525,8 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
     if incomplete:
         log.warning("%d subject/method pairs have no map (%s); each method is scored on its own subjects, "
                     "paired tests on the shared ones", len(incomplete), "; ".join(incomplete[:3]))
-    rows, profiles, flags, files = [], {}, [], []
+    rows, profiles, files = [], {}, []
+    flags: list[dict] = coverage_flags([], inp, subjects)  # masks without maps, named
     means: dict[str, np.ndarray] = {}
     mean_mask = mean_img = None
     common_grid = None
@@ -466,7 +551,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             raise ScoringError("the mask is empty on the target grid", path=inp.masks[sid],
                                expected=f"voxels > {mask_threshold}" if not labels else f"labels {labels}",
                                found="none", fix="check --mask-threshold / --label, or drop this subject")
-        brain = None
+        brain = bvol = None
         bpath = inp.brain.get(sid) or inp.brain_single
         if bpath is not None:
             bvol = _load(bpath)
@@ -494,6 +579,9 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             if hi == lo:
                 flags.append({"subject_id": sid, "method": method, "flag": "all-zero map" if hi == 0
                               else f"constant map ({hi:.3g})", "file": str(path)})
+            else:  # field of view, relevance outside the brain, sign
+                flags += [{"subject_id": sid, "method": method, "flag": f, "file": str(path)}
+                          for f in _saved_map_flags(vol, mvol, bvol, brain, mask, Tinv, T, grid, same)]
             a = vol.data[0] if same else _on_grid(vol, to_target, g, "bilinear")
             resampled += 0 if same else 1
             a = a.float()

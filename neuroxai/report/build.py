@@ -236,6 +236,22 @@ def _params(p: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
+#: ``run.target`` → what each map explains, in words (the report and its methods paragraph)
+EXPLAINED_OUTPUT = {
+    "label": "the output of the subject's true class",
+    "predicted": "the output of the class the model predicted for the subject",
+    "positive": "the output of class 1 (the signal class), for every subject",
+}
+
+
+def explained_output_text(target: str) -> str:
+    """One sentence saying which model output each map explains (``run.target``)."""
+    what = EXPLAINED_OUTPUT.get(target, f"run.target {target!r}")
+    return (f"Each map explains {what} (run.target: {target}; regression tasks: the single output; a "
+            "single-logit binary model: its logit z for class 1, −z for class 0); scores.csv gives each "
+            "subject's label, prediction and explained class.")
+
+
 def methods_paragraph(results: Results) -> str:
     """A 'methods' paragraph generated from the protocol, for a paper or an audit file."""
     spec = results.protocol.spec
@@ -256,6 +272,8 @@ def methods_paragraph(results: Results) -> str:
         f"Explanation methods: {meths}. Each map was scored against each test subject's ground truth "
         f"with {metrics}.",
     ]
+    if results.kind != "audit":
+        parts.insert(3, explained_output_text((spec.get("run") or {}).get("target", "label")))
     if st:
         parts.append(
             f"Means carry {fmt(st.get('ci_level', 0.95), 2)} bootstrap confidence intervals "

@@ -59,3 +59,14 @@ def test_perfect_ranking_with_chance_accuracy_is_called_a_threshold_problem(tmp_
     res["tasks"][0]["model"].update(auroc=1.0, accuracy=0.5)
     html = build_report(res, None, tmp_path / "report").read_text()
     assert "the threshold, not the ranking, is wrong" in html
+
+
+def test_report_says_which_output_each_map_explains(tmp_path):
+    from neuroxai.report.build import methods_paragraph
+
+    res = json.loads(EXAMPLE.read_text())
+    assert "explains the output of the subject's true class (run.target: label" in methods_paragraph(
+        read_results(EXAMPLE))  # the default, also for a protocol from before run.target
+    res["protocol"]["spec"]["run"]["target"] = "positive"
+    html = build_report(res, None, tmp_path / "report").read_text()
+    assert "explains the output of class 1 (the signal class), for every subject" in html

@@ -256,6 +256,9 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
                                                    "maps' (ITK/ANTs .mat or .txt, or a 4×4 text matrix in RAS mm)"),
           grid: str = typer.Option("mask", "--grid", help="score on each subject's 'mask' grid (maps trilinear) or "
                                    "'map' grid (masks nearest neighbour)"),
+          grid_check: bool = typer.Option(True, "--grid-check/--no-grid-check", help="when maps and masks are on "
+                                          "different grids, also score on the other grid and report the method "
+                                          "order on both (twice the scoring time)"),
           mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0,
                                                help="mask voxels > this are in the mask (probabilistic masks)"),
           mask_desc: Optional[str] = typer.Option(None, "--mask-desc", help="which desc-<label>_mask to use"),
@@ -285,9 +288,14 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
                         grid=grid, mask_threshold=mask_threshold, mask_desc=mask_desc, labels=list(label or []) or None,
                         atlas=atlas, atlas_labels=labels_tsv, true_region=list(true_region or []) or None,
                         device=device, progress=lambda i, n: p.update(tid, completed=i, total=n),
-                        brain_mask_desc=brain_mask_desc, anat_suffix=anat_suffix)
+                        brain_mask_desc=brain_mask_desc, anat_suffix=anat_suffix, check_grid=grid_check)
     if not quiet:
         show(_verdict_table(res.results))
+        orders = (res.results.data.grid or {}).get("orders")
+        if orders and orders["same_order"] is False:
+            console.print("[yellow]grid[/]: the method order by " + orders["metric"] + " depends on the grid: "
+                          + "; ".join(f"{g}: {' > '.join(ms)}" for g, ms in orders["order"].items())
+                          + " (methods that swap places are not separable on these data)", soft_wrap=True)
         flags = res.results.audit.flags
         for f in flags[:10]:
             console.print(f"[yellow]flag[/]: {f.method} {f.subject_id}: {f.flag}", soft_wrap=True, highlight=False)

@@ -634,6 +634,21 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             "n_resampled": resampled, "n_on_common_grid": n_mean, "true_regions": true_regions}
 
 
+def grid_orders(scores: dict[str, pd.DataFrame], methods: list[str], metric: str) -> dict:
+    """The methods ordered by their mean ``metric`` on each grid (``scores``: ``{grid: score table}``),
+    best first: ``{"metric", "order": {grid: [method]}, "means": {grid: {method: mean}}, "same_order"}``.
+    Two methods that swap places between the grids are not separable on these data (a user saw
+    Saliency and LRP swap between 2 mm masks and 4 mm maps)."""
+    means, order = {}, {}
+    for g, df in scores.items():
+        sel = df[(df["metric"] == metric) & df["method"].isin(methods)]
+        m = sel.groupby("method")["value"].mean()
+        means[g] = {k: float(v) for k, v in m.items()}
+        order[g] = sorted(means[g], key=lambda k: -means[g][k])
+    return {"metric": metric, "order": order, "means": means,
+            "same_order": len({tuple(v) for v in order.values()}) == 1}
+
+
 def _digest_table(files: list[Path], root: Path | None = None) -> pd.DataFrame:
     from ..data.manifest import file_digest
 
@@ -650,18 +665,20 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
               transform=None, grid: str = "mask", mask_threshold: float = 0.5, mask_desc: str | None = None,
               labels: list[int] | None = None, atlas=None, atlas_labels=None, true_region=None,
               task_id: str = "audit", device: str = "cpu", report: bool = True, progress=None,
-              brain_mask_desc: str | None = None, anat_suffix: str | None = None):
+              brain_mask_desc: str | None = None, anat_suffix: str | None = None, check_grid: bool = True):
     """The whole audit: discover, score, apply the protocol's criteria, write ``OUT/results.json``,
     ``OUT/inputs.csv`` and the report in ``OUT/report/``. In folders of several kinds of files per
     subject the brain masks are the ``desc-<brain_mask_desc>`` files (default ``desc-brain``) and
-    the anatomical images the ``_<anat_suffix>`` files (default ``_T1w``). Returns a :class:`~neuroxai.protocol.context.RunResult`."""
+    the anatomical images the ``_<anat_suffix>`` files (default ``_T1w``). With ``check_grid`` and maps
+    on another grid than the masks, the maps are also scored on the other grid and the method order
+    on both grids is reported (:func:`grid_orders`; the verdicts use ``grid``). Returns a :class:`~neuroxai.protocol.context.RunResult`."""
     from ..outdir import claim_dir
     from .provenance import now, provenance
     from .context import RunResult
     from ..atomic import atomic_write
     from .rundir import stable_hash
     from .schema import MethodSpec, Protocol, load_protocol
-    from ..report.schema import AtlasInfo, AuditInfo
+    from ..report.schema import AtlasInfo, AuditInfo, main_metric
     from .verdict import assemble_results, cohort_profile
 
     out = claim_dir(out_dir, "audit")
@@ -710,6 +727,18 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     T = read_transform(transform) if transform is not None else None
     res = audit_subjects(inp, proto, grid=grid, transform=T, mask_threshold=mask_threshold, labels=labels,
                          device=device, progress=progress)
+    orders = None
+    if check_grid and res["n_resampled"]:
+        # maps and masks on different grids: does the method order depend on which grid scores them?
+        other = "map" if grid == "mask" else "mask"
+        metric = main_metric([c.metric for c in proto.acceptance], [m.name for m in proto.metrics])
+        try:
+            res_other = audit_subjects(inp, proto, grid=other, transform=T, mask_threshold=mask_threshold,
+                                       labels=labels, device=device)
+            orders = grid_orders({grid: res["scores"], other: res_other["scores"]}, sorted(maps), metric)
+        except ScoringError as exc:  # e.g. a mask empty on a coarse map grid: the check only, not the audit
+            orders = {"metric": metric, "order": {}, "means": {}, "same_order": None,
+                      "note": f"not comparable on the {other} grid: {exc.args[0]}"}
     inputs = _digest_table(res["files"])
     inputs_hash = stable_hash(inputs[["bytes", "blake2b"]].to_dict(orient="list"))
     atomic_write(out / "inputs.csv", inputs.to_csv(index=False))
@@ -726,7 +755,7 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
                  "masks_interpolation": "none" if grid == "mask" else "nearest neighbour",
                  "mask_threshold": None if labels else mask_threshold, "labels": labels,
                  "transform": str(transform) if transform is not None else None,
-                 "n_maps_resampled": res["n_resampled"]}
+                 "n_maps_resampled": res["n_resampled"], "orders": orders}
     data_info = {"source": "audit", "n_subjects": len(sids), "manifest_hash": inputs_hash, "grid": grid_info,
                  "maps": str(maps_dir), "masks": str(masks_dir), "brain_mask": str(brain_mask) if brain_mask else None,
                  "restricted_to_brain": bool(brain_mask) and proto.scoring.restrict_to_brain}

@@ -82,3 +82,23 @@ def test_negative_only_maps_are_flagged_and_score_below_chance(study):
     assert m.mean < m.chance + 1e-9
     html = (root / "out" / "report" / "index.html").read_text()
     assert "negative everywhere" in html and "mask without maps" in html and "field of view covers" in html
+
+
+def test_method_order_on_both_grids_is_reported(study):
+    from neuroxai.protocol.audit import grid_orders
+    import pandas as pd
+
+    root, res = study
+    o = res.results.data.grid["orders"]  # the identity-affine maps were resampled: both grids scored
+    assert set(o["order"]) == {"mask", "map"} and o["metric"] == "relevance_rank_accuracy"
+    assert o["order"]["mask"][0] == "good" and set(o["order"]["map"]) == {"good", "identity", "negative", "outside"}
+    html = (root / "out" / "report" / "index.html").read_text()
+    assert 'id="grid-orders"' in html and "on the map grid" in html
+
+    def table(a, b):
+        return pd.DataFrame({"subject_id": ["s1", "s1", "s2", "s2"], "method": ["A", "B", "A", "B"],
+                             "metric": ["m"] * 4, "value": [a, b, a, b]})
+
+    flip = grid_orders({"mask": table(0.5, 0.4), "map": table(0.3, 0.6)}, ["A", "B"], "m")
+    assert flip["order"] == {"mask": ["A", "B"], "map": ["B", "A"]} and flip["same_order"] is False
+    assert grid_orders({"mask": table(0.5, 0.4), "map": table(0.6, 0.4)}, ["A", "B"], "m")["same_order"] is True

@@ -75,7 +75,7 @@ def test_single_logit_model_through_cli_gets_a_verdict(tiny_protocol, tmp_path, 
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["validate", str(proto), "--data", str(manifest), "--model", "userpkg_b26.net:Net",
                                    "--weights", str(tmp_path / "weights.pt"), "--out", str(out), "-q"])
-    assert res.exit_code in (0, 1), res.output
+    assert res.exit_code in (0, 1, 3), res.output  # a verdict (3: INCONCLUSIVE, no FAIL), not an error
     results = json.loads((out / "results.json").read_text())
     verdicts = {m["method"]: m["verdict"] for m in results["methods"]}
     assert set(verdicts) >= {"gradient", "lrp", "gradcam"}

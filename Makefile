@@ -11,7 +11,7 @@ HASH := $(shell cat pyproject.toml Makefile | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(HASH)
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test setup bench clean-venv
+.PHONY: demo test setup bench clean-venv protocol-docs
 
 setup: $(STAMP)
 
@@ -48,6 +48,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_attribution.py --quick
 	$(PY) benchmarks/bench_scoring.py --quick
+
+# The protocol reference is generated from the schema (a test fails when docs/protocol.md is stale).
+protocol-docs: $(STAMP)
+	$(PY) -m neuroxai.protocol.reference > docs/protocol.md
 
 clean-venv:
 	rm -rf $(VENV)

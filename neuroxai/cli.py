@@ -30,6 +30,36 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 console = Console()
 err = Console(stderr=True)
 
+#: width of ``--help`` when stdout is not a terminal (CI logs, pipes): rich would cut it at 80
+HELP_WIDTH_NOT_TTY = 160
+
+
+def _not_a_terminal() -> bool:
+    """stdout is a pipe or a file and no width was asked for (``COLUMNS`` / ``TERMINAL_WIDTH``)."""
+    return not console.is_terminal and not (os.environ.get("COLUMNS") or os.environ.get("TERMINAL_WIDTH"))
+
+
+if _not_a_terminal():  # CI logs: --help is not cut at 80 columns
+    try:
+        import typer.rich_utils as _rich_utils
+
+        _rich_utils.MAX_WIDTH = _rich_utils.MAX_WIDTH or HELP_WIDTH_NOT_TTY
+    except (ImportError, AttributeError):  # pragma: no cover - a typer without rich help
+        pass
+
+
+def show(renderable) -> None:
+    """Print a table: on a terminal at its width; elsewhere (CI logs, pipes) as wide as its content,
+    so method and metric names are never cut (rich assumes 80 columns without a terminal)."""
+    if not _not_a_terminal():
+        console.print(renderable)
+        return
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update_width(10_000), renderable).maximum
+    # print(width=) is capped at the console's width: a console of the content's width instead
+    Console(width=max(console.width, need)).print(renderable)
+
 
 _DEBUG = {"on": os.environ.get("NEUROXAI_DEBUG", "") not in ("", "0")}
 
@@ -105,6 +135,7 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
          max_test_subjects: Optional[int] = None, stop_after: Optional[str] = None) -> int:
     from .progress import RichProgress
     from .protocol.runner import run_protocol
+    from .report.build import threshold_note
 
     try:
         with RichProgress(quiet=quiet) as prog:
@@ -119,13 +150,16 @@ def _run(protocol: str, out: Path, data: Optional[Path], model: Optional[str], *
         console.print(f"stopped after the {stop_after} stage: {res.run_dir} (continue with --resume)")
         return 0
     if not quiet:
-        console.print(_verdict_table(res.results))
+        show(_verdict_table(res.results))
         for task in res.results.tasks:
             perf = task.model
             if perf.auroc is not None:
                 console.print(f"model on {task.id}: test AUROC {perf.auroc:.3f} "
                               f"[{perf.auroc_ci_low:.3f}, {perf.auroc_ci_high:.3f}]"
-                              + ("  [bold red]AT CHANCE[/]" if perf.at_chance else ""))
+                              + ("  [bold red]AT CHANCE[/]" if perf.at_chance else ""), soft_wrap=True)
+                note = threshold_note(perf)
+                if note:
+                    console.print(f"  [yellow]note[/]: {note}", soft_wrap=True)
     console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
     return res.exit_code
 
@@ -190,7 +224,11 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
     if stop_after not in (None, "data", "tasks", "store", "train", "attribute"):
         raise typer.BadParameter("one of data, tasks, store, train, attribute", param_hint="--stop-after")
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 checks
-        claim_dir(out, "run", reuse=resume)  # never into someone else's files, nor over a run unasked
+        from .protocol.rundir import finished_no_stage
+
+        # never into someone else's files, nor over a run unasked; a run that failed before finishing
+        # any stage (e.g. a protocol error) holds nothing to keep: its corrected rerun reuses the folder
+        claim_dir(out, "run", reuse=resume or finished_no_stage(out))
         if export is not None:
             claim_dir(export, "export")
     raise typer.Exit(_run(protocol, out, data, model, quiet=quiet, device=device, weights=weights,
@@ -208,11 +246,19 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
                                        "(default: the shipped audit.yaml)"),
           brain_mask: Optional[Path] = typer.Option(None, "--brain-mask", help="one NIfTI or a folder per subject "
                                                     "(in the masks' space)"),
+          brain_mask_desc: Optional[str] = typer.Option(None, "--brain-mask-desc", help="in a --brain-mask folder "
+                                                        "with several masks per subject: use the desc-<LABEL> ones "
+                                                        "(default: desc-brain)"),
           anat: Optional[Path] = typer.Option(None, "--anat", help="anatomical image(s) for the figures (masks' space)"),
+          anat_suffix: Optional[str] = typer.Option(None, "--anat-suffix", help="in an --anat folder (e.g. a BIDS "
+                                                    "dataset): use the *_<SUFFIX>.nii.gz images (default: T1w)"),
           transform: Optional[Path] = typer.Option(None, "--transform", help="affine from the masks' space to the "
                                                    "maps' (ITK/ANTs .mat or .txt, or a 4×4 text matrix in RAS mm)"),
           grid: str = typer.Option("mask", "--grid", help="score on each subject's 'mask' grid (maps trilinear) or "
                                    "'map' grid (masks nearest neighbour)"),
+          grid_check: bool = typer.Option(True, "--grid-check/--no-grid-check", help="when maps and masks are on "
+                                          "different grids, also score on the other grid and report the method "
+                                          "order on both (twice the scoring time)"),
           mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0,
                                                help="mask voxels > this are in the mask (probabilistic masks)"),
           mask_desc: Optional[str] = typer.Option(None, "--mask-desc", help="which desc-<label>_mask to use"),
@@ -241,11 +287,20 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
         res = run_audit(maps, masks, out, protocol=protocol, brain_mask=brain_mask, anat=anat, transform=transform,
                         grid=grid, mask_threshold=mask_threshold, mask_desc=mask_desc, labels=list(label or []) or None,
                         atlas=atlas, atlas_labels=labels_tsv, true_region=list(true_region or []) or None,
-                        device=device, progress=lambda i, n: p.update(tid, completed=i, total=n))
+                        device=device, progress=lambda i, n: p.update(tid, completed=i, total=n),
+                        brain_mask_desc=brain_mask_desc, anat_suffix=anat_suffix, check_grid=grid_check)
     if not quiet:
-        console.print(_verdict_table(res.results))
-        for f in res.results.audit.flags[:10]:
-            console.print(f"[yellow]flag[/]: {f.method} {f.subject_id}: {f.flag}")
+        show(_verdict_table(res.results))
+        orders = (res.results.data.grid or {}).get("orders")
+        if orders and orders["same_order"] is False:
+            console.print("[yellow]grid[/]: the method order by " + orders["metric"] + " depends on the grid: "
+                          + "; ".join(f"{g}: {' > '.join(ms)}" for g, ms in orders["order"].items())
+                          + " (methods that swap places are not separable on these data)", soft_wrap=True)
+        flags = res.results.audit.flags
+        for f in flags[:10]:
+            console.print(f"[yellow]flag[/]: {f.method} {f.subject_id}: {f.flag}", soft_wrap=True, highlight=False)
+        if len(flags) > 10:
+            console.print(f"[yellow]flag[/]: … and {len(flags) - 10} more (report, results.json)")
     console.print(f"report: {res.report_dir / 'index.html' if res.report_dir else res.run_dir}")
     raise typer.Exit(res.exit_code)
 
@@ -264,16 +319,31 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory holding res
 
 @app.command()
 @_guarded
-def protocols():
-    """List the shipped validation protocols."""
-    from .protocol.schema import list_protocols
+def protocols(show: Optional[str] = typer.Option(None, "--show", help="print this protocol (a shipped name or a "
+                                                 "path) with every key's type, default and meaning")):
+    """Describe the shipped protocols; [bold]--show NAME[/bold] prints one, annotated.
 
-    t = Table(title="protocols (use the id with `neuroxai validate`)")
-    for c in ("id", "version", "title", "hash"):
-        t.add_column(c)
+    Every key is documented in docs/protocol.md (generated from the schema).
+    Example: [cyan]neuroxai protocols --show quick[/cyan]
+    """
+    if show is not None:
+        from .protocol.reference import annotated_protocol
+
+        sys.stdout.write(annotated_protocol(show))
+        return
+    from .protocol.schema import PROTOCOL_DIR, list_protocols
+
     for p in list_protocols():
-        t.add_row(p.id, p.version, p.title, p.content_hash()[:12])
-    console.print(t)
+        console.print(f"[bold]{p.id}[/bold] v{p.version} ({p.kind}) — {p.title}", soft_wrap=True, highlight=False)
+        if p.description:
+            console.print("  " + " ".join(p.description.split()), highlight=False, soft_wrap=True)
+        if p.tasks:
+            console.print("  tasks: " + ", ".join(f"{t.id} ({t.type})" for t in p.tasks), highlight=False, soft_wrap=True)
+        if p.methods:
+            console.print("  methods: " + ", ".join(m.key for m in p.methods), highlight=False, soft_wrap=True)
+        console.print("  criteria: " + "; ".join(c.describe() for c in p.acceptance), highlight=False, soft_wrap=True)
+        console.print(f"  file: {PROTOCOL_DIR / (p.id + '.yaml')}  hash {p.content_hash()[:12]}\n", highlight=False, soft_wrap=True)
+    console.print("annotated: [cyan]neuroxai protocols --show NAME[/cyan]; every key: docs/protocol.md")
 
 
 @app.command()
@@ -353,7 +423,7 @@ def bench(project: int = typer.Option(45000, "--project", help="subjects to proj
     for k, v in res.methods_s_per_volume.items():
         t.add_row(k, f"{v:.4f}", f"{v / res.floor_s_per_volume:.2f}")
     t.add_row("scoring (3 metrics)", f"{res.scoring_s_per_volume:.4f}", f"{res.scoring_s_per_volume / res.floor_s_per_volume:.2f}")
-    console.print(t)
+    show(t)
     pj = proj(res, project)
     console.print(f"{project} subjects × {pj['n_tasks']} tasks, all methods + scoring + model randomization: "
                   f"{pj['gpu_hours']:.1f} device-hours; wall-clock on 1 / 8 devices: "

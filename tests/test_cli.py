@@ -94,3 +94,66 @@ def test_cli_and_report_show_the_same_main_metric(small_results):
     text = con.export_text()
     assert "relevance_rank_accuracy" in text and "0.200 [0.100, 0.300]" in text
     assert verdict_rows(res)[0]["metric"] == "relevance_rank_accuracy"
+
+
+def test_tables_are_not_cut_without_a_terminal(small_results, capsys):
+    from neuroxai.cli import _verdict_table, show
+
+    long = "smoothgrad_squared_with_a_long_label"
+    res = small_results({long: {"relevance_rank_accuracy_long_metric_name": {
+        "mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "chance": 0.05}}},
+        acceptance=["relevance_rank_accuracy_long_metric_name"], metrics=["relevance_rank_accuracy_long_metric_name"])
+    show(_verdict_table(res))  # pytest's stdout is not a terminal, as in CI
+    out = capsys.readouterr().out
+    assert long in out and "relevance_rank_accuracy_long_metric_name" in out and "…" not in out
+    r = runner.invoke(app, ["audit", "--help"])
+    assert r.exit_code == 0 and "…" not in r.output
+    assert max(len(line) for line in r.output.splitlines()) > 80  # sized for the content, not 80 columns
+
+
+def test_a_run_that_failed_before_any_stage_is_rerun_without_resume(tiny_protocol, tmp_path):
+    import yaml
+
+    bad = tmp_path / "bad.yaml"
+    spec = yaml.safe_load(tiny_protocol.read_text())
+    bad.write_text(yaml.safe_dump({**spec, "run": {**spec["run"], "target": "signal"}}))
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["validate", str(bad), "--out", str(out), "-q"])
+    assert r.exit_code == 2 and "run.target" in r.output
+    assert (out / ".neuroxai").is_file()  # the folder was claimed before the protocol failed
+    r = runner.invoke(app, ["validate", str(tiny_protocol), "--out", str(out), "-q", "--stop-after", "store"])
+    assert r.exit_code == 0, r.output  # reused without --resume: no stage had finished
+    assert list(out.glob("stages/*/*/DONE"))
+    r = runner.invoke(app, ["validate", str(tiny_protocol), "--out", str(out), "-q", "--stop-after", "store"])
+    assert r.exit_code == 2 and "--resume" in r.output  # a finished stage is protected again
+
+
+def test_audit_reads_a_cohort_folder_by_bids_entities(tmp_path):
+    import pandas as pd
+
+    from neuroxai.data.cohort import generate_cohort
+
+    coh = generate_cohort(tmp_path / "cohort", n=12, spacing=8.0, seed=0).parent
+    der = coh / "derivatives" / "neuroxai"
+    (tmp_path / "maps" / "perfect").mkdir(parents=True)
+    for f in sorted(der.glob("sub-*/anat/*_desc-signal_mask.nii.gz")):  # a map that is the ground truth
+        img = nib.load(f)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine),
+                 tmp_path / "maps" / "perfect" / f.name.replace("_desc-signal_mask", "_map"))
+    args = ["audit", "--maps", str(tmp_path / "maps"), "--masks", str(der), "--mask-desc", "signal",
+            "--brain-mask", str(der), "--anat", str(coh)]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "out"), "-q"])
+    assert r.exit_code in (0, 1, 3), r.output  # a verdict (3: INCONCLUSIVE, no FAIL), not an error
+    used = pd.read_csv(tmp_path / "out" / "inputs.csv")["file"].tolist()
+    brains = [f for f in used if "brain" in f]
+    assert len(brains) == 12 and all(f.endswith("_desc-brain_mask.nii.gz") for f in brains)
+    res = read_results(tmp_path / "out" / "results.json")
+    assert res.data.restricted_to_brain
+    assert res.audit.figures_background == "anatomical image"  # the _T1w images, not the masks beside them
+    # another entity on request; an entity that is not there is a named error listing what is
+    r = runner.invoke(app, [*args, "--brain-mask-desc", "signal", "--out", str(tmp_path / "out2"), "-q"])
+    assert r.exit_code in (0, 1, 3), r.output  # a verdict (3: INCONCLUSIVE, no FAIL), not an error
+    assert all(f.endswith("_desc-signal_mask.nii.gz") for f in pd.read_csv(tmp_path / "out2" / "inputs.csv")["file"]
+               if "/derivatives/" in f)
+    r = runner.invoke(app, [*args, "--anat-suffix", "T2w", "--out", str(tmp_path / "out3"), "-q"])
+    assert r.exit_code == 2 and "_T2w" in r.output and "_T1w" in r.output

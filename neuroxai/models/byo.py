@@ -205,7 +205,9 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int
     """Dry-run ``model`` on zeros of ``input_shape`` (``(B, 1, D, H, W)``); returns the output shape.
 
     Raises ``ModelError`` saying what the model expects and what the data is, with the original
-    exception text, when the forward fails or the output is not ``(B, n_outputs)`` logits.
+    exception text, when the forward fails or the output is not ``(B, n_outputs)`` or ``(B,)``
+    logits (one logit per subject: a single-output binary classifier, see
+    :mod:`neuroxai.models.binary`).
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 5:
@@ -230,9 +232,11 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int
         _set_mode(model, was_training)
     if isinstance(out, (tuple, list)):
         out = out[0]
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != shape[0]:
+    # (B,) is one logit per subject (a BCEWithLogitsLoss binary classifier), as (B, 1)
+    if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or out.shape[0] != shape[0]:
         found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelError("the model's output is not (B, n_outputs) logits", expected=f"({shape[0]}, n_outputs)",
+        raise ModelError("the model's output is not (B, n_outputs) logits", expected=f"({shape[0]}, n_outputs) "
+                         f"or ({shape[0]},)",
                          found=f"{found} for input {shape}",
                          fix="wrap the model so that it returns one row of class logits / values per subject")
     return tuple(out.shape)

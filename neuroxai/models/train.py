@@ -427,13 +427,16 @@ def _validate(model, ds, cfg: TrainConfig, dev, use_bf16: bool) -> tuple[float, 
 
 @torch.no_grad()
 def predict(model: nn.Module, ds, kind: str, device: str = "cpu", batch_size: int = 16):
-    """``(outputs, labels)`` as numpy: class probabilities ``(N, C)`` or values ``(N,)``."""
+    """``(outputs, labels)`` as numpy: class probabilities ``(N, C)`` (sigmoid of the logit for a
+    single-logit binary model, see :mod:`neuroxai.models.binary`) or values ``(N,)``."""
+    from .binary import class_probabilities
+
     model.eval()
     dev = torch.device(device)
     outs, labs = [], []
     for b in torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=_collate):
         y = _outputs(model, b["image"].float().to(dev), kind).float()
-        outs.append(torch.softmax(y, 1).cpu() if kind == "classification" else y.cpu())
+        outs.append(class_probabilities(model, y).cpu() if kind == "classification" else y.cpu())
         labs.append(_target(b["label"], kind))
     return torch.cat(outs).numpy(), torch.cat(labs).numpy()
 

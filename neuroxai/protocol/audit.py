@@ -314,17 +314,52 @@ class _AuditTask(SimpleNamespace):
         return dict(self.info)
 
 
-def _per_subject(path: Path | None, what: str) -> tuple[dict[str, Path], Path | None]:
+#: BIDS entities that pick the brain mask and the anatomical image among a subject's files (a
+#: ``neuroxai cohort`` folder holds ``desc-brain_mask``, ``desc-signal_mask``, ``label-lesion_mask``,
+#: ``dseg`` and ``T1w`` files side by side)
+BRAIN_MASK_DESC = "brain"
+ANAT_SUFFIX = "T1w"
+
+
+def bids_pick(files: list[Path], what: str, *, desc: str | None = None, suffix: str | None = None,
+              explicit: bool = False, root: Path | None = None) -> list[Path]:
+    """The files among ``files`` whose BIDS name carries ``_desc-<desc>_`` (masks) or ends in
+    ``_<suffix>.nii[.gz]`` (images). When none does: all of them if the entity was a default
+    (``explicit=False``: a folder of plain per-subject files), a named error if it was asked for."""
+    if desc is not None:
+        pat = re.compile(rf"_desc-{re.escape(desc)}_[A-Za-z0-9]+\.nii(\.gz)?$", re.IGNORECASE)
+        entity = f"desc-{desc}"
+    else:
+        pat = re.compile(rf"_{re.escape(str(suffix))}\.nii(\.gz)?$", re.IGNORECASE)
+        entity = f"_{suffix}"
+    chosen = [f for f in files if pat.search(f.name)]
+    if chosen or not explicit:
+        return chosen or files
+    found = sorted({m.group(0) for f in files for m in [re.search(r"(_desc-[A-Za-z0-9]+)?_[A-Za-z0-9]+\.nii", f.name)]
+                    if m})
+    raise ManifestError(f"no {what} file with {entity}", path=root, expected=f"*{entity}* NIfTI files",
+                        found=found[:10] or f"{len(files)} NIfTI files", fix="choose one of the entities found")
+
+
+def _per_subject(path: Path | None, what: str, *, desc: str | None = None, suffix: str | None = None,
+                 explicit: bool = False) -> tuple[dict[str, Path], Path | None]:
+    """``({subject: file}, None)`` for a folder, ``({}, file)`` for one file. In a folder holding
+    several kinds of files per subject, ``desc`` / ``suffix`` pick them by BIDS entity
+    (:func:`bids_pick`)."""
     if path is None:
         return {}, None
     path = Path(path)
     if path.is_dir():
         out: dict[str, Path] = {}
         problems: list[str] = []
-        for f in _files(path):
-            if NII.search(f.name):
-                _put(out, subject_key(f), f, what, problems)
-        _raise(problems, path, f"ambiguous {what} file(s)", f"keep one {what} per subject")
+        files = [f for f in _files(path) if NII.search(f.name)]
+        if desc is not None or suffix is not None:
+            files = bids_pick(files, what, desc=desc, suffix=suffix, explicit=explicit, root=path)
+        for f in files:
+            _put(out, subject_key(f), f, what, problems)
+        opt = {"brain mask": "--brain-mask-desc", "anatomical image": "--anat-suffix"}.get(what)
+        _raise(problems, path, f"ambiguous {what} file(s)",
+               f"keep one {what} per subject" + (f", or choose them with {opt}" if opt else ""))
         return out, None
     if not path.is_file():
         raise ManifestError(f"{what} not found", path=path, expected="a NIfTI file or a folder of them",
@@ -377,6 +412,90 @@ def _on_grid(vol, affine_to_target_world: np.ndarray, grid, mode: str) -> torch.
     return resample_to_grid(vol.data[0], affine_to_target_world @ vol.affine, grid, mode=mode)
 
 
+#: Flags of saved maps that cannot be scored as intended (``results.audit.flags``, the report):
+#: a field of view covering less than this share of the brain mask (or, without one, of the
+#: ground truth) — a wrong affine, e.g. the identity, or a crop;
+FOV_MIN_COVERAGE = 0.5
+#: less than this share of |relevance| inside the brain mask, and less than a uniform map would put
+#: there (the brain's share of the map's voxels) — the map sits elsewhere than the brain;
+IN_BRAIN_MIN_SHARE = 0.5
+#: the positive part holding less than this share of |relevance| — a negative-only map (its sign
+#: flipped?) scores below chance under ``polarity: positive``.
+POSITIVE_MIN_SHARE = 0.01
+
+
+def coverage_flags(mask_flags: list[dict], inp: AuditInputs, subjects: list[str]) -> list[dict]:
+    """Flags naming the subjects whose ground-truth mask has no map: of any method (not scored at
+    all) or of one method (not scored for it). Appended to ``mask_flags``, which is returned."""
+    scored = set(subjects)
+    for sid in sorted(set(inp.masks) - scored):
+        mask_flags.append({"subject_id": sid, "method": "all methods", "file": str(inp.masks[sid]),
+                           "flag": "mask without maps: no method has a map of this subject; it is not scored"})
+    for m in sorted(inp.maps):
+        for sid in subjects:
+            if sid not in inp.maps[m]:
+                mask_flags.append({"subject_id": sid, "method": m, "file": str(inp.masks[sid]),
+                                   "flag": f"mask without a {m} map: this subject is not scored for {m}"})
+    return mask_flags
+
+
+def map_flags(vol, *, to_mask_world: np.ndarray, mask_grid, reference: torch.Tensor, reference_name: str,
+              brain_on_map: torch.Tensor | None) -> list[str]:
+    """What is wrong with one saved map ``vol`` (as saved, before resampling), as sentences:
+
+    * its field of view covers < :data:`FOV_MIN_COVERAGE` of ``reference`` (the brain mask, or the
+      ground truth, on the mask grid ``mask_grid``; ``to_mask_world`` maps the map's world to the
+      masks');
+    * < :data:`IN_BRAIN_MIN_SHARE` of its |relevance| lies inside the brain (``brain_on_map``: the
+      brain mask on the map's own grid, bool), and less than a uniform map would put there;
+    * its positive part holds < :data:`POSITIVE_MIN_SHARE` of |relevance| (negative everywhere).
+
+    A constant or all-zero map is flagged by the caller and gets none of these."""
+    from ..data.transforms import resample_to_grid
+
+    out = []
+    a = vol.data[0].float()
+    fov = resample_to_grid(torch.ones(a.shape), to_mask_world @ vol.affine, mask_grid, mode="nearest") > 0.5
+    ref = reference.bool().cpu()
+    cov = float((fov & ref).sum()) / max(1, int(ref.sum()))
+    if cov < FOV_MIN_COVERAGE:
+        out.append(f"field of view covers {100 * cov:.0f} % of the {reference_name} (wrong affine, e.g. the "
+                   "identity, or a cropped map?): the rest scores as zero")
+    mag = a.abs()
+    total = float(mag.sum())
+    if brain_on_map is not None and total > 0:
+        inside = float(mag[brain_on_map].sum()) / total
+        uniform = float(brain_on_map.float().mean())
+        if inside < IN_BRAIN_MIN_SHARE and inside < uniform:
+            out.append(f"{100 * inside:.0f} % of its |relevance| lies inside the brain mask, less than a uniform "
+                       f"map would put there ({100 * uniform:.0f} %): check the map's affine; if it is right, "
+                       "the method points outside the brain")
+    pos = float(a.clamp_min(0).sum())
+    if total > 0 and pos < POSITIVE_MIN_SHARE * total:
+        what = "negative everywhere" if pos == 0 else f"almost only negative (positive part {100 * pos / total:.2g} %)"
+        out.append(f"{what}: under polarity 'positive' it scores below chance (a flipped sign, or an explained "
+                   "output below zero; scoring.polarity: absolute scores |attribution|)")
+    return out
+
+
+def _saved_map_flags(vol, mvol, bvol, brain, mask, Tinv, T, grid: str, same: bool) -> list[str]:
+    """:func:`map_flags` of one saved map: the reference (brain mask, else ground truth) on the mask
+    grid, and the brain mask on the map's grid."""
+    from ..data.volume import Grid
+
+    mask_grid = Grid(mvol.shape, mvol.affine)
+    if bvol is not None:
+        ref = _on_grid(bvol, np.eye(4), mask_grid, "nearest") > 0.5 if grid == "map" else brain
+        brain_on_map = brain if same and grid == "mask" else _on_grid(bvol, T, Grid(vol.shape, vol.affine),
+                                                                       "nearest") > 0.5
+        name = "brain mask"
+    else:
+        ref = mvol.data[0] > 0 if grid == "map" else mask
+        brain_on_map, name = None, "ground-truth mask"
+    return map_flags(vol, to_mask_world=Tinv, mask_grid=mask_grid, reference=ref, reference_name=name,
+                     brain_on_map=brain_on_map)
+
+
 def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np.ndarray | None = None,
                    mask_threshold: float = 0.5, labels: list[int] | None = None, device: str = "cpu",
                    progress=None) -> dict:
@@ -406,7 +525,8 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
     if incomplete:
         log.warning("%d subject/method pairs have no map (%s); each method is scored on its own subjects, "
                     "paired tests on the shared ones", len(incomplete), "; ".join(incomplete[:3]))
-    rows, profiles, flags, files = [], {}, [], []
+    rows, profiles, files = [], {}, []
+    flags: list[dict] = coverage_flags([], inp, subjects)  # masks without maps, named
     means: dict[str, np.ndarray] = {}
     mean_mask = mean_img = None
     common_grid = None
@@ -431,7 +551,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             raise ScoringError("the mask is empty on the target grid", path=inp.masks[sid],
                                expected=f"voxels > {mask_threshold}" if not labels else f"labels {labels}",
                                found="none", fix="check --mask-threshold / --label, or drop this subject")
-        brain = None
+        brain = bvol = None
         bpath = inp.brain.get(sid) or inp.brain_single
         if bpath is not None:
             bvol = _load(bpath)
@@ -459,6 +579,9 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             if hi == lo:
                 flags.append({"subject_id": sid, "method": method, "flag": "all-zero map" if hi == 0
                               else f"constant map ({hi:.3g})", "file": str(path)})
+            else:  # field of view, relevance outside the brain, sign
+                flags += [{"subject_id": sid, "method": method, "flag": f, "file": str(path)}
+                          for f in _saved_map_flags(vol, mvol, bvol, brain, mask, Tinv, T, grid, same)]
             a = vol.data[0] if same else _on_grid(vol, to_target, g, "bilinear")
             resampled += 0 if same else 1
             a = a.float()
@@ -512,6 +635,21 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
             "n_resampled": resampled, "n_on_common_grid": n_mean, "true_regions": true_regions}
 
 
+def grid_orders(scores: dict[str, pd.DataFrame], methods: list[str], metric: str) -> dict:
+    """The methods ordered by their mean ``metric`` on each grid (``scores``: ``{grid: score table}``),
+    best first: ``{"metric", "order": {grid: [method]}, "means": {grid: {method: mean}}, "same_order"}``.
+    Two methods that swap places between the grids are not separable on these data (a user saw
+    Saliency and LRP swap between 2 mm masks and 4 mm maps)."""
+    means, order = {}, {}
+    for g, df in scores.items():
+        sel = df[(df["metric"] == metric) & df["method"].isin(methods)]
+        m = sel.groupby("method")["value"].mean()
+        means[g] = {k: float(v) for k, v in m.items()}
+        order[g] = sorted(means[g], key=lambda k: -means[g][k])
+    return {"metric": metric, "order": order, "means": means,
+            "same_order": len({tuple(v) for v in order.values()}) == 1}
+
+
 def _digest_table(files: list[Path], root: Path | None = None) -> pd.DataFrame:
     from ..data.manifest import file_digest
 
@@ -527,24 +665,32 @@ def _digest_table(files: list[Path], root: Path | None = None) -> pd.DataFrame:
 def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None, anat=None,
               transform=None, grid: str = "mask", mask_threshold: float = 0.5, mask_desc: str | None = None,
               labels: list[int] | None = None, atlas=None, atlas_labels=None, true_region=None,
-              task_id: str = "audit", device: str = "cpu", report: bool = True, progress=None):
+              task_id: str = "audit", device: str = "cpu", report: bool = True, progress=None,
+              brain_mask_desc: str | None = None, anat_suffix: str | None = None, check_grid: bool = True):
     """The whole audit: discover, score, apply the protocol's criteria, write ``OUT/results.json``,
-    ``OUT/inputs.csv`` and the report in ``OUT/report/``. Returns a :class:`~neuroxai.protocol.context.RunResult`."""
+    ``OUT/inputs.csv`` and the report in ``OUT/report/``. In folders of several kinds of files per
+    subject the brain masks are the ``desc-<brain_mask_desc>`` files (default ``desc-brain``) and
+    the anatomical images the ``_<anat_suffix>`` files (default ``_T1w``). With ``check_grid`` and maps
+    on another grid than the masks, the maps are also scored on the other grid and the method order
+    on both grids is reported (:func:`grid_orders`; the verdicts use ``grid``). Returns a :class:`~neuroxai.protocol.context.RunResult`."""
     from ..outdir import claim_dir
     from .provenance import now, provenance
     from .context import RunResult
     from ..atomic import atomic_write
     from .rundir import stable_hash
     from .schema import MethodSpec, Protocol, load_protocol
-    from ..report.schema import AtlasInfo, AuditInfo
+    from ..report.schema import AtlasInfo, AuditInfo, main_metric
     from .verdict import assemble_results, cohort_profile
 
     out = claim_dir(out_dir, "audit")
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     layout, maps = discover_maps(maps_dir)
     mask_kind, masks = discover_masks(masks_dir, mask_desc=mask_desc, labels=labels)
-    brain, brain_single = _per_subject(brain_mask, "brain mask")
-    anat_map, anat_single = _per_subject(anat, "anatomical image")
+    # by BIDS entity: desc-brain masks and _T1w images unless told otherwise (a cohort folder holds more)
+    brain, brain_single = _per_subject(brain_mask, "brain mask", desc=brain_mask_desc or BRAIN_MASK_DESC,
+                                       explicit=brain_mask_desc is not None)
+    anat_map, anat_single = _per_subject(anat, "anatomical image", suffix=anat_suffix or ANAT_SUFFIX,
+                                         explicit=anat_suffix is not None)
     if anat_single is not None:
         anat_map = {s: anat_single for s in masks}
     atlas_map, atlas_single = _per_subject(atlas, "atlas")
@@ -582,6 +728,18 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     T = read_transform(transform) if transform is not None else None
     res = audit_subjects(inp, proto, grid=grid, transform=T, mask_threshold=mask_threshold, labels=labels,
                          device=device, progress=progress)
+    orders = None
+    if check_grid and res["n_resampled"]:
+        # maps and masks on different grids: does the method order depend on which grid scores them?
+        other = "map" if grid == "mask" else "mask"
+        metric = main_metric([c.metric for c in proto.acceptance], [m.name for m in proto.metrics])
+        try:
+            res_other = audit_subjects(inp, proto, grid=other, transform=T, mask_threshold=mask_threshold,
+                                       labels=labels, device=device)
+            orders = grid_orders({grid: res["scores"], other: res_other["scores"]}, sorted(maps), metric)
+        except ScoringError as exc:  # e.g. a mask empty on a coarse map grid: the check only, not the audit
+            orders = {"metric": metric, "order": {}, "means": {}, "same_order": None,
+                      "note": f"not comparable on the {other} grid: {exc.args[0]}"}
     inputs = _digest_table(res["files"])
     inputs_hash = stable_hash(inputs[["bytes", "blake2b"]].to_dict(orient="list"))
     atomic_write(out / "inputs.csv", inputs.to_csv(index=False))
@@ -598,7 +756,7 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
                  "masks_interpolation": "none" if grid == "mask" else "nearest neighbour",
                  "mask_threshold": None if labels else mask_threshold, "labels": labels,
                  "transform": str(transform) if transform is not None else None,
-                 "n_maps_resampled": res["n_resampled"]}
+                 "n_maps_resampled": res["n_resampled"], "orders": orders}
     data_info = {"source": "audit", "n_subjects": len(sids), "manifest_hash": inputs_hash, "grid": grid_info,
                  "maps": str(maps_dir), "masks": str(masks_dir), "brain_mask": str(brain_mask) if brain_mask else None,
                  "restricted_to_brain": bool(brain_mask) and proto.scoring.restrict_to_brain}

@@ -60,6 +60,18 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def finished_no_stage(root: str | Path) -> bool:
+    """Whether ``root`` is a run folder (marked by neuroxai) in which no stage ever finished (no
+    ``stages/*/*/DONE``): a run that failed early (a protocol error, a missing file) has nothing to
+    resume or to protect, so its rerun may reuse the folder without ``--resume``."""
+    root = Path(root)
+    try:
+        kind = json.loads((root / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return kind == "run" and not any((root / "stages").glob("*/*/DONE"))
+
+
 class RunDir:
     """Stage bookkeeping for one run directory (claimed with :func:`claim_dir`)."""
 

@@ -257,6 +257,12 @@ class RunSpec(_Strict):
         "<subject>_desc-<method>_saliency.nii.gz per subject in the attribute stage's maps/ folder "
         "(model grid, float32), 'none' to keep only the scores")
     seed: int = 0
+    target: Literal["label", "predicted", "positive"] = Field(
+        "label", description="which output each map explains (classification tasks): 'label' = the "
+        "subject's true class, 'predicted' = the class the model predicts for the subject, 'positive' = "
+        "class 1 (the signal class) for every subject. Regression tasks explain their single output. "
+        "A single-logit binary model (one output z) explains z for class 1 and −z for class 0. scores.csv "
+        "records label, prediction and target per subject")
     distributed_training: Literal["auto", "ddp", "rank0"] = Field(
         "auto", description="under torchrun: 'ddp' trains with DistributedDataParallel on all ranks, "
         "'rank0' trains on rank 0 while the others wait; 'auto' = ddp on CUDA (SyncBatchNorm), rank0 on "

@@ -79,6 +79,23 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+#: AUROC above accuracy by this much: the ranking is good, the decision threshold is not
+THRESHOLD_GAP = 0.2
+
+
+def threshold_note(perf) -> str:
+    """A sentence when a classifier ranks subjects well but classifies them poorly (AUROC −
+    accuracy ≥ :data:`THRESHOLD_GAP`, e.g. AUROC 1.000 and accuracy 0.500): the decision
+    threshold, not the ranking, is off (a logit offset, or classes balanced differently than in
+    training). Localization is judged on the ranking's evidence, so the model stays usable."""
+    auc, acc = getattr(perf, "auroc", None), getattr(perf, "accuracy", None)
+    if auc is None or acc is None or auc - acc < THRESHOLD_GAP:
+        return ""
+    return (f"AUROC {auc:.3f} but accuracy {acc:.3f}: the model ranks the subjects well, but its decision "
+            "threshold is off (e.g. a shifted logit, or class balance unlike training): the threshold, not "
+            "the ranking, is wrong; AUROC, which the verdicts rely on, does not use the threshold")
+
+
 def fmt_p(v) -> str:
     """A p-value to 3 decimals, ``< 0.001`` below that, ``—`` when missing."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -220,6 +237,22 @@ def _params(p: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
+#: ``run.target`` → what each map explains, in words (the report and its methods paragraph)
+EXPLAINED_OUTPUT = {
+    "label": "the output of the subject's true class",
+    "predicted": "the output of the class the model predicted for the subject",
+    "positive": "the output of class 1 (the signal class), for every subject",
+}
+
+
+def explained_output_text(target: str) -> str:
+    """One sentence saying which model output each map explains (``run.target``)."""
+    what = EXPLAINED_OUTPUT.get(target, f"run.target {target!r}")
+    return (f"Each map explains {what} (run.target: {target}; regression tasks: the single output; a "
+            "single-logit binary model: its logit z for class 1, −z for class 0); scores.csv gives each "
+            "subject's label, prediction and explained class.")
+
+
 def methods_paragraph(results: Results) -> str:
     """A 'methods' paragraph generated from the protocol, for a paper or an audit file."""
     spec = results.protocol.spec
@@ -240,6 +273,8 @@ def methods_paragraph(results: Results) -> str:
         f"Explanation methods: {meths}. Each map was scored against each test subject's ground truth "
         f"with {metrics}.",
     ]
+    if results.kind != "audit":
+        parts.insert(3, explained_output_text((spec.get("run") or {}).get("target", "label")))
     if st:
         parts.append(
             f"Means carry {fmt(st.get('ci_level', 0.95), 2)} bootstrap confidence intervals "
@@ -408,7 +443,8 @@ def render_html(results: Results, sections: list[dict]) -> str:
         prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results.overall.verdict, ""),
         methods_text=methods_paragraph(results), help_rows=help_rows, at_chance=at_chance,
         stats=spec.get("statistics", {}) or {}, main=results.main_metric(), n_placements=n_placements,
-        ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results))
+        ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results),
+        threshold_note=threshold_note)
 
 
 def build_report(results: Results | dict, figures: dict | None, out_dir: str | Path) -> Path:

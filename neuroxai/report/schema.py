@@ -293,7 +293,10 @@ SCORE_COLUMNS = ("subject_id", "method", "metric", "value", "task")
 
 
 class AuditFlag(_Closed):
-    """A saved map that cannot show anything: constant or all zero (as saved, before resampling)."""
+    """An audit input that cannot be scored as intended, naming the subject and method: a saved map
+    that is constant or all zero, negative everywhere, whose field of view covers little of the
+    brain mask or whose relevance lies mostly outside it (a wrong affine), or a ground-truth mask
+    without maps (``method`` = "all methods" when no method has one)."""
 
     subject_id: str
     method: str
@@ -313,7 +316,9 @@ class AuditInfo(_Closed):
 
     maps_layout: str
     mask_kind: str
-    flags: list[AuditFlag] = Field(default_factory=list, description="constant or all-zero maps")
+    flags: list[AuditFlag] = Field(default_factory=list, description="maps and masks that cannot be scored "
+                                   "as intended: constant, all-zero or negative-only maps, maps off the brain "
+                                   "(field of view, wrong affine), masks without maps")
     inputs_hash: str
     n_input_files: int = Field(ge=0)
     not_applicable: dict[str, str] = Field(default_factory=dict, description="checks that need a model")
@@ -339,7 +344,9 @@ class Results(_Closed):
                                     "and SmoothGrad ran")
     scores: dict[str, list[Union[str, float, int, None]]] = Field(
         default_factory=dict, description="long table, columns of equal length: subject_id, "
-                                          "method, metric, value, task")
+                                          "method, metric, value, task; a validation run adds label (true "
+                                          "class or value), prediction (the model's class or output) and "
+                                          "target (the class whose output the map explains, run.target)")
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -214,7 +214,8 @@ def positive_control(manifest: pd.DataFrame, *, seed: int = 0,
 
     return TaskData("positive_control", sids, labels, sp, "classification", 2, np.ones(n, bool),
                     ("segmentation",), gt, image_fn=image, region_ids=ids,
-                    info={"strength": strength, "regions": [str(r) for r in region],
+                    info={"strength": strength, "strength_unit": "SD of brain intensity (z-score units)",
+                          "regions": [str(r) for r in region],
                           "note": "the only task that alters images"})
 
 

@@ -5,7 +5,8 @@ layer met in ``model.named_modules()`` order. ``COMPOSITES[name](**params)`` bui
 ``RuleMapComposite`` builds one from a user mapping (``rules=``).
 
 Base map shared by every composite (Zennit's ``layer_map_base``): activations → pass,
-residual ``Sum`` → norm, average pooling → norm, BatchNorm (if left after canonization) → pass.
+residual ``Sum`` → norm, average pooling → norm, BatchNorm (if left after canonization) → pass,
+the single-logit wrapper's ``Negate`` (``neuroxai.models.binary``) → pass.
 Layers with no rule and a known gradient (max pooling = winner-take-all, Dropout, Flatten,
 Identity) keep their own forward and backward.
 """
@@ -16,6 +17,7 @@ from typing import Mapping
 from torch import nn
 
 from ...errors import ConfigError
+from ...models.binary import Negate
 from ...registry import Registry
 from .canonizers import Sum
 from .rules import (Alpha2Beta1, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus, make_rule)
@@ -62,7 +64,9 @@ class LayerMapComposite(Composite):
 
 def layer_map_base(stabilizer: float = 1e-6):
     """Rules every composite shares (Zennit's ``layer_map_base``)."""
-    return [(ACTIVATIONS, Pass()), (Sum, Norm(stabilizer)), (AVGPOOLS, Norm(stabilizer)), (BATCHNORMS, Pass())]
+    # Negate (a single-logit model's class 0, −z): the whole of −z comes from z, so R_z = R_−z
+    return [(ACTIVATIONS, Pass()), (Sum, Norm(stabilizer)), (AVGPOOLS, Norm(stabilizer)), (BATCHNORMS, Pass()),
+            (Negate, Pass())]
 
 
 @COMPOSITES.register("epsilon_plus_flat")

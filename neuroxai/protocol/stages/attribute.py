@@ -3,10 +3,11 @@ device chunk by chunk.
 
 One stage folder per (task, method), keyed by :func:`attribute_key` on the content of its inputs:
 the method, the model's fingerprint, the subjects, the images (manifest hash), the grid, the
-task, the batch size (chunk boundaries), the device type, the scoring settings and metrics, and
-the ``save_maps`` mode. Each chunk of ``run.batch_size`` subjects is one ``chunk_NNNNN.npz``
-(scores, distance profiles, the sum of unit-mass maps for the cohort-mean figure and, with
-``save_maps: npz16``, the maps), written atomically: a run killed mid-stage resumes at the first
+task, the batch size (chunk boundaries), the device type, the scoring settings and metrics, the
+``save_maps`` mode and ``run.target``. Each chunk of ``run.batch_size`` subjects is one ``chunk_NNNNN.npz``
+(scores, each subject's label, prediction and explained target (``run.target``), distance
+profiles, the sum of unit-mass maps for the cohort-mean figure and, with ``save_maps: npz16``, the
+maps), written atomically: a run killed mid-stage resumes at the first
 missing chunk. Under torchrun the chunks are sharded across ranks.
 """
 from __future__ import annotations
@@ -24,10 +25,11 @@ from ..distributed import barrier
 from ..rundir import atomic_savez, stable_hash
 from ..store import SubjectStore
 from ...attribution.baselines import BASELINES as BASELINE_METHODS  # the one list of model-free maps
-from .tasks import is_null, scored_subjects, targets
+from .tasks import explained, is_null, predictions, scored_subjects
 
 #: Bump when what an attribute chunk holds changes, so stale chunks are never mixed in.
-ATTRIBUTE_FORMAT = 2
+#: 3: label, prediction and the explained target per subject.
+ATTRIBUTE_FORMAT = 3
 
 
 def attribute_key(ctx: RunContext, task_id: str, task, mspec, tm) -> str:
@@ -36,13 +38,16 @@ def attribute_key(ctx: RunContext, task_id: str, task, mspec, tm) -> str:
     p = ctx.protocol
     # Content, not paths: the model's weights, the images (manifest hash), the grid, the task,
     # the batch size (chunk boundaries) and the device type. Any change starts a new stage folder.
+    # run.target decides what the maps explain: a resume never mixes targets.
     return stable_hash([ATTRIBUTE_FORMAT, task_id, mspec.model_dump(), tm.fingerprint, scored_subjects(ctx, task),
                         ctx.manifest_hash, ctx.grid, task.summary(), p.run.batch_size, ctx.device.type,
-                        p.scoring.model_dump(), [m.model_dump() for m in p.metrics], p.run.save_maps])
+                        p.scoring.model_dump(), [m.model_dump() for m in p.metrics], p.run.save_maps,
+                        p.run.target])
 
 
 def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
-    """Returns {task_id: DataFrame(subject_id, method, metric, value)} (null tasks included);
+    """Returns {task_id: DataFrame(subject_id, method, metric, value, label, prediction, target)}
+    (null tasks included);
     collects the distance profiles into ``ctx.profiles``."""
     out = {}
     for task_id, task in tasks.items():
@@ -50,6 +55,7 @@ def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: Subje
         ids = scored_subjects(ctx, task)
         batches = chunks(ids, ctx.protocol.run.batch_size)
         frames = []
+        preds: dict = {}  # the model's prediction per subject: one forward per task, not per method
         for mspec in ctx.protocol.methods:
             if is_null(task_id) and mspec.name in BASELINE_METHODS:
                 continue  # a model-free map is the same on both models
@@ -63,7 +69,7 @@ def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: Subje
                         # torchrun: chunks sharded across ranks; a chunk that exists was finished
                         # before an interruption
                         if ci % ctx.world == ctx.rank and not f.exists():
-                            _attribute_chunk(ctx, task, tm, mspec, store, sids, f)
+                            _attribute_chunk(ctx, task, tm, mspec, store, sids, f, preds)
                             trim()  # same-sized batches must not creep upwards (see _memory.py)
                         bar.advance()
                 ctx.timings[f"attribute_{task_id}_{mspec.key}_s"] = time.perf_counter() - t
@@ -76,20 +82,25 @@ def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: Subje
             if prof is not None:
                 ctx.profiles.setdefault(task_id, {})[mspec.key] = prof
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["subject_id", "method", "metric", "value"])
+            columns=["subject_id", "method", "metric", "value", *SUBJECT_COLUMNS])
         out[task_id] = df
     return out
 
 
-def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids: list[str], f: Path) -> None:
-    """Attribute, score and write one chunk to ``f`` (its tensors are freed on return)."""
+def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids: list[str], f: Path,
+                     preds: dict | None = None) -> None:
+    """Attribute, score and write one chunk to ``f`` (its tensors are freed on return).
+    ``preds``: ``{subject: prediction}`` of the task's model, filled as chunks need it."""
     from ...attribution import attribute
     from ...scoring import distance_profile, score
 
     p = ctx.protocol
     b = store.batch(sids, ctx.device)
     x = task.modify_image(b)
-    target = targets(task, sids, ctx.device)
+    preds = {} if preds is None else preds
+    if any(s not in preds for s in sids):
+        preds.update(zip(sids, predictions(tm.model, x, task.kind)))
+    target, record = explained(task, sids, np.asarray([preds[s] for s in sids]), p.run.target, ctx.device)
     gt = task.ground_truth(b)
     params = {**mspec.params, "mask": gt} if mspec.name == "oracle" else mspec.params
     t_a = _now(ctx.device)
@@ -105,6 +116,7 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
     ctx.timings["attribution_s"] = ctx.timings.get("attribution_s", 0.0) + t_s - t_a
     ctx.timings["scoring_s"] = ctx.timings.get("scoring_s", 0.0) + t_e - t_s
     arrays = {f"score__{k}": v.detach().cpu().double().numpy() for k, v in s.items()}
+    arrays.update({f"subject__{k}": v for k, v in record.items()})  # label, prediction, target
     arrays["profile_relevance"] = rel.cpu().numpy()
     arrays["profile_volume"] = vol.cpu().numpy()
     norm_attr = _normalize_map(p.scoring.evidence(attr), b.get("brain_mask"))
@@ -172,15 +184,31 @@ def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame,
     for ci in range(n_chunks):
         z = np.load(d / f"chunk_{ci:05d}.npz")
         sids = list(z["subject_id"])
+        per = [[_cell(v) for v in z[f"subject__{c}"]] if f"subject__{c}" in z.files else [None] * len(sids)
+               for c in SUBJECT_COLUMNS]
         for k in z.files:
             if k.startswith("score__"):
-                for s, v in zip(sids, z[k]):
-                    rows.append((str(s), method_key, k[len("score__"):], float(v)))
+                for i, (s, v) in enumerate(zip(sids, z[k])):
+                    rows.append((str(s), method_key, k[len("score__"):], float(v), *(c[i] for c in per)))
         if "profile_relevance" in z.files:
             rel.append(z["profile_relevance"])
             vol.append(z["profile_volume"])
     prof = (np.concatenate(rel), np.concatenate(vol)) if rel else None
-    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"]), prof
+    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value", *SUBJECT_COLUMNS]), prof
+
+
+#: per-subject columns of the score table: the true label, the model's prediction (class, or the
+#: regression output) and the class whose output the map explains (``run.target``; empty for
+#: regression)
+SUBJECT_COLUMNS = ("label", "prediction", "target")
+
+
+def _cell(v):
+    """A chunk's per-subject value as a plain Python int / float (None for NaN)."""
+    if np.issubdtype(np.asarray(v).dtype, np.integer):
+        return int(v)
+    v = float(v)
+    return None if np.isnan(v) else v
 
 
 def profiles(ctx: RunContext, tasks: dict) -> dict:

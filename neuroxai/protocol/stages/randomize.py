@@ -7,7 +7,7 @@ re-initialized (cascading from the output, or one layer at a time), for the firs
 (``scoring.polarity`` or ``sign``). A method whose final similarity stays at or above
 ``max_similarity`` does not depend on what the model learned. Keyed on the task, the model's
 fingerprint, the subjects, the protocol's section, the manifest's content hash, the grid, the
-device type and the methods.
+device type, the methods and ``run.target``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..context import RunContext
 from ..rundir import atomic_write_json, read_json, stable_hash
 from ..store import SubjectStore
 from ...attribution.baselines import BASELINES as BASELINE_METHODS
-from .tasks import is_null, scored_subjects, targets
+from .tasks import explained, is_null, predictions, scored_subjects
 
 
 def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
@@ -40,12 +40,15 @@ def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: Subje
         sc = ctx.protocol.scoring
         key = stable_hash([task_id, task.summary(), tm.fingerprint, ids, spec.model_dump(), ctx.manifest_hash,
                            ctx.grid, ctx.device.type,
-                           [m.model_dump() for m in ctx.protocol.methods], sc.polarity, sc.sign])
+                           [m.model_dump() for m in ctx.protocol.methods], ctx.protocol.run.target,
+                           sc.polarity, sc.sign])
         d = ctx.rd.stage("randomization", key)
         if not ctx.rd.is_done("randomization", key):
             b = store.batch(ids, ctx.device)
             x = task.modify_image(b)
-            target = targets(task, ids, ctx.device)
+            # the trained model's targets, kept for every randomized copy (run.target, as the scores)
+            target, _ = explained(task, ids, predictions(tm.model, x, task.kind), ctx.protocol.run.target,
+                                  ctx.device)
             brain = b.get("brain_mask")
             res: dict = {}
             methods = [m for m in ctx.protocol.methods if m.name not in BASELINE_METHODS]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..context import RunContext
@@ -44,9 +45,48 @@ def scored_subjects(ctx: RunContext, task) -> list[str]:
     return ids[:cap] if cap else ids
 
 
-def targets(task, ids: list[str], device) -> torch.Tensor | None:
-    """The class labels of ``ids`` as attribution targets ``(B,)`` long (None for regression)."""
-    if task.kind != "classification":
-        return None
+#: ``run.target``: which output a map explains (see :class:`~neuroxai.protocol.schema.RunSpec`)
+TARGET_MODES = ("label", "predicted", "positive")
+
+
+@torch.no_grad()
+def predictions(model: torch.nn.Module, x: torch.Tensor, kind: str) -> np.ndarray:
+    """The model's prediction per subject of ``x: (B,1,D,H,W)``: the argmax class ``(B,)`` int64
+    (classification; for a single-logit binary model, z > 0 ⇔ sigmoid(z) > 0.5) or the output
+    ``(B,)`` float64 (regression)."""
+    out = model(x)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    out = out.float().reshape(out.shape[0], -1)
+    if kind == "classification":
+        return out.argmax(1).cpu().numpy().astype(np.int64)
+    return out[:, 0].cpu().double().numpy()
+
+
+def explained(task, ids: list[str], predicted: np.ndarray | None, mode: str,
+              device) -> tuple[torch.Tensor | None, dict[str, np.ndarray]]:
+    """The attribution targets of ``ids`` under ``run.target`` = ``mode``, and the per-subject
+    record ``{label, prediction, target}`` that ``scores.csv`` carries.
+
+    ``label``: the true class; ``predicted``: the model's class (``predicted`` from
+    :func:`predictions`); ``positive``: class 1 for every subject. Regression explains the single
+    output (target None; the record's target is NaN)."""
+    if mode not in TARGET_MODES:
+        raise ValueError(f"run.target must be one of {TARGET_MODES}, found {mode!r}")
     pos = {s: i for i, s in enumerate(task.subject_ids)}
-    return torch.tensor([int(task.labels[pos[s]]) for s in ids], device=device)
+    labels = np.asarray([task.labels[pos[s]] for s in ids])
+    n = len(ids)
+    pred = np.full(n, np.nan) if predicted is None else np.asarray(predicted)
+    if task.kind != "classification":
+        return None, {"label": labels.astype(np.float64), "prediction": pred.astype(np.float64),
+                      "target": np.full(n, np.nan)}
+    if mode == "label":
+        tgt = labels.astype(np.int64)
+    elif mode == "positive":
+        tgt = np.ones(n, np.int64)
+    else:
+        if predicted is None:
+            raise ValueError("run.target 'predicted' needs the model's predictions")
+        tgt = pred.astype(np.int64)
+    return (torch.as_tensor(tgt, device=device),
+            {"label": labels.astype(np.int64), "prediction": pred, "target": tgt})

@@ -51,16 +51,21 @@ def _train_or_load(ctx: RunContext, task_id: str, task, store: SubjectStore) -> 
     m = ctx.protocol.model
     n_out = task.n_classes if task.kind == "classification" else 1
     if m.checkpoint and not is_null(task_id):
+        from ...models.binary import SingleLogitBinary, adapt_classifier
         from ...models.byo import check_input_shape, load_user_model
 
         # A neuroxai checkpoint, a TorchScript/torch.export file, or 'pkg.module:Class' + weights.
         model = load_user_model(m.checkpoint, state_dict=m.weights, kwargs_yaml=m.kwargs, device=ctx.device)
-        check_input_shape(model, (1, *store.shape))
+        out_shape = check_input_shape(model, (1, *store.shape))
+        fp = model_fingerprint(model, [f for f in (m.checkpoint, m.weights, m.kwargs) if f],
+                               extra=[m.checkpoint])
+        # one logit per subject on a binary task: class 1 explains z, class 0 explains −z
+        model = adapt_classifier(model, out_shape, task.kind, task.n_classes)
+        if isinstance(model, SingleLogitBinary):
+            fp = stable_hash([fp, "single_logit"])[:16]
         model.eval()
         test = TaskDataset(store, task, "test")
         metrics = evaluate(model, test, task.kind, device=ctx.device)
-        fp = model_fingerprint(model, [f for f in (m.checkpoint, m.weights, m.kwargs) if f],
-                               extra=[m.checkpoint])
         return TrainedModel(model, metrics, Path(m.checkpoint), fp)
     params = {**config_yaml("models", m.config), **m.params}
     train_cfg = {**config_yaml("training", m.training_config), **m.training}

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..attribution.baselines import BASELINES  # the one list of model-free maps
-from ..report.schema import (SCHEMA_VERSION, AuditInfo, Comparison, Criterion, DataInfo, DistanceProfile,
+from ..report.schema import (SCHEMA_VERSION, AuditInfo, ClassScores, Comparison, Criterion, DataInfo, DistanceProfile,
                              Finding, FindingEvidence, MethodResult, MetricSummary, ModelPerf, Overall,
                              PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
                              main_metric)
@@ -224,7 +224,8 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
             excluded_reason="no ground-truth voxels (e.g. no lesion); kept for training" if n_excluded else "",
             confound=getattr(task, "confound", {}) or {}, model=perf,
             null_model=ModelPerf.model_validate(models[null_id].metrics) if null_id in models else None,
-            pairwise=_pairwise(df, [e.method for e in entries if not e.is_baseline], main, proto)))
+            pairwise=_pairwise(df, [e.method for e in entries if not e.is_baseline], main, proto),
+            by_class=_by_class(df, [e.method for e in entries], main, oracle_key) if task.kind == "classification" else []))
     reachable, note = _reachability(tasks, method_out, validity, models)
     for m in method_out:
         if not m.is_baseline and m.verdict == "FAIL":
@@ -413,6 +414,39 @@ def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol
     for r, pa in zip(out, adj):
         r.p_adjusted = _f(pa)
         r.reading = f"{r.a if r.mean_difference > 0 else r.b} higher" if pa < 0.05 else "no difference shown"
+    return out
+
+
+def _by_class(df: pd.DataFrame, methods: list[str], metric: str, oracle_key: str | None) -> list[ClassScores]:
+    """Each method's ``metric`` per class (raw and on the chance → oracle scale) and a two-sided
+    Mann–Whitney p between the classes (descriptive): a sign convention or an explained output that
+    treats the classes differently shows here."""
+    from scipy import stats as sst
+
+    if "label" not in df.columns or not len(df):
+        return []
+    out = []
+    labels = pd.to_numeric(df.dropna(subset=["label"]).drop_duplicates("subject_id")
+                           .set_index("subject_id")["label"], errors="coerce")
+    for key in methods:
+        v = _vals(df, key, metric)
+        if not len(v):
+            continue
+        sc = _scaled(v, _vals(df, key, f"{metric}_chance"),
+                     _vals(df, oracle_key, metric) if oracle_key else None)
+        lab = labels.reindex(v.index)
+        classes = sorted(int(c) for c in lab.dropna().unique())
+        groups = {c: sc[sc.index.isin(lab.index[lab == c])] for c in classes}
+        p = None
+        if len(classes) == 2 and all(len(g) >= 3 for g in groups.values()):
+            a, b = groups[classes[0]].to_numpy(), groups[classes[1]].to_numpy()
+            p = None if np.allclose(a.mean(), b.mean()) and np.ptp(np.r_[a, b]) == 0 else \
+                float(sst.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+        for c in classes:
+            sel = v[lab == c]
+            out.append(ClassScores(method=key, metric=metric, label=c, n=int(len(sel)), mean=_f(sel.mean()),
+                                   scaled_mean=_f(groups[c].mean()) if len(groups[c]) else None,
+                                   p_classes_differ=_f(p) if p is not None else None))
     return out
 
 

@@ -148,6 +148,20 @@ class PairwiseTest(_Closed):
     reading: str = ""
 
 
+class ClassScores(_Closed):
+    """A method's main metric on the subjects of each class (where an explanation's sign or target
+    treats the classes differently, their scores part)."""
+
+    method: str
+    metric: str
+    label: int
+    n: int = Field(ge=0)
+    mean: Num = None
+    scaled_mean: Num = None
+    p_classes_differ: Num = Field(None, description="two-sided Mann–Whitney p between the classes' "
+                                  "scores on the chance → oracle scale (descriptive)")
+
+
 class TaskResult(_Closed):
     id: str
     type: str
@@ -165,6 +179,8 @@ class TaskResult(_Closed):
     null_model: Optional[ModelPerf] = None
     pairwise: list[PairwiseTest] = Field(default_factory=list, description="paired tests between the "
                                          "methods under test on the main metric (two-sided, Holm)")
+    by_class: list[ClassScores] = Field(default_factory=list, description="the main metric per class "
+                                        "of a classification task (from the score table's label column)")
 
 
 class Comparison(_Closed):

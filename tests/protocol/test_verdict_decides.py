@@ -270,3 +270,21 @@ def test_holds_share_is_the_share_of_resamples_on_the_passing_side():
     assert _share_mean_at_least(np.zeros(10), 0.1, p) == 0.0
     v = np.r_[np.zeros(50), np.ones(50)]  # mean 0.5: a threshold at the mean holds about half the time
     assert 0.35 < _share_mean_at_least(v, 0.5, p) < 0.65
+
+
+def test_scores_per_class_show_a_sign_convention_that_parts_the_classes():
+    from neuroxai.protocol.verdict import _by_class
+
+    ids = [f"s{i:02d}" for i in range(20)]
+    lab = [i % 2 for i in range(20)]
+    rows = []
+    for s, y in zip(ids, lab):
+        rows += [(s, "m", "rra", 0.5 if y else 0.02, y), (s, "m", "rra_chance", 0.01, y),
+                 (s, "flat", "rra", 0.3 + 0.001 * int(s[1:]), y), (s, "flat", "rra_chance", 0.01, y),
+                 (s, "oracle", "rra", 1.0, y), (s, "oracle", "rra_chance", 0.01, y)]
+    df = pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value", "label"])
+    out = {(x.method, x.label): x for x in _by_class(df, ["m", "flat"], "rra", "oracle")}
+    assert out[("m", 1)].mean == pytest.approx(0.5) and out[("m", 0)].mean == pytest.approx(0.02)
+    assert out[("m", 1)].scaled_mean == pytest.approx((0.5 - 0.01) / 0.99)
+    assert out[("m", 0)].n == 10 and out[("m", 0)].p_classes_differ < 0.001
+    assert out[("flat", 0)].p_classes_differ > 0.3  # an even map: the classes agree

@@ -86,7 +86,10 @@ class MetricSpec(_Strict):
 
 
 class ScoringSpec(_Strict):
-    polarity: Literal["positive", "absolute", "negative"] = "positive"
+    polarity: Literal["positive", "absolute", "negative"] = Field(
+        "absolute", description="which sign of relevance is evidence: absolute = |map| (the published study's "
+        "choice; a volume change is signed on both sides of a boundary, and a class-0 subject's map of its own "
+        "logit is negative where the signal is); positive = max(map, 0); negative = max(−map, 0)")
     smooth_fwhm_mm: float = Field(0.0, ge=0)
     restrict_to_brain: bool = True
     pointing_tolerance_mm: float = Field(0.0, ge=0)

@@ -37,7 +37,7 @@ def test_protocols_show_annotates_without_changing_the_protocol():
     assert r.exit_code == 0, r.output
     text = resolve_protocol_path("quick").read_text()
     assert yaml.safe_load(r.output) == yaml.safe_load(text)  # annotations are comments only
-    assert "#: polarity: one of 'positive', 'absolute', 'negative'; default 'positive'" in r.output
+    assert "#: polarity: one of 'positive', 'absolute', 'negative'; default 'absolute'" in r.output
     assert "#: n_subjects: int; default 8" in r.output
     assert Protocol.model_validate(yaml.safe_load(r.output)).id == "quick"
 

@@ -50,7 +50,7 @@ def test_unknown_key_names_key_line_and_allowed(tmp_path):
 
 
 def test_bad_literal_lists_allowed_values(tmp_path):
-    p, lines = _broken(tmp_path, "polarity: positive", "polarity: both")
+    p, lines = _broken(tmp_path, "polarity: absolute", "polarity: both")
     with pytest.raises(ConfigError) as e:
         load_protocol(p)
     msg = str(e.value)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuroxai.attribution import attribute
+from neuroxai.attribution.cam import first_component
 
 from ._models import linear_model, monai_resnet, sfcn_like, small_cnn
 
@@ -201,3 +202,29 @@ def test_nearest_interpolation_copies_layer_cells():
 
     with pytest.raises(AttributionError, match="interpolation"):
         attribute(m, x, t, "hirescam", interpolate="cubic")
+
+
+def test_cams_match_pytorch_grad_cam_after_its_rescaling():
+    """pytorch-grad-cam (the study's CAM library; not installed by default: it needs ttach and
+    torchvision.transforms) min-max rescales each map in float32 and resizes it with scipy's zoom.
+    At a full-resolution layer (zoom factor 1) its maps are min-max(ours) to float32 rounding;
+    EigenCAM's up to the sign LAPACK gives each volume's singular vector."""
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    m, x, t = small_cnn().double(), _x(seed=0), [1, 0]
+
+    def mm(a):
+        a = a - a.amin((1, 2, 3, 4), keepdim=True)
+        return (a / (1e-7 + a.amax((1, 2, 3, 4), keepdim=True)))[:, 0]
+
+    for name, cls in [("gradcam", pgc.GradCAM), ("hirescam", pgc.HiResCAM), ("layercam", pgc.LayerCAM),
+                      ("eigencam", pgc.EigenCAM)]:
+        with cls(model=m, target_layers=[m[2]]) as cam:
+            ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in t])).double()
+        ours = attribute(m, x, torch.tensor(t), name, layer="2")
+        for i in range(2):
+            err = (mm(ours[i:i + 1]) - ref[i:i + 1]).abs().max()
+            if name == "eigencam":
+                err = min(err, (mm(F.relu(-first_component(m[:3](x[i:i + 1]).detach()))) - ref[i:i + 1]).abs().max())
+            assert err <= 1e-4, (name, i, float(err))

@@ -80,7 +80,8 @@ def bind_rules(work: nn.Module, composite: Composite) -> dict[str, str]:
             raise UnsupportedLayerError(
                 f"LRP has no rule for layer '{where}' of type {type(module).__name__}",
                 expected="Conv1d/2d/3d, Linear, BatchNorm (merged), ReLU/LeakyReLU/ELU, MaxPool, AvgPool, "
-                         "AdaptiveAvgPool, Dropout, Flatten, Identity, MONAI ResNet blocks",
+                         "AdaptiveAvgPool, Dropout, Flatten, Identity, MONAI ResNet and DenseNet blocks, "
+                         "torchvision-style BasicBlock/Bottleneck",
                 found=f"{where}: {type(module).__module__}.{type(module).__name__}", fix=hint)
     if isinstance(composite, RuleMapComposite):
         composite.check_keys(work)
@@ -118,8 +119,8 @@ def check_graph(out: torch.Tensor) -> None:
             raise UnsupportedLayerError(
                 f"the model's forward combines two branches with '{base.lower()}' outside a module "
                 "(e.g. a residual 'out += identity' in a block no canonizer knows)",
-                expected="residual additions through neuroxai.attribution.lrp.Sum (MONAI ResNet blocks "
-                         "are rewritten automatically)", found=f"autograd op {op}",
+                expected="residual additions through neuroxai.attribution.lrp.Sum (MONAI and torchvision-style "
+                         "BasicBlock/Bottleneck ResNet blocks are rewritten automatically)", found=f"autograd op {op}",
                 fix="route the addition through a Sum() module in the block's forward")
         stack.extend(nxt)
 

@@ -218,3 +218,15 @@ def test_lrp_conserves_relevance_through_concatenations_and_residual_sums(name, 
                             stabilizer=1e-12)
     assert cons.start.abs().min() > 0
     assert cons.relative_error.max() <= 1e-5, cons.relative_error
+
+
+def test_merge_check_accepts_an_alias_from_a_leftover_backward_hook():
+    """MONAI's GradCAM leaves a full backward hook on its target layer, which hands the next
+    layer an alias of the output: the merge check compares storage, not objects, and the map is
+    the one without the hook."""
+    monai_vis = pytest.importorskip("monai.visualize")
+    model, x, t = sfcn_like().double(), _x(seed=4), torch.tensor([0, 1])
+    clean = lrp(model, x, t)
+    monai_vis.GradCAM(nn_module=model, target_layers="12")(x, class_idx=1)
+    assert any(m._backward_hooks for m in model.modules())
+    assert torch.equal(lrp(model, x, t), clean)

@@ -226,7 +226,10 @@ def check_merges(model: nn.Module):
             outputs[src] = out
 
         def check(mod, inp, src=src, path=path):
-            if outputs.get(src) is not inp[0]:
+            # same storage, not the same object: a full backward hook left on the model (MONAI's
+            # GradCAM leaves one) hands the next layer an alias of the output
+            out = outputs.get(src)
+            if out is None or out.data_ptr() != inp[0].data_ptr() or out.shape != inp[0].shape:
                 raise UnsupportedLayerError(
                     f"BatchNorm '{path}' follows '{src}' among the modules but does not read its output",
                     expected="a BatchNorm merged into the layer whose output it normalizes",

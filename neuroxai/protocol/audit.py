@@ -54,12 +54,16 @@ NOT_APPLICABLE = "not applicable: no model"
 
 def bids_label(text: str) -> str:
     """A BIDS label (letters and digits only), as the ``desc-<label>`` patterns above read it."""
-    return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "x"
+    from ..safepath import safe_label
+
+    return safe_label(text)
 
 
 def file_safe(subject_id: str) -> str:
     """A file-name-safe subject id (``../../x`` must not leave its folder)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)).lstrip(".") or "_"
+    from ..safepath import safe_name
+
+    return safe_name(subject_id)
 
 
 def saliency_name(subject_id: str, method: str) -> str:

@@ -42,8 +42,8 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str, None] = None, *
     except OSError as exc:
         raise _named(exc, path) from exc
     tmp = _temp_path(path)
-    if os.path.lexists(tmp):  # a link planted at the temporary name (a received run) is not followed
-        os.unlink(tmp)
+    if tmp.is_symlink() or tmp.exists():  # a link planted at the temporary name is not followed
+        tmp.unlink()
     try:
         if write is not None:
             write(tmp)
@@ -59,8 +59,8 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str, None] = None, *
             raise
         raise named from exc
     finally:
-        if os.path.lexists(tmp):  # the write failed: nothing half-written stays
-            os.unlink(tmp)
+        if tmp.is_symlink() or tmp.exists():  # the write failed: nothing half-written stays
+            tmp.unlink()
     return path
 
 

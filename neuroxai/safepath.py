@@ -19,9 +19,11 @@ temporary file over the link, which replaces the link and leaves its target unto
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 
 from .errors import RunError
@@ -104,6 +106,37 @@ def own_dir(root: str | Path, *parts: str) -> Path:
     return inside(root, *parts)
 
 
+def describe_special(path: str | Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor absent — a folder, a named pipe
+    (opening it waits forever), a device (``/dev/zero`` never ends), a socket, a symlink loop, a
+    link to nothing, a name over the file system's limit — as words for an error; ``None`` for a
+    regular file (or a link to one) and for a plain missing path. Nothing is opened."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (the link leads back to itself)"
+        if exc.errno == errno.ENAMETOOLONG:
+            return "a path with a name over the file system's limit (255 bytes per folder or file name)"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"a symbolic link to nothing ({os.readlink(path)})"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        return f"unreadable ({type(exc).__name__}: {exc.strerror or exc})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO): reading it would wait for a writer forever"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device (such as /dev/zero): not a file of finite length"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
 def unique_names(names: dict[str, str]) -> dict[str, str]:
     """``{id: safe_name(id)}`` made one-to-one: ids whose safe names collide (``a/b`` and ``a_b``)
     get a digest of the id appended, so no writer overwrites another id's file."""
@@ -117,4 +150,4 @@ def unique_names(names: dict[str, str]) -> dict[str, str]:
     return out
 
 
-__all__ = ["MAX_NAME", "safe_name", "safe_label", "inside", "own_dir", "unique_names"]
+__all__ = ["MAX_NAME", "safe_name", "safe_label", "inside", "own_dir", "unique_names", "describe_special"]

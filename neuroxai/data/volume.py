@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..safepath import describe_special
 from ..errors import (AffineMismatchError, ConfigError, VolumeFileError, VolumeShapeError,
                       VolumeValueError)
 
@@ -212,6 +213,10 @@ def _open_image(path_or_img: PathOrImage, max_mb: float | None = None):
         _check_header(img, path, max_mb)
         return img, path
     path = Path(path_or_img)
+    special = describe_special(path)  # checked before any open: a FIFO or /dev/zero never ends
+    if special is not None and special != "a folder":
+        raise VolumeFileError(f"is {special}, not a NIfTI file", path=path, expected="a regular .nii or .nii.gz file",
+                              found=special, fix="point to the image file itself")
     if not path.exists():
         raise VolumeFileError(
             "file not found", path=path, expected="an existing .nii or .nii.gz file",

@@ -109,6 +109,10 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
             (BIDS derivatives, :mod:`neuroxai.protocol.export`) into this folder, for ``neuroxai audit``.
     """
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    if isinstance(protocol, Protocol):  # built in Python: its settings are checked here, before any data
+        from .settings import check_settings
+
+        check_settings(proto)
     if proto.kind == "audit":
         raise ConfigError(f"{proto.id!r} is an audit protocol (criteria for saved maps, no tasks)",
                           expected="a validation protocol", found=f"kind: {proto.kind}",

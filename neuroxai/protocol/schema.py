@@ -306,7 +306,7 @@ def load_protocol(path_or_name: str | Path) -> Protocol:
                           expected="keys id, version, tasks, methods, metrics, acceptance",
                           found=type(raw).__name__)
     try:
-        return Protocol.model_validate(raw)
+        proto = Protocol.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -326,6 +326,10 @@ def load_protocol(path_or_name: str | Path) -> Protocol:
         raise ConfigError("the protocol has invalid keys or values:\n  " + "\n  ".join(lines),
                           path=path, fix="correct the keys/values listed above "
                           "(`neuroxai protocols` shows the shipped examples)") from None
+    from .settings import check_settings
+
+    check_settings(proto, path)  # every parameter, against its registration: before any data is read
+    return proto
 
 
 def _model_at(model: type[BaseModel], loc: tuple):
@@ -345,7 +349,14 @@ def _model_at(model: type[BaseModel], loc: tuple):
 
 
 def resolve_protocol_path(path_or_name: str | Path) -> Path:
+    from ..safepath import describe_special
+
     p = Path(path_or_name)
+    special = describe_special(p)  # a FIFO, a device or a link loop: named before anything opens it
+    if special is not None and special != "a folder":
+        raise ConfigError(f"the protocol is {special}", path=p, expected="a protocol YAML file or a shipped name",
+                          found=special, fix="point to the YAML file itself (`neuroxai protocols` lists "
+                                             "the shipped ones)")
     if p.exists():
         return p
     for cand in (PROTOCOL_DIR / f"{p.name}.yaml", PROTOCOL_DIR / p.name):

@@ -66,6 +66,14 @@ def _is_component(part: str) -> bool:
     return bool(part) and part not in (".", "..") and "/" not in part and "\0" not in part and os.sep not in part
 
 
+def _components(root: Path, parts) -> None:
+    for p in parts:
+        if not _is_component(str(p)):
+            raise RunError("a name built from an id is not one file-name component", path=root,
+                           expected="a name without '/', NUL, '.' or '..' (neuroxai.safepath.safe_name)",
+                           found=repr(str(p)[:200]), fix="report this: every id must pass through safe_name")
+
+
 def inside(root: str | Path, *parts: str) -> Path:
     """``root/part/...``, checked to stay inside ``root`` after resolving symlinks.
 
@@ -73,11 +81,7 @@ def inside(root: str | Path, *parts: str) -> Path:
     an id); anything else — and a path that a symlink carries out of ``root`` — is a :class:`RunError`.
     """
     root = Path(root)
-    for p in parts:
-        if not _is_component(str(p)):
-            raise RunError("a name built from an id is not one file-name component", path=root,
-                           expected="a name without '/', NUL, '.' or '..' (neuroxai.safepath.safe_name)",
-                           found=repr(str(p)[:200]), fix="report this: every id must pass through safe_name")
+    _components(root, parts)
     path = root.joinpath(*parts)
     base = root.resolve()
     try:
@@ -94,8 +98,9 @@ def own_dir(root: str | Path, *parts: str) -> Path:
     ``root``) is removed and replaced by a folder, never followed. A regular file on the way is a
     :class:`RunError` (it is not neuroxai's to delete)."""
     path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)  # the owned folder itself (given by the user, or made by us)
+    _components(path, parts)  # single components: only a link (replaced below) could leave root
     for p in parts:
-        inside(path, p)  # one component: nothing but the link check below can leave root
         path = path / p
         if path.is_symlink():
             path.unlink()  # replace the link: its target is someone else's

@@ -40,7 +40,8 @@ def _named_exit_2(code: int, out: str, *needles: str) -> None:
     """Exit 2, one named message (expected / found / fix), no traceback, no "no named check"."""
     assert code == 2, out
     assert "error:" in out and "Traceback" not in out and "no named check" not in out, out
-    assert "expected:" in out and "found:" in out and "fix:" in out, out
+    # our errors: expected / found / fix; a protocol's pydantic errors: "allowed ...; found: ..." + fix
+    assert ("expected:" in out or "allowed" in out) and "found" in out and "fix:" in out, out
     for n in needles:
         assert n in out, (n, out)
 
@@ -236,3 +237,151 @@ def test_export_of_two_ids_sharing_a_file_name_is_refused():
     with pytest.raises(ManifestError, match="same file name") as e:
         subject_names(["a/b", "a_b"])
     _named(e.value, "'a/b'", "'a_b'")
+
+
+# ------------------------------------------------------------------ a whole run with hostile ids
+EVIL_SIDS = ["../../../../x/EVIL3", "/abs/EVIL", "..", "a\nb", "s" * 3000, "Ünï/🧠", "$(touch pwned)", "-rf"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``(protocol text, untrained small_cnn checkpoint, manifest of a 24-subject 8 mm cohort)``:
+    nothing trains (a model at chance is enough to write every file a run writes)."""
+    from neuroxai.data.cohort import generate_cohort
+    from neuroxai.models import MODELS
+    from neuroxai.models.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny")
+    manifest = generate_cohort(root / "cohort", n=24, spacing=8.0, seed=0)
+    torch.manual_seed(0)
+    cfg = {"in_channels": 1, "n_outputs": 2, "channels": [4, 8]}
+    model = save_checkpoint(root / "model.pt", MODELS["small_cnn"](**cfg), {"architecture": "small_cnn", "config": cfg})
+    return root, model, manifest
+
+
+def _hostile_manifest(manifest: Path, dest: Path, sids) -> Path:
+    shutil.copytree(manifest.parent, dest, ignore=shutil.ignore_patterns(MARKER))
+    df = pd.read_csv(dest / "manifest.csv", dtype=str)
+    df.loc[:len(sids) - 1, "subject_id"] = sids
+    df.to_csv(dest / "manifest.csv", index=False)
+    return dest / "manifest.csv"
+
+
+def test_a_run_report_and_export_with_hostile_ids_write_only_inside(tmp_path, tiny):
+    root, model, manifest = tiny
+    proto = tmp_path / "p.yaml"
+    proto.write_text(SMALL.replace("- id: hippo", "- id: '../../../X'").replace(
+        "- name: gradient", "- name: gradient\n    label: '/abs/../lbl'"))
+    data = _hostile_manifest(manifest, tmp_path / "data", EVIL_SIDS)
+    before = set(_all_files(tmp_path))
+    code, out = _cli("validate", proto, "--data", data, "--model", model, "--out", tmp_path / "w" / "run",
+                     "--export", tmp_path / "w" / "exp", "-q")
+    assert code in (0, 1), out
+    new = set(_all_files(tmp_path)) - before
+    _assert_inside(tmp_path / "w", new)
+    run_files = [f for f in new if Path(f).is_relative_to(tmp_path / "w" / "run")]
+    exp_files = [f for f in new if Path(f).is_relative_to(tmp_path / "w" / "exp")]
+    assert len(run_files) + len(exp_files) == len(new)
+    assert any(f.name.startswith("_.._.._X") and f.suffix == ".png" for f in run_files)
+    sal = [f.name for f in exp_files if f.name.endswith("_saliency.nii.gz")]
+    assert all("_desc-abslbl_" in n for n in sal) and {n.split("_desc-")[0] for n in sal} & {
+        safe_name(s) for s in EVIL_SIDS}, sal  # the test subjects with hostile ids were exported, safely named
+    assert not Path("/abs").exists() and not (tmp_path.parent / "X_mean_maps.png").exists()
+    res = json.loads((tmp_path / "w" / "run" / "results.json").read_text())
+    assert res["tasks"][0]["id"] == "../../../X"
+
+
+# ------------------------------------------------------------------ 3. every setting checked before any data
+LATE = [  # (SMALL text, replacement, what the message names)
+    ("epochs: 1", "epochz: 1", "epochz"),
+    ("epochs: 1", "epochs: -1", "epochs"),
+    ("batch_size: 8,", "batch_size: 0,", "batch_size"),
+    ("seed: 0}}\nmethods", "seed: 0, lr: .nan}}\nmethods", "lr"),
+    ("split: [0.5, 0.1, 0.4]", "split: [0.5, 0.1, 0.4], margin_mmm: 2", "margin_mmm"),
+    ("split: [0.5, 0.1, 0.4]", "split: [0.5, 0.1, 0.4], margin_mm: -2", "tasks.0.params.margin_mm"),
+    ("- name: gradient", "- name: smoothgrad\n    params: {sigma: -1}", "methods.0.params.sigma"),
+    ("- name: gradient", "- name: smoothgrad\n    params: {n_samples: 0}", "methods.0.params.n_samples"),
+    ("- name: gradient", "- name: smoothgrad\n    params: {n_sample: 8}", "n_sample"),
+    ("- name: gradient", "- name: smoothgrad\n    params: {seed: -1}", "methods.0.params.seed"),
+    ("- name: gradient", "- name: gradient\n    params: {abs: 'yes'}", "methods.0.params.abs"),
+    ("- name: relevance_rank_accuracy", "- name: relevance_rank_accuracy\n    params: {k: 3}", "['k']"),
+    ("- name: relevance_rank_accuracy", "- name: relevance_rank_accuracy\n  - name: top_k_intersection\n"
+     "    params: {k: .nan}", "metrics.1.params.k"),
+    ("channels: [4, 8]", "channels: [4, 8], dropout: 1.5", "model.params.dropout"),
+    ("channels: [4, 8]", "channelz: [4, 8]", "channelz"),
+    ("channels: [4, 8]", "channels: [0, 8]", "model.params.channels"),
+    ("channels: [4, 8]", "channels: [100000, 8]", "4096"),
+    ("channels: [4, 8]", "channels: [4, 8], n_outputs: 7", "n_outputs"),
+    ("n: 24", "n: 1000000000", "data.cohort.n"),
+    ("spacing_mm: 8.0", "spacing_mm: 0.01", "data.cohort.spacing_mm"),
+    ("bootstrap: 100", "bootstrap: 1000000000", "statistics.bootstrap"),
+    ("bootstrap: 100,", "bootstrap: 100, n_permutations: 1000000000,", "statistics.n_permutations"),
+    ("bootstrap: 100, seed: 0", "bootstrap: 100, seed: 1180591620717411303424", "statistics.seed"),
+    ("run: {device: cpu, batch_size: 4", "run: {device: cpu, batch_size: 100000000", "run.batch_size"),
+    ("source: embedded,", "source: embedded, shape: [0, 8, 8],", "data.shape"),
+    ("source: embedded,", "source: embedded, shape: [4000, 4000, 4000],", "data.shape"),
+]
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Any read of a cohort, a manifest or an image fails the test."""
+    import nibabel
+
+    import neuroxai.data.cohort as C
+    import neuroxai.data.manifest as M
+    import neuroxai.protocol.runner as R
+
+    def boom(*a, **k):
+        raise AssertionError("data was read before the settings were checked")
+
+    for mod, name in ((C, "generate_cohort"), (M, "load_manifest"), (nibabel, "load"), (R, "prepare_data")):
+        monkeypatch.setattr(mod, name, boom)
+    from neuroxai.protocol.registries import registries
+
+    registries()  # imports done once, not timed
+
+
+@pytest.mark.parametrize("old,new,needle", LATE, ids=[c[1].split("\n")[-1][:40] for c in LATE])
+def test_a_bad_setting_fails_within_a_second_before_any_data_cli(tmp_path, no_data, old, new, needle):
+    assert old in SMALL
+    p = tmp_path / "p.yaml"
+    p.write_text(SMALL.replace(old, new, 1))
+    t = time.perf_counter()
+    code, out = _cli("validate", p, "--out", tmp_path / "run")
+    assert time.perf_counter() - t < 1.0
+    _named_exit_2(code, out, str(p), needle)
+    assert not (tmp_path / "run").exists()  # refused before any folder
+
+
+@pytest.mark.parametrize("old,new,needle", LATE[:8], ids=[c[1].split("\n")[-1][:40] for c in LATE[:8]])
+def test_a_bad_setting_in_a_python_protocol_fails_before_any_data_api(tmp_path, no_data, old, new, needle):
+    """A Protocol built in Python (model_validate, model_copy) is checked by run_protocol itself."""
+    from neuroxai.protocol.runner import run_protocol
+    from neuroxai.protocol.schema import Protocol
+    from neuroxai.safe_yaml import load_yaml
+
+    p = tmp_path / "p.yaml"
+    p.write_text(SMALL.replace(old, new, 1))
+    proto = Protocol.model_validate(load_yaml(p))
+    t = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        run_protocol(proto, tmp_path / "run")
+    assert time.perf_counter() - t < 1.0
+    _named(e.value, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_misspelt_key_in_a_named_training_config_yaml(tmp_path, no_data):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("epochs: 2\nbatchsize: 4\n")
+    p = tmp_path / "p.yaml"
+    p.write_text(SMALL.replace("training: {", f"training_config: '{cfg}', training: {{"))
+    code, out = _cli("validate", p, "--out", tmp_path / "run")
+    _named_exit_2(code, out, "batchsize", "model.training")
+
+
+def test_shipped_protocols_pass_the_early_checks():
+    from neuroxai.protocol.schema import list_protocols
+
+    assert {p.id for p in list_protocols()} >= {"quick", "siegel2025", "audit"}

@@ -233,19 +233,15 @@ class Protocol(_Strict):
     @model_validator(mode="after")
     def _registry_names(self):
         # Registry names are checked here so a typo fails at load time, not mid-run.
-        from .registries import known_names, registries
+        from .registries import known_names
 
-        names, reg = known_names(), registries()
+        names = known_names()
         for i, t in enumerate(self.tasks):
             _check_name(names["tasks"], t.type, f"tasks.{i}.type")
         for section, items in (("methods", self.methods), ("metrics", self.metrics)):
             for i, m in enumerate(items):
                 _check_name(names[section], m.name, f"{section}.{i}.name")
-                allowed = reg[section].params(m.name)  # the one parameter check, the registry's
-                bad = [] if allowed is None else sorted(set(m.params) - set(allowed))
-                if bad:
-                    raise ValueError(f"{section}.{i}.params: unknown parameter(s) {bad} for "
-                                     f"{reg[section].kind} {m.name!r}; allowed: {list(allowed)}")
+        # parameters (names, types, values): neuroxai.protocol.settings.check_settings, at load
         metric_names = {m.name for m in self.metrics}
         for i, c in enumerate(self.acceptance):
             if c.metric and c.metric not in metric_names:
@@ -321,7 +317,8 @@ def load_protocol(path_or_name: str | Path) -> Protocol:
                 parent = _model_at(Protocol, loc[:-1])
                 if parent is not None:
                     allowed = f"; allowed keys: {sorted(parent.model_fields)}"
-            found = f"; found: {err.get('input')!r}" if err["type"] != "missing" else ""
+            # a whole-protocol check (loc ()) names its key in the message; its input is the whole file
+            found = f"; found: {err.get('input')!r}" if err["type"] != "missing" and loc else ""
             lines.append(f"line {line}: {key}: {err['msg']}{allowed}{found}")
         raise ConfigError("the protocol has invalid keys or values:\n  " + "\n  ".join(lines),
                           path=path, fix="correct the keys/values listed above "

@@ -142,6 +142,21 @@ def describe_special(path: str | Path) -> str | None:
     return "not a regular file"
 
 
+def refuse_out_inside_inputs(out: str | Path, inputs: dict) -> None:
+    """Refuse an output folder inside one of the input folders (``{"--maps": path, ...}``) before
+    anything is created: a folder written among a user's maps would be read back as maps by every
+    later run on them."""
+    o = Path(os.path.abspath(out)).resolve()
+    for opt, p in inputs.items():
+        if p is None or not Path(p).is_dir():
+            continue
+        src = Path(p).resolve()
+        if o == src or o.is_relative_to(src):
+            raise RunError(f"the output folder is inside {opt}", path=out, expected=f"an --out outside {src}",
+                           found=f"--out {out} lies in {opt} {p}",
+                           fix=f"choose an --out outside {opt} (e.g. beside it)")
+
+
 def unique_names(names: dict[str, str]) -> dict[str, str]:
     """``{id: safe_name(id)}`` made one-to-one: ids whose safe names collide (``a/b`` and ``a_b``)
     get a digest of the id appended, so no writer overwrites another id's file."""

@@ -385,3 +385,255 @@ def test_shipped_protocols_pass_the_early_checks():
     from neuroxai.protocol.schema import list_protocols
 
     assert {p.id for p in list_protocols()} >= {"quick", "siegel2025", "audit"}
+
+
+# ------------------------------------------------------------------ 2. nothing hangs, nothing absurd is allocated
+@pytest.fixture
+def no_hang():
+    """Fail (not hang) if a case blocks: SIGALRM after 60 s."""
+    import signal
+
+    def _alarm(*_):
+        raise TimeoutError("hung")
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def _special(tmp_path: Path, kind: str) -> Path:
+    if kind == "fifo":
+        p = tmp_path / "pipe.nii.gz"
+        os.mkfifo(p)
+    elif kind == "loop":
+        p = tmp_path / "loop.nii.gz"
+        p.symlink_to(p)
+    elif kind == "dangling":
+        p = tmp_path / "gone.nii.gz"
+        p.symlink_to(tmp_path / "nothing.nii.gz")
+    elif kind == "long":
+        p = tmp_path / ("x" * 300 + ".nii.gz")
+    else:
+        p = Path("/dev/zero")
+    return p
+
+
+SPECIAL = {"fifo": "named pipe", "loop": "symbolic link loop", "dangling": "symbolic link to nothing",
+           "devzero": "device", "long": "over the file system's limit"}
+
+
+@pytest.mark.parametrize("kind", sorted(SPECIAL))
+def test_info_on_a_special_file_is_named_before_open(tmp_path, no_hang, kind):
+    p = _special(tmp_path, kind)
+    code, out = _cli("info", p)
+    _named_exit_2(code, out, SPECIAL[kind])
+    assert "file not found" not in out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "loop", "devzero"])
+def test_protocol_that_is_a_special_file_is_named_before_open(tmp_path, no_hang, kind):
+    p = _special(tmp_path, kind)
+    code, out = _cli("validate", p, "--out", tmp_path / "run")
+    _named_exit_2(code, out, SPECIAL[kind])
+    assert not (tmp_path / "run").exists()
+
+
+def test_manifest_row_naming_a_fifo(tmp_path, no_hang, tiny):
+    _, _, manifest = tiny
+    data = _hostile_manifest(manifest, tmp_path / "data", [])
+    df = pd.read_csv(data, dtype=str)
+    os.mkfifo(tmp_path / "pipe.nii.gz")
+    df.loc[0, "image"] = str(tmp_path / "pipe.nii.gz")
+    df.to_csv(data, index=False)
+    code, out = _cli("check-manifest", data)
+    assert code == 2 and "named pipe" in out and "row 2" in out, out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--n", "0"], "at least one subject"), (["--n", "-3"], "at least one subject"),
+    (["--n", "1000000000"], "100,000"), (["--spacing", "0"], "voxel size"), (["--spacing", "nan"], "voxel size"),
+    (["--spacing", "-4"], "voxel size"), (["--spacing", "0.01"], "voxel size"), (["--spacing", "0.2"], "voxels"),
+    (["--seed", "-1"], "seed")])
+def test_cohort_options_no_machine_can_hold_are_named_before_anything(tmp_path, args, needle):
+    code, out = _cli("cohort", "--out", tmp_path / "c", *args)
+    _named_exit_2(code, out, needle)
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--shape", "0,0,0"], "--shape"), (["--shape", "abc"], "--shape"), (["--shape", "16,16,16"], "each ≥ 32"),
+    (["--shape", "64,64"], "--shape"), (["--batch", "0"], "--batch"),
+    (["--shape", "4000,4000,4000"], "limit"), (["--batch", "100000", "--shape", "256,256,256"], "--batch × --shape")])
+def test_bench_options_are_named(args, needle):
+    code, out = _cli("bench", *args)
+    _named_exit_2(code, out, needle)
+
+
+def test_a_subject_with_8000_mm_voxels_is_named_before_a_huge_allocation(tmp_path):
+    from neuroxai.data import load_volume
+    from neuroxai.data.transforms import resample
+    from neuroxai.errors import VolumeShapeError
+
+    p = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.diag([8000.0, 8000.0, 8000.0, 1.0])), p)
+    v = load_volume(p)
+    with pytest.raises(VolumeShapeError, match="no machine can hold") as e:
+        resample(v, 2.0)
+    _named(e.value, "8000.0", "mm, not µm")
+
+
+def test_out_with_a_name_over_255_bytes_is_named(tmp_path):
+    code, out = _cli("cohort", "--n", "12", "--out", tmp_path / ("y" * 300))
+    _named_exit_2(code, out, "over the file system's limit")
+
+
+def test_a_disk_that_fills_mid_write_is_named(tmp_path):
+    """``ulimit -f`` (RLIMIT_FSIZE): the write fails with EFBIG; a named error, no half file."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-m", "neuroxai.cli", "cohort", "--n", "12", "--spacing", "4", "--out",
+                        str(tmp_path / "c")], preexec_fn=limit, capture_output=True, text=True, env=env, timeout=300)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 2 and "cannot write the file" in out and "ulimit -f" in out, out
+    assert "no named check" not in out and "Traceback" not in out
+    assert not [p for p in (tmp_path / "c").rglob(".*.tmp*")]  # nothing half-written stays
+
+
+def test_a_failed_write_is_still_an_oserror_and_names_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from neuroxai.atomic import atomic_write
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(WriteError) as e:
+        atomic_write(tmp_path / "x.bin", write=full)
+    assert isinstance(e.value, OSError) and isinstance(e.value, RunError)
+    _named(e.value, "x.bin", "free disk space")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("#Insight Transform File V1.0\nTransform: AffineTransform_double_3_3\nParameters: 1 0 0 0 1 0 0 0 one 0 0 0\n",
+     "'one'"),
+    ("#Insight Transform File V1.0\nTransform: AffineTransform_double_3_3\nFixedParameters: 0 0 0\n", "Parameters:")])
+def test_an_itk_transform_with_a_word_that_is_not_a_number(tmp_path, text, needle):
+    from neuroxai.protocol.audit import read_transform
+
+    p = tmp_path / "t.txt"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        read_transform(p)
+    _named(e.value, needle, "t.txt")
+
+
+# ------------------------------------------------------------------ 3. no silent wrong result
+def test_a_segmentation_with_non_integer_labels_is_refused(tmp_path):
+    """A label map resampled trilinearly (labels + 0.6) would round to the neighbouring label."""
+    from neuroxai.errors import TaskError
+    from neuroxai.tasks.known_signal import measure_volumes
+
+    lab = np.zeros((6, 6, 6), np.float32)
+    lab[1:3] = 41
+    ok = tmp_path / "sub-01_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), ok)
+    assert measure_volumes([str(ok)], [41])[0] == pytest.approx(2 * 36 / 1000.0)  # integer labels: measured
+    bad = tmp_path / "sub-02_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(lab + 0.6 * (lab > 0), np.eye(4)), bad)
+    with pytest.raises(TaskError, match="not integer-valued") as e:
+        measure_volumes([str(ok), str(bad)], [41])
+    _named(e.value, "sub-02_dseg", "41.6", "nearest-neighbour")
+
+
+def test_a_run_on_a_trilinear_segmentation_stops_with_its_name(tmp_path, tiny):
+    _, model, manifest = tiny
+    data = _hostile_manifest(manifest, tmp_path / "data", [])
+    df = pd.read_csv(data, dtype=str)
+    seg = Path(data.parent / df.loc[3, "segmentation"])
+    img = nib.load(seg)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32) + 0.6, img.affine), seg)
+    p = tmp_path / "p.yaml"
+    p.write_text(SMALL)
+    code, out = _cli("validate", p, "--data", data, "--model", model, "--out", tmp_path / "run", "-q")
+    _named_exit_2(code, out, "not integer-valued", seg.name)
+
+
+def test_the_image_column_naming_the_segmentation_is_refused(tmp_path, tiny):
+    _, _, manifest = tiny
+    data = _hostile_manifest(manifest, tmp_path / "data", [])
+    df = pd.read_csv(data, dtype=str)
+    df.loc[2, "image"] = df.loc[2, "segmentation"]
+    df.to_csv(data, index=False)
+    code, out = _cli("check-manifest", data)
+    assert code == 2 and "row 4" in out and "the image is the subject's segmentation" in out, out
+
+
+def _model_file(tmp_path, n_outputs=2, nan=False, script=False) -> Path:
+    from neuroxai.models import MODELS
+    from neuroxai.models.checkpoint import save_checkpoint
+
+    cfg = {"in_channels": 1, "n_outputs": n_outputs, "channels": [4, 8]}
+    torch.manual_seed(0)
+    net = MODELS["small_cnn"](**cfg)
+    if nan:
+        with torch.no_grad():
+            net[-1].weight.fill_(float("nan"))
+    if script:
+        p = tmp_path / "model.ts"
+        torch.jit.script(net.eval()).save(str(p))
+        return p
+    return save_checkpoint(tmp_path / "model.pt", net, {"architecture": "small_cnn", "config": cfg})
+
+
+@pytest.mark.parametrize("how,needle", [
+    ({"n_outputs": 7}, "7 outputs but task 'hippo' has 2 classes"),
+    ({"nan": True}, "outputs are not finite"),
+    ({"script": True}, "LRP cannot run on a TorchScript model")])
+def test_a_model_that_does_not_fit_the_task_or_methods_is_named(tmp_path, tiny, how, needle):
+    _, _, manifest = tiny
+    p = tmp_path / "p.yaml"
+    p.write_text(SMALL.replace("- name: gradient", "- name: gradient\n  - name: lrp") if "script" in how else SMALL)
+    model = _model_file(tmp_path, **how)
+    code, out = _cli("validate", p, "--data", manifest, "--model", model, "--out", tmp_path / "run", "-q")
+    _named_exit_2(code, out, needle, model.name)
+    assert not list((tmp_path / "run").glob("stages/attribute/*/chunk_*.npz"))  # named before any attribution
+
+
+def test_audit_out_inside_maps_is_refused_before_creating_anything(tmp_path):
+    maps, masks = tmp_path / "maps", tmp_path / "masks"
+    (maps / "gradcam").mkdir(parents=True)
+    masks.mkdir()
+    for d in (maps / "gradcam", masks):
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)),
+                 d / ("sub-01_mask.nii.gz" if d == masks else "sub-01.nii.gz"))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for out in (maps / "audit", maps, masks / "a" / "b"):
+        code, msg = _cli("audit", "--maps", maps, "--masks", masks, "--out", out)
+        _named_exit_2(code, msg, "the output folder is inside")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_a_finite_1e300_float64_map_is_not_called_inf(tmp_path):
+    from neuroxai.data import load_volume
+    from neuroxai.errors import VolumeValueError
+
+    a = np.zeros((4, 4, 4))
+    a[1, 1, 1] = 1e300
+    p = tmp_path / "sub-01_desc-m_saliency.nii.gz"
+    nib.save(nib.Nifti1Image(a, np.eye(4)), p)
+    with pytest.raises(VolumeValueError, match="too large for float32") as e:
+        load_volume(p)
+    _named(e.value, "1e+300")
+    a[1, 1, 1] = np.inf
+    nib.save(nib.Nifti1Image(a, np.eye(4)), p)
+    with pytest.raises(VolumeValueError, match="non-finite") as e:  # a true Inf stays "Inf"
+        load_volume(p)
+    assert "1 Inf" in str(e.value)

@@ -210,6 +210,32 @@ def discover_masks(masks_dir: str | Path, *, mask_desc: str | None = None,
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+def _itk_numbers(text: str, key: str, path: Path, default=None) -> np.ndarray:
+    """The numbers of an ITK transform file's ``key:`` line; a missing line (unless ``default``) or
+    a word that is not a number is a :class:`ConfigError` naming it."""
+    m = re.search(rf"^{key}:(.*)$", text, re.M)
+    if m is None:
+        if default is not None:
+            return default
+        raise ConfigError(f"the ITK transform has no '{key}:' line", path=path, expected=f"a line '{key}: n1 n2 ...'",
+                          found="none", fix="write it with antsRegistration / ITK, or give a 4×4 text matrix")
+    try:
+        return np.array(m.group(1).split(), float)
+    except ValueError:
+        bad = next(w for w in m.group(1).split() if not _is_float(w))
+        raise ConfigError(f"the ITK transform's '{key}:' line holds a word that is not a number", path=path,
+                          expected="numbers (e.g. 1 0 0 0 1 0 0 0 1 0 0 0)", found=repr(bad[:80]),
+                          fix="rewrite the transform with antsRegistration / ITK") from None
+
+
+def _is_float(w: str) -> bool:
+    try:
+        float(w)
+        return True
+    except ValueError:
+        return False
+
+
 def read_transform(path: str | Path) -> np.ndarray:
     """A 4×4 world→world matrix (RAS mm) mapping a point of the *mask's* space to the *map's* space.
 
@@ -244,9 +270,8 @@ def read_transform(path: str | Path) -> np.ndarray:
         if len(kinds) != 1 or not re.match(r"(Affine|MatrixOffset|Euler3D|Rigid3D|Similarity3D)Transform", kinds[0]):
             raise ConfigError("only one linear ITK transform is supported", path=p, expected="AffineTransform_double_3_3",
                               found=kinds, fix="resample the maps with antsApplyTransforms first")
-        params = np.array(re.search(r"^Parameters:(.*)$", text, re.M).group(1).split(), float)
-        fixed = re.search(r"^FixedParameters:(.*)$", text, re.M)
-        center = np.array(fixed.group(1).split(), float) if fixed else np.zeros(3)
+        params = _itk_numbers(text, "Parameters", p)
+        center = _itk_numbers(text, "FixedParameters", p, default=np.zeros(3))
         if len(params) != 12:
             raise ConfigError("unsupported ITK transform parameters", path=p, expected="12 (3×3 matrix + translation)",
                               found=len(params), fix="convert it to an AffineTransform_double_3_3")
@@ -542,6 +567,9 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     from ..report.schema import AtlasInfo, AuditInfo
     from .verdict import assemble_results, cohort_profile
 
+    from ..safepath import refuse_out_inside_inputs
+
+    refuse_out_inside_inputs(out_dir, {"--maps": maps_dir, "--masks": masks_dir})  # before anything is created
     out = claim_dir(out_dir, "audit")
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     layout, maps = discover_maps(maps_dir)

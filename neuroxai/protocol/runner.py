@@ -29,6 +29,7 @@ from .stages.ground_truth import validity_stage
 from .stages.randomize import model_randomization
 from .stages.tasks import build_tasks
 from .stages.train import train_stage
+from .fit import check_models_fit
 from .verdict import assemble_results
 
 # Re-exported: older code and the tests import these from the runner.
@@ -154,6 +155,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         return RunResult(ctx.rd.root, None, None, 0)
     models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
     ctx.models = models
+    check_models_fit(ctx, tasks, models, store)  # outputs vs classes, NaN outputs, LRP on TorchScript: named now
     if stop_after == "train":
         return RunResult(ctx.rd.root, None, None, 0)
     validity = rank0_first(ctx, lambda: validity_stage(ctx, tasks, models, store))

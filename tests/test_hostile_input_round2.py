@@ -637,3 +637,22 @@ def test_a_finite_1e300_float64_map_is_not_called_inf(tmp_path):
     with pytest.raises(VolumeValueError, match="non-finite") as e:  # a true Inf stays "Inf"
         load_volume(p)
     assert "1 Inf" in str(e.value)
+
+
+# ------------------------------------------------------------------ 4. errors name the problem
+def test_a_forward_pass_that_raises_is_not_called_a_shape_problem():
+    from neuroxai.errors import ModelError
+    from neuroxai.models.byo import check_input_shape
+
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 2, 3)
+
+        def forward(self, x):
+            return {"logits": self.conv(x)}["logit"]  # the user's bug
+
+    with pytest.raises(ModelError, match="forward pass raised") as e:
+        check_input_shape(Broken(), (1, 1, 8, 8, 8))
+    _named(e.value, "KeyError", "'logit'")
+    assert "input shape" not in str(e.value)

@@ -221,6 +221,11 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int
         out = model(torch.zeros(shape, device=dev))
     except Exception as exc:
         msg = " ".join(str(exc).split())
+        if not _is_shape_error(exc):  # the user's forward raised for its own reasons: say so, not "shape"
+            raise ModelError("the model's forward pass raised an error", expected="a forward pass that returns "
+                             "(B, n_outputs) logits", found=f"{type(exc).__name__}: {msg[:1000]} (on zeros of "
+                             f"shape {shape})", fix="fix the model's forward() (run it once on a tensor of "
+                             "this shape to see the traceback)") from None
         raise ModelError("the model cannot take the data's input shape", expected=_first_layer_hint(model),
                          found=f"data {shape} (B, C, D, H, W); the forward pass failed with "
                                f"{type(exc).__name__}: {msg[:1000]}",
@@ -236,3 +241,16 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int
                          found=f"{found} for input {shape}",
                          fix="wrap the model so that it returns one row of class logits / values per subject")
     return tuple(out.shape)
+
+
+_SHAPE_WORDS = ("size", "shape", "dimension", "channels", "mat1 and mat2", "expected input", "expected 5d",
+                "kernel", "must match", "too small")
+
+
+def _is_shape_error(exc: BaseException) -> bool:
+    """Whether a failed forward pass is about the input's shape (PyTorch's RuntimeError/ValueError
+    naming sizes, shapes, dimensions or channels) rather than an error of the model's own code."""
+    if not isinstance(exc, (RuntimeError, ValueError, IndexError)):
+        return False
+    text = str(exc).lower()
+    return any(w in text for w in _SHAPE_WORDS)

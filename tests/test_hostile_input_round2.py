@@ -320,6 +320,7 @@ LATE = [  # (SMALL text, replacement, what the message names)
     ("run: {device: cpu, batch_size: 4", "run: {device: cpu, batch_size: 100000000", "run.batch_size"),
     ("source: embedded,", "source: embedded, shape: [0, 8, 8],", "data.shape"),
     ("source: embedded,", "source: embedded, shape: [4000, 4000, 4000],", "data.shape"),
+    ("regions: [Hippocampus_L, Hippocampus_R]", "regions: [Hipocampus_L, Hippocampus_R]", "Hippocampus_L"),
 ]
 
 

@@ -41,6 +41,8 @@ def check_settings(proto, path: str | Path | None = None) -> None:
     _check_sizes(proto, path)
     for i, t in enumerate(proto.tasks):
         _check_params(reg["tasks"], t.type, t.params, f"tasks.{i}.params", path)
+        if proto.data.source == "embedded":
+            _check_regions(t.params, f"tasks.{i}.params", path)
     for section in ("methods", "metrics"):
         for i, m in enumerate(getattr(proto, section)):
             _check_params(reg[section], m.name, m.params, f"{section}.{i}.params", path)
@@ -190,6 +192,24 @@ def _conventions(pname: str, value, bad) -> None:
     elif pname in _WIDTHS and isinstance(value, Sequence) and not isinstance(value, str):
         if any(not _is_int(v) or not 1 <= v <= L.MAX_WIDTH for v in value):
             bad(f"widths (integers) in [1, {L.MAX_WIDTH}]")
+
+
+def _check_regions(params, key: str, path) -> None:
+    """Region names of a task on the embedded cohort (AAL3 labels, known without reading data):
+    a misspelt ``Hipocampus_L`` fails here, not after the cohort was generated."""
+    if params.get("labels_tsv"):
+        return
+    for pname in ("regions", "region"):
+        if pname in params:
+            import pandas as pd
+
+            from ..tasks.regions import label_table, resolve_regions
+
+            try:
+                resolve_regions(params[pname], label_table(pd.DataFrame()))
+            except NeuroXAIError as exc:
+                raise ConfigError(f"{key}.{pname}: {exc.args[0].splitlines()[0]}", path=path, expected=exc.expected,
+                                  found=exc.found, fix=exc.fix) from None
 
 
 # ---------------------------------------------------------------- model and training

@@ -139,7 +139,7 @@ def _report_inputs(task_ids):
     return json.loads(text), figs
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(task_ids=st.lists(ids, min_size=2, max_size=2, unique=True))
 def test_report_writes_inside_its_folder_for_any_task_id(tmp_path_factory, task_ids):
     from neuroxai.report import build_report

@@ -321,6 +321,8 @@ LATE = [  # (SMALL text, replacement, what the message names)
     ("source: embedded,", "source: embedded, shape: [0, 8, 8],", "data.shape"),
     ("source: embedded,", "source: embedded, shape: [4000, 4000, 4000],", "data.shape"),
     ("regions: [Hippocampus_L, Hippocampus_R]", "regions: [Hipocampus_L, Hippocampus_R]", "Hippocampus_L"),
+    ("type: region_volume\n    params: {", "type: null_control\n    params: {base: lesion, ", "regions"),
+    ("type: region_volume\n    params: {", "type: null_control\n    params: {base: nope, ", "tasks.0.params.base"),
 ]
 
 
@@ -380,6 +382,14 @@ def test_a_misspelt_key_in_a_named_training_config_yaml(tmp_path, no_data):
     p.write_text(SMALL.replace("training: {", f"training_config: '{cfg}', training: {{"))
     code, out = _cli("validate", p, "--out", tmp_path / "run")
     _named_exit_2(code, out, "batchsize", "model.training")
+
+
+def test_a_null_control_with_its_bases_parameters_passes_the_early_checks(tmp_path):
+    from neuroxai.protocol.schema import load_protocol
+
+    p = tmp_path / "p.yaml"
+    p.write_text(SMALL.replace("type: region_volume", "type: null_control"))
+    assert load_protocol(p).tasks[0].params["regions"] == ["Hippocampus_L", "Hippocampus_R"]
 
 
 def test_shipped_protocols_pass_the_early_checks():
@@ -657,3 +667,18 @@ def test_a_forward_pass_that_raises_is_not_called_a_shape_problem():
         check_input_shape(Broken(), (1, 1, 8, 8, 8))
     _named(e.value, "KeyError", "'logit'")
     assert "input shape" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devzero", "loop"])
+def test_a_model_file_that_is_a_special_file_is_named_before_open(tmp_path, no_hang, kind):
+    from neuroxai.errors import ModelError
+    from neuroxai.models import read_checkpoint
+    from neuroxai.models.byo import load_user_model
+
+    p = _special(tmp_path, kind)
+    with pytest.raises(ModelError) as e:
+        load_user_model(str(p))
+    _named(e.value, SPECIAL[kind])
+    with pytest.raises(ModelError) as e:
+        read_checkpoint(p)
+    assert SPECIAL[kind] in str(e.value)

@@ -133,6 +133,9 @@ def load_user_model(spec: str, *, state_dict: str | Path | None = None, kwargs_y
     ``device``. With ``input_shape`` (e.g. ``(1, 1, D, H, W)``) ``check_input_shape`` is run."""
     spec = str(spec)
     path = Path(spec)
+    _refuse_special(path, "model file")
+    if state_dict is not None:
+        _refuse_special(Path(state_dict), "state_dict file")
     if path.is_file():
         if state_dict is not None or kwargs_yaml is not None:
             log.warning("%s is a complete model file; state_dict / kwargs_yaml are ignored", path)
@@ -254,3 +257,14 @@ def _is_shape_error(exc: BaseException) -> bool:
         return False
     text = str(exc).lower()
     return any(w in text for w in _SHAPE_WORDS)
+
+
+def _refuse_special(path: Path, what: str) -> None:
+    """A FIFO, a device or a link loop given as a model file would block or never end in
+    ``torch.load``: named before anything opens it."""
+    from ..safepath import describe_special
+
+    special = describe_special(path)
+    if special is not None and special != "a folder":
+        raise ModelError(f"the {what} is {special}", path=path, expected=f"a regular {what}", found=special,
+                         fix=f"point to the {what} itself")

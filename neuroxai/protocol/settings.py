@@ -41,6 +41,14 @@ def check_settings(proto, path: str | Path | None = None) -> None:
     _check_sizes(proto, path)
     for i, t in enumerate(proto.tasks):
         _check_params(reg["tasks"], t.type, t.params, f"tasks.{i}.params", path)
+        if t.type == "null_control" and isinstance(t.params, Mapping):  # its other parameters are its base's
+            base = t.params.get("base", "region_volume")
+            if base not in reg["tasks"] or base == "null_control":
+                raise ConfigError(f"tasks.{i}.params.base: not a task null_control can permute", path=path,
+                                  expected=[n for n in reg["tasks"].names() if n != "null_control"],
+                                  found=repr(base), fix="name the task whose labels are permuted")
+            rest = {k: v for k, v in t.params.items() if k not in ("base", "permutation_seed")}
+            _check_params(reg["tasks"], base, rest, f"tasks.{i}.params", path)
         if proto.data.source == "embedded":
             _check_regions(t.params, f"tasks.{i}.params", path)
     for section in ("methods", "metrics"):

@@ -682,3 +682,21 @@ def test_a_model_file_that_is_a_special_file_is_named_before_open(tmp_path, no_h
     with pytest.raises(ModelError) as e:
         read_checkpoint(p)
     assert SPECIAL[kind] in str(e.value)
+
+
+def test_a_brain_mask_in_another_space_is_named_with_its_file(tmp_path):
+    maps, masks = tmp_path / "maps" / "gradcam", tmp_path / "masks"
+    maps.mkdir(parents=True), masks.mkdir()
+    rng = np.random.default_rng(0)
+    m = np.zeros((8, 8, 8), np.float32)
+    m[2:5, 2:5, 2:5] = 1
+    for s in ("sub-01", "sub-02"):
+        nib.save(nib.Nifti1Image(rng.random((8, 8, 8)).astype(np.float32), np.eye(4)), maps / f"{s}.nii.gz")
+        nib.save(nib.Nifti1Image(m, np.eye(4)), masks / f"{s}_mask.nii.gz")
+    far = np.eye(4)
+    far[:3, 3] = 500.0  # another space: 500 mm away
+    brain = tmp_path / "brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), far), brain)
+    code, out = _cli("audit", "--maps", tmp_path / "maps", "--masks", masks, "--brain-mask", brain,
+                     "--out", tmp_path / "audit")
+    _named_exit_2(code, out, "brain_mask.nii.gz", "another space", "500.0")

@@ -406,6 +406,20 @@ def _on_grid(vol, affine_to_target_world: np.ndarray, grid, mode: str) -> torch.
     return resample_to_grid(vol.data[0], affine_to_target_world @ vol.affine, grid, mode=mode)
 
 
+def _check_brain_on_grid(brain, mask, bpath, bvol, g) -> None:
+    """A brain mask in another space than the masks lands (almost) outside the scoring grid: named
+    with its file and both grids, not as an empty brain in the scoring."""
+    n_in = int((brain & mask).sum())
+    if not bool(brain.any()) or n_in == 0:
+        raise ScoringError("the brain mask does not cover the ground truth on the scoring grid: is it in another "
+                           "space?", path=bpath, expected="a brain mask in the masks' space, covering the mask",
+                           found=f"brain mask {tuple(bvol.shape)} voxels, affine origin "
+                                 f"{tuple(round(float(v), 1) for v in bvol.affine[:3, 3])}; scoring grid {tuple(g.shape)}, "
+                                 f"origin {tuple(round(float(v), 1) for v in g.affine[:3, 3])}; "
+                                 f"{int(brain.sum())} brain voxels, {n_in} of them in the mask",
+                           fix="give the brain mask in the masks' space (the same grid or a correct affine)")
+
+
 def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np.ndarray | None = None,
                    mask_threshold: float = 0.5, labels: list[int] | None = None, device: str = "cpu",
                    progress=None) -> dict:
@@ -465,6 +479,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
         if bpath is not None:
             bvol = _load(bpath)
             brain = _on_grid(bvol, np.eye(4) if grid == "mask" else T, g, "nearest") > 0.5  # masks' space
+            _check_brain_on_grid(brain, mask, bpath, bvol, g)
             files.append(bpath)
         mask_b = mask[None, None].to(dev)
         brain_b = brain[None, None].to(dev) if brain is not None and sc.restrict_to_brain else None

@@ -492,7 +492,7 @@ def test_a_subject_with_8000_mm_voxels_is_named_before_a_huge_allocation(tmp_pat
     v = load_volume(p)
     with pytest.raises(VolumeShapeError, match="no machine can hold") as e:
         resample(v, 2.0)
-    _named(e.value, "8000.0", "mm, not µm")
+    _named(e.value, "8000.0", "mm, not µm", "sub-01_T1w.nii.gz")
 
 
 def test_out_with_a_name_over_255_bytes_is_named(tmp_path):
@@ -616,6 +616,8 @@ def test_a_model_that_does_not_fit_the_task_or_methods_is_named(tmp_path, tiny, 
     code, out = _cli("validate", p, "--data", manifest, "--model", model, "--out", tmp_path / "run", "-q")
     _named_exit_2(code, out, needle, model.name)
     assert not list((tmp_path / "run").glob("stages/attribute/*/chunk_*.npz"))  # named before any attribution
+    if "script" in how:  # a TorchScript file is recognised before any data is read
+        assert not list((tmp_path / "run").glob("stages/*"))
 
 
 def test_audit_out_inside_maps_is_refused_before_creating_anything(tmp_path):

@@ -19,6 +19,36 @@ from ..errors import AttributionError, ModelError
 NEEDS_MODULES = ("lrp",)
 
 
+def is_torchscript_file(path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding ``code/`` and ``constants.pkl``),
+    read from its table of contents only: no code is loaded."""
+    import zipfile
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        if not p.is_file() or p.suffix == ".pt2" or not zipfile.is_zipfile(p):
+            return False
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
+
+
+def check_methods_fit_model_file(proto) -> None:
+    """Before any data is read: LRP with a TorchScript model file (``--model model.ts``) is refused
+    by name (the same check runs on the loaded model in :func:`check_models_fit`)."""
+    ck = proto.model.checkpoint
+    lrp = [m.key for m in proto.methods if m.name in NEEDS_MODULES]
+    if ck and lrp and is_torchscript_file(ck):
+        raise AttributionError(f"LRP cannot run on a TorchScript model (methods {lrp})", path=ck,
+                               expected="an nn.Module whose layers LRP can rewrite",
+                               found="a TorchScript archive (requires_grad_ is not supported on ScriptModules)",
+                               fix="give the model as --model pkg.module:Class --weights state_dict.pt, or drop "
+                                   "LRP from the protocol's methods")
+
+
 def check_models_fit(ctx, tasks: dict, models: dict, store) -> None:
     """Raise a named error if a task's model does not fit its task or the protocol's methods."""
     from .stages.tasks import scored_subjects
@@ -64,4 +94,4 @@ def check_models_fit(ctx, tasks: dict, models: dict, store) -> None:
                                  "check its weights; no attribution method can explain NaN outputs")
 
 
-__all__ = ["check_models_fit"]
+__all__ = ["check_models_fit", "check_methods_fit_model_file", "is_torchscript_file"]

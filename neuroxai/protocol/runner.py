@@ -29,7 +29,7 @@ from .stages.ground_truth import validity_stage
 from .stages.randomize import model_randomization
 from .stages.tasks import build_tasks
 from .stages.train import train_stage
-from .fit import check_models_fit
+from .fit import check_methods_fit_model_file, check_models_fit
 from .verdict import assemble_results
 
 # Re-exported: older code and the tests import these from the runner.
@@ -131,6 +131,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     if checkpoint:
         proto = proto.model_copy(update={"model": proto.model.model_copy(update={
             "checkpoint": str(checkpoint), "weights": weights, "kwargs": model_kwargs})})
+    check_methods_fit_model_file(proto)  # LRP on a TorchScript file: named before any data is read
     dev = resolve_device(device or proto.run.device)
     rank, world = init_distributed(dev)
     ctx = RunContext(proto, RunDir(out_dir), dev, progress or Progress(), rank=rank, world=world)

@@ -236,6 +236,20 @@ def _is_float(w: str) -> bool:
         return False
 
 
+def _check_brain_on_grid(brain, mask, bpath, bvol, g) -> None:
+    """A brain mask in another space than the masks lands (almost) outside the scoring grid: named
+    with its file and both grids, not as an empty brain in the scoring."""
+    n_in = int((brain & mask).sum())
+    if not bool(brain.any()) or n_in == 0:
+        raise ScoringError("the brain mask does not cover the ground truth on the scoring grid: is it in another "
+                           "space?", path=bpath, expected="a brain mask in the masks' space, covering the mask",
+                           found=f"brain mask {tuple(bvol.shape)} voxels, affine origin "
+                                 f"{tuple(round(float(v), 1) for v in bvol.affine[:3, 3])}; scoring grid {tuple(g.shape)}, "
+                                 f"origin {tuple(round(float(v), 1) for v in g.affine[:3, 3])}; "
+                                 f"{int(brain.sum())} brain voxels, {n_in} of them in the mask",
+                           fix="give the brain mask in the masks' space (the same grid or a correct affine)")
+
+
 def read_transform(path: str | Path) -> np.ndarray:
     """A 4×4 world→world matrix (RAS mm) mapping a point of the *mask's* space to the *map's* space.
 
@@ -404,20 +418,6 @@ def _on_grid(vol, affine_to_target_world: np.ndarray, grid, mode: str) -> torch.
     from ..data.transforms import resample_to_grid
 
     return resample_to_grid(vol.data[0], affine_to_target_world @ vol.affine, grid, mode=mode)
-
-
-def _check_brain_on_grid(brain, mask, bpath, bvol, g) -> None:
-    """A brain mask in another space than the masks lands (almost) outside the scoring grid: named
-    with its file and both grids, not as an empty brain in the scoring."""
-    n_in = int((brain & mask).sum())
-    if not bool(brain.any()) or n_in == 0:
-        raise ScoringError("the brain mask does not cover the ground truth on the scoring grid: is it in another "
-                           "space?", path=bpath, expected="a brain mask in the masks' space, covering the mask",
-                           found=f"brain mask {tuple(bvol.shape)} voxels, affine origin "
-                                 f"{tuple(round(float(v), 1) for v in bvol.affine[:3, 3])}; scoring grid {tuple(g.shape)}, "
-                                 f"origin {tuple(round(float(v), 1) for v in g.affine[:3, 3])}; "
-                                 f"{int(brain.sum())} brain voxels, {n_in} of them in the mask",
-                           fix="give the brain mask in the masks' space (the same grid or a correct affine)")
 
 
 def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np.ndarray | None = None,

@@ -276,7 +276,7 @@ def test_a_run_report_and_export_with_hostile_ids_write_only_inside(tmp_path, ti
     before = set(_all_files(tmp_path))
     code, out = _cli("validate", proto, "--data", data, "--model", model, "--out", tmp_path / "w" / "run",
                      "--export", tmp_path / "w" / "exp", "-q")
-    assert code in (0, 1), out
+    assert code in (0, 1, 3), out  # a verdict: PASS, FAIL or (main) INCONCLUSIVE; never 2
     new = set(_all_files(tmp_path)) - before
     _assert_inside(tmp_path / "w", new)
     run_files = [f for f in new if Path(f).is_relative_to(tmp_path / "w" / "run")]

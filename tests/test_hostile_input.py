@@ -533,7 +533,7 @@ def test_probabilistic_mask_threshold_in_audit(tmp_path):
     def run(masks, out, *extra):
         code, text = _cli("audit", "--maps", tmp_path / "maps", "--masks", tmp_path / masks,
                           "--out", tmp_path / out, *extra)
-        assert code in (0, 1), text
+        assert code in (0, 1, 3), text  # a verdict (3: INCONCLUSIVE), not an error
         df = pd.read_csv(tmp_path / out / "report" / "scores.csv")
         df = df[(df.method == "m") & (df.metric == "relevance_mass_accuracy")]
         return df.sort_values("subject_id")["value"].to_numpy()
@@ -603,7 +603,7 @@ def test_stop_after_the_store_then_a_cut_down_resume(tmp_path, small):
     assert list((tmp_path / "r").glob("stages/store/*/index.json")) and not (tmp_path / "r" / "stages" / "train").exists()
     code, out = _cli("validate", proto, "--out", tmp_path / "r", "--resume", "--epochs", "1",
                      "--max-test-subjects", "4", "--quiet")
-    assert code in (0, 1), out
+    assert code in (0, 1, 3), out  # a verdict (3: INCONCLUSIVE), not an error
     res = read_results(tmp_path / "r" / "results.json")
     assert res.tasks[0].n_scored == 4
     assert res.protocol.spec["model"]["training"]["epochs"] == 1  # the report says it was cut down

@@ -28,8 +28,10 @@ def test_check_manifest_reports_problems_with_exit_code_2(tmp_path):
 def test_validate_refuses_a_used_folder_without_resume(tmp_path):
     from neuroxai.outdir import claim_dir
 
-    claim_dir(tmp_path / "run", "run")  # a folder an earlier run created
+    claim_dir(tmp_path / "run", "run")  # a folder an earlier run created, which finished a stage
     (tmp_path / "run" / "x").write_text("")
+    (tmp_path / "run" / "stages" / "data" / "k").mkdir(parents=True)
+    (tmp_path / "run" / "stages" / "data" / "k" / "DONE").write_text("{}")
     r = runner.invoke(app, ["validate", "quick", "--out", str(tmp_path / "run")])
     assert r.exit_code == 2 and "--resume" in r.output
     assert (tmp_path / "run" / "x").exists()
@@ -120,7 +122,12 @@ def test_a_run_that_failed_before_any_stage_is_rerun_without_resume(tiny_protoco
     out = tmp_path / "run"
     r = runner.invoke(app, ["validate", str(bad), "--out", str(out), "-q"])
     assert r.exit_code == 2 and "run.target" in r.output
-    assert (out / ".neuroxai").is_file()  # the folder was claimed before the protocol failed
+    assert not out.exists()  # a protocol error is found before any folder is made
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("subject_id,image\ns1,missing.nii.gz\n")
+    r = runner.invoke(app, ["validate", str(tiny_protocol), "--data", str(manifest), "--out", str(out), "-q"])
+    assert r.exit_code == 2 and "missing.nii.gz" in r.output
+    assert (out / ".neuroxai").is_file()  # the folder was claimed before the data failed
     r = runner.invoke(app, ["validate", str(tiny_protocol), "--out", str(out), "-q", "--stop-after", "store"])
     assert r.exit_code == 0, r.output  # reused without --resume: no stage had finished
     assert list(out.glob("stages/*/*/DONE"))

@@ -9,6 +9,7 @@ when it is missing (``np.save`` → ``.npy``) writes exactly the temporary path.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -36,8 +37,13 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str, None] = None, *
     if (data is None) == (write is None):
         raise TypeError("atomic_write takes data or write=, exactly one")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _named(exc, path) from exc
     tmp = _temp_path(path)
+    if tmp.is_symlink() or tmp.exists():  # a link planted at the temporary name is not followed
+        tmp.unlink()
     try:
         if write is not None:
             write(tmp)
@@ -47,7 +53,32 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str, None] = None, *
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        named = _named(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
     finally:
-        if tmp.exists():  # the write failed: nothing half-written stays
+        if tmp.is_symlink() or tmp.exists():  # the write failed: nothing half-written stays
             tmp.unlink()
     return path
+
+
+_FIX = {errno.ENOSPC: "free disk space (or write to another disk with --out) and rerun with --resume",
+        errno.EFBIG: "raise the file-size limit (ulimit -f) or write to another disk, and rerun with --resume",
+        errno.EDQUOT: "free space within your disk quota and rerun with --resume",
+        errno.ENAMETOOLONG: "choose a shorter --out path",
+        errno.EACCES: "check the folder's permissions or choose another --out",
+        errno.EROFS: "choose an --out on a writable disk"}
+
+
+def _named(exc: OSError, path: Path):
+    """The failed write as a :class:`~neuroxai.errors.WriteError` naming the file and the fix
+    (already named errors pass through)."""
+    from .errors import NeuroXAIError, WriteError
+
+    if isinstance(exc, NeuroXAIError):
+        return exc
+    return WriteError("cannot write the file", path=path, expected="a file written in full",
+                      found=f"{type(exc).__name__}: {exc.strerror or exc}",
+                      fix=_FIX.get(exc.errno, "check the disk and the folder, then rerun with --resume"))

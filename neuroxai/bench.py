@@ -23,6 +23,29 @@ DEFAULT_METHODS = {
 SCORING_METRICS = ["relevance_mass_accuracy", "relevance_rank_accuracy", "auroc"]
 
 
+def parse_bench_args(shape: str, batch: int, min_side: int = 32) -> tuple[tuple[int, int, int], int]:
+    """``--shape D,H,W`` and ``--batch`` checked before a tensor exists: three integers, each side
+    ≥ ``min_side`` (SFCN halves the grid five times) and the batch within one volume's memory cap
+    (:mod:`neuroxai.limits`); else a :class:`~neuroxai.errors.ConfigError` naming the option."""
+    from . import limits as L
+    from .errors import ConfigError
+
+    try:
+        dims = tuple(int(s) for s in str(shape).split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or any(d < min_side for d in dims):
+        raise ConfigError("--shape is not a usable grid", expected=f"three integers D,H,W, each ≥ {min_side} "
+                          "(SFCN pools five times), e.g. 96,112,96", found=repr(shape),
+                          fix="pass --shape 96,112,96 (a 2 mm brain) or 182,218,182 (1 mm)")
+    L.check_grid(dims, "--shape")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError("--batch needs at least one volume", expected="an integer ≥ 1, e.g. 4",
+                          found=repr(batch), fix="pass --batch 4")
+    L.check_grid((batch, *dims), "--batch × --shape", )
+    return dims, batch
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -223,6 +223,9 @@ def validate(protocol: str = typer.Argument(..., help="protocol YAML, or a shipp
 
     if stop_after not in (None, "data", "tasks", "store", "train", "attribute"):
         raise typer.BadParameter("one of data, tasks, store, train, attribute", param_hint="--stop-after")
+    from .protocol.schema import load_protocol
+
+    load_protocol(protocol)  # every setting checked before a folder is created or a file read
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 checks
         from .protocol.rundir import finished_no_stage
 
@@ -411,11 +414,12 @@ def bench(project: int = typer.Option(45000, "--project", help="subjects to proj
     """Measure per-volume cost of GradCAM, LRP, SmoothGrad and scoring; project a study's GPU-hours."""
     import torch
 
-    from .bench import measure, project as proj
+    from .bench import measure, parse_bench_args, project as proj
     from .models import MODELS
 
+    dims, batch = parse_bench_args(shape, batch)  # a named error before any tensor exists
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    res = measure(MODELS["sfcn"](), tuple(int(s) for s in shape.split(",")), batch, device=dev)
+    res = measure(MODELS["sfcn"](), dims, batch, device=dev)
     t = Table(title=f"per-volume cost on {res.device}, SFCN, {res.shape}, batch {res.batch}")
     for c in ("step", "s / volume", "× plain fwd+bwd pass"):
         t.add_column(c)

@@ -93,3 +93,8 @@ class ScoringError(NeuroXAIError):
 
 class RunError(NeuroXAIError):
     """The protocol runner met an inconsistent run directory or stage failure."""
+
+
+class WriteError(RunError, OSError):
+    """A file could not be written (disk full, file-size limit, name too long, no permission).
+    Also an ``OSError``, so code that handles a failed write keeps doing so."""

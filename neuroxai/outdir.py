@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .atomic import atomic_write, is_temporary_of
 from .errors import RunError
+from .safepath import describe_special
 
 #: The file that says "neuroxai created this folder" (JSON: kind, tool).
 MARKER = ".neuroxai"
@@ -27,6 +28,10 @@ def claim_dir(path: str | Path, kind: str, *, reuse: bool = True) -> Path:
     is overwritten or deleted.
     """
     path = Path(path)
+    special = describe_special(path)  # a name over 255 bytes, a link loop or a dangling link: named
+    if special is not None and special != "a folder":
+        raise RunError(f"the output path is {special}", path=path, expected="a new or empty folder",
+                       found=special, fix="choose another --out (short names, no links)")
     if path.exists() and not path.is_dir():
         raise RunError("the output path is a file, not a folder", path=path, expected="a new or empty folder",
                        found="an existing file", fix="choose another --out")

@@ -59,6 +59,12 @@ def load_yaml(source: str | Path, *, text: str | None = None, what: str = "YAML 
     naming the file. ``text`` overrides reading ``source`` (then ``source`` only names it)."""
     path = Path(source)
     if text is None:
+        from .safepath import describe_special
+
+        special = describe_special(path)  # a FIFO would block the read forever, /dev/zero never end
+        if special is not None:
+            raise ConfigError(f"the {what} is {special}", path=path, expected=f"a regular {what} (YAML text)",
+                              found=special, fix="point to the YAML file itself")
         try:
             size = path.stat().st_size
         except OSError as exc:

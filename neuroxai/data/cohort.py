@@ -430,6 +430,21 @@ def _write_subject(job) -> tuple[str, dict, dict]:
     return sid, files, info
 
 
+def check_cohort_size(n, spacing, seed) -> None:
+    """Refuse a cohort no machine can hold or no grid can carry, naming the limit
+    (:mod:`neuroxai.limits`): ``1 ≤ n ≤ MAX_COHORT_SUBJECTS``, a finite spacing ≥ 0.1 mm whose grid
+    fits one volume's memory cap, a seed in ``[0, 2**32)``."""
+    from .. import limits as L
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError("the cohort needs at least one subject", expected=f"n: an integer in [1, "
+                          f"{L.MAX_COHORT_SUBJECTS:,}]", found=repr(n), fix="e.g. --n 200")
+    L.check_at_most(int(n), L.MAX_COHORT_SUBJECTS, "n", what="subjects")
+    L.check_spacing(spacing, "spacing")
+    L.check_grid(L.cohort_grid(float(spacing)), f"the cohort grid at {spacing:g} mm")
+    L.check_seed(int(seed) if isinstance(seed, np.integer) else seed, "seed")
+
+
 def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, seed: int = 0,
                     progress: Callable[[int, int], None] | None = None, **options) -> Path:
     """Write ``n`` synthetic subjects into ``out_dir`` (BIDS-like) and return ``manifest.csv``.
@@ -445,6 +460,7 @@ def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, see
 
     Interrupted generation resumes: finished subjects (all files present) are not redone.
     """
+    check_cohort_size(n, spacing, seed)  # before a folder or an array exists
     allowed = set(CohortParams.__dataclass_fields__) - {"n", "spacing", "seed"}
     bad = sorted(set(options) - allowed)
     if bad:

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_write
+from ..safepath import describe_special
 from ..errors import ConfigError, ManifestError, MaskError
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,27 @@ def _check_duplicate_scans(df: pd.DataFrame, problems: list[str], duplicate_cont
                 log.warning("%s", msg)
 
 
+def _check_image_is_not_a_mask(df: pd.DataFrame, problems: list[str]) -> None:
+    """The image column naming the subject's segmentation or a mask file (the same file, links
+    included) would be scored and given a verdict as if it were the scan: refuse it."""
+    others = [c for c in PATH_COLUMNS if c != "image" and c in df.columns]
+    for i in df.index:
+        img = df.at[i, "image"]
+        if img is None:
+            continue
+        for col in others:
+            other = df.at[i, col]
+            if other is None or other != other:
+                continue
+            try:
+                same = os.path.samefile(img, other)
+            except OSError:
+                continue
+            if same:
+                problems.append(f"row {i + 2} ({df.at[i, 'subject_id']}): the image is the subject's {col} "
+                                f"({img}); the image column must name the scan (e.g. *_T1w.nii.gz)")
+
+
 def validate_manifest(df: pd.DataFrame, *, base: Path | None = None, source: str | Path | None = None,
                       check_files: bool = True, duplicate_content: str = "error") -> pd.DataFrame:
     """Check a manifest table and return it with absolute paths (all problems reported at once).
@@ -221,12 +243,16 @@ def validate_manifest(df: pd.DataFrame, *, base: Path | None = None, source: str
                 if not _is_nii(p.name):
                     problems.append(f"row {i + 2} ({df.at[i, 'subject_id']}): {col} {p.name!r} is not "
                                     f".nii/.nii.gz")
+                elif describe_special(p) is not None:  # a FIFO, a device, a folder, a link loop: named
+                    problems.append(f"row {i + 2} ({df.at[i, 'subject_id']}): {col} {p} is {describe_special(p)}, "
+                                    f"not a NIfTI file")
                 elif not p.is_file():
                     problems.append(f"row {i + 2} ({df.at[i, 'subject_id']}): {col} file not found: {p}")
             vals.append(str(p))
         df[col] = vals
     if check_files:
         _check_duplicate_scans(df, problems, duplicate_content)
+        _check_image_is_not_a_mask(df, problems)
     _check_covariates(df, problems)
     for col in df.columns:
         if col in PATH_COLUMNS or col == "subject_id":

@@ -80,11 +80,12 @@ def resample_to_grid(data: torch.Tensor, src_affine: np.ndarray, dst: Grid, *,
 
 
 def target_grid(grid: Grid, spacing: float | Sequence[float] | None = None,
-                shape: Sequence[int] | None = None) -> Grid:
+                shape: Sequence[int] | None = None, *, source=None) -> Grid:
     """The grid covering ``grid``'s field of view with a new ``spacing`` (mm) and/or ``shape``.
 
     Directions are kept; the field-of-view centre is kept. With only ``shape``, the spacing
     is chosen so the same extent is covered; with both, the grid is centred on the old centre.
+    A grid too large to hold is a :class:`VolumeShapeError` naming ``source`` (the volume's file).
     """
     old_sp = np.array(grid.spacing)
     old_shape = np.array(grid.shape, dtype=float)
@@ -98,6 +99,7 @@ def target_grid(grid: Grid, spacing: float | Sequence[float] | None = None,
         sp = old_sp * old_shape / np.asarray(shape, float)
     new_shape = (np.asarray(shape, int) if shape is not None
                  else np.maximum(1, np.round(old_shape * old_sp / sp - 1e-6)).astype(int))
+    _check_target_size(old_shape, old_sp, new_shape, sp, source)
     direction = grid.affine[:3, :3] / old_sp
     centre_vox_old = (old_shape - 1) / 2
     centre_world = grid.affine[:3, :3] @ centre_vox_old + grid.affine[:3, 3]
@@ -107,13 +109,30 @@ def target_grid(grid: Grid, spacing: float | Sequence[float] | None = None,
     return Grid(tuple(int(s) for s in new_shape), aff)
 
 
+def _check_target_size(old_shape, old_sp, new_shape, sp, source=None) -> None:
+    """A volume whose voxels are absurdly large (8,000 mm: a header in µm or a broken affine)
+    resampled to a few mm would allocate terabytes: refused before, naming both spacings."""
+    from .. import limits as L
+
+    n = int(np.prod(np.asarray(new_shape, dtype=float)))
+    if n > L.grid_voxels_limit() or max(new_shape) > L.MAX_GRID_SIDE:
+        raise VolumeShapeError(
+            "resampling this volume would make a grid no machine can hold", path=source,
+            expected=f"a grid of at most {L.grid_voxels_limit():,} voxels and {L.MAX_GRID_SIDE} per side "
+                     "($NEUROXAI_MAX_VOLUME_MB)",
+            found=f"{tuple(int(s) for s in old_shape)} voxels of {tuple(round(float(v), 4) for v in old_sp)} mm → "
+                  f"{tuple(int(s) for s in new_shape)} voxels of {tuple(round(float(v), 4) for v in sp)} mm ({n:,} voxels)",
+            fix="check the image's voxel size in its header (mm, not µm) and its affine; or fix the protocol's "
+                "data.spacing_mm / data.shape")
+
+
 def resample(vol: Volume, spacing: float | Sequence[float] | None = None,
              shape: Sequence[int] | None = None, *, mode: str = "bilinear") -> Volume:
     """Resample ``vol`` to a spacing (mm) and/or shape (voxels); see :func:`target_grid`.
 
     Use ``mode="nearest"`` for label maps and masks, ``"bilinear"`` (trilinear) for intensities.
     """
-    g = target_grid(vol.grid, spacing, shape)
+    g = target_grid(vol.grid, spacing, shape, source=vol.path)
     return vol.with_data(resample_to_grid(vol.data, vol.affine, g, mode=mode), g.affine)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..safepath import describe_special
 from ..errors import (AffineMismatchError, ConfigError, VolumeFileError, VolumeShapeError,
                       VolumeValueError)
 
@@ -212,6 +213,10 @@ def _open_image(path_or_img: PathOrImage, max_mb: float | None = None):
         _check_header(img, path, max_mb)
         return img, path
     path = Path(path_or_img)
+    special = describe_special(path)  # checked before any open: a FIFO or /dev/zero never ends
+    if special is not None and special != "a folder":
+        raise VolumeFileError(f"is {special}, not a NIfTI file", path=path, expected="a regular .nii or .nii.gz file",
+                              found=special, fix="point to the image file itself")
     if not path.exists():
         raise VolumeFileError(
             "file not found", path=path, expected="an existing .nii or .nii.gz file",
@@ -320,6 +325,19 @@ def _read_image(path_or_img: PathOrImage, max_mb: float | None = None
     return arr, np.asarray(img.affine, dtype=np.float64), img.header, path
 
 
+def _check_fits_float32(arr: np.ndarray, path, allow_nonfinite: bool) -> None:
+    """Finite float64 voxels beyond float32's range (|x| > 3.4e38) are named as such: cast to
+    float32 they would turn into Inf and be reported as non-finite voxels."""
+    fin = np.isfinite(arr)
+    big = fin & (np.abs(np.where(fin, arr, 0.0)) > np.finfo(np.float32).max)
+    if big.any():
+        raise VolumeValueError(
+            "the image holds values too large for float32", path=path,
+            expected=f"|values| ≤ {float(np.finfo(np.float32).max):.3g} (neuroxai computes in float32)",
+            found=f"{int(big.sum())} finite voxels up to {float(np.abs(arr[big]).max()):.3g} (float64)",
+            fix="rescale the map (only its ranking matters for most metrics), e.g. divide by its maximum")
+
+
 def load_volume(path_or_img: PathOrImage, *, canonical: bool = True, dtype=torch.float32,
                 allow_nonfinite: bool = False, max_mb: float | None = None) -> Volume:
     """Load a NIfTI file (or nibabel image) as a :class:`Volume`.
@@ -362,6 +380,8 @@ def load_volume(path_or_img: PathOrImage, *, canonical: bool = True, dtype=torch
             arr = nib.orientations.apply_orientation(arr, ornt)
             affine = affine @ nib.orientations.inv_ornt_aff(ornt, original.shape)
     src_dtype = str(arr.dtype)
+    if dtype != torch.float64 and np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 4:
+        _check_fits_float32(arr, path, allow_nonfinite)  # 1e300 would become Inf and be called Inf
     arr = np.asarray(arr, dtype=np.float64 if dtype == torch.float64 else np.float32)
     if not allow_nonfinite:
         bad = ~np.isfinite(arr)

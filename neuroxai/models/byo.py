@@ -133,6 +133,9 @@ def load_user_model(spec: str, *, state_dict: str | Path | None = None, kwargs_y
     ``device``. With ``input_shape`` (e.g. ``(1, 1, D, H, W)``) ``check_input_shape`` is run."""
     spec = str(spec)
     path = Path(spec)
+    _refuse_special(path, "model file")
+    if state_dict is not None:
+        _refuse_special(Path(state_dict), "state_dict file")
     if path.is_file():
         if state_dict is not None or kwargs_yaml is not None:
             log.warning("%s is a complete model file; state_dict / kwargs_yaml are ignored", path)
@@ -223,6 +226,11 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int
         out = model(torch.zeros(shape, device=dev))
     except Exception as exc:
         msg = " ".join(str(exc).split())
+        if not _is_shape_error(exc):  # the user's forward raised for its own reasons: say so, not "shape"
+            raise ModelError("the model's forward pass raised an error", expected="a forward pass that returns "
+                             "(B, n_outputs) logits", found=f"{type(exc).__name__}: {msg[:1000]} (on zeros of "
+                             f"shape {shape})", fix="fix the model's forward() (run it once on a tensor of "
+                             "this shape to see the traceback)") from None
         raise ModelError("the model cannot take the data's input shape", expected=_first_layer_hint(model),
                          found=f"data {shape} (B, C, D, H, W); the forward pass failed with "
                                f"{type(exc).__name__}: {msg[:1000]}",
@@ -240,3 +248,27 @@ def check_input_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int
                          found=f"{found} for input {shape}",
                          fix="wrap the model so that it returns one row of class logits / values per subject")
     return tuple(out.shape)
+
+
+_SHAPE_WORDS = ("size", "shape", "dimension", "channels", "mat1 and mat2", "expected input", "expected 5d",
+                "kernel", "must match", "too small")
+
+
+def _is_shape_error(exc: BaseException) -> bool:
+    """Whether a failed forward pass is about the input's shape (PyTorch's RuntimeError/ValueError
+    naming sizes, shapes, dimensions or channels) rather than an error of the model's own code."""
+    if not isinstance(exc, (RuntimeError, ValueError, IndexError)):
+        return False
+    text = str(exc).lower()
+    return any(w in text for w in _SHAPE_WORDS)
+
+
+def _refuse_special(path: Path, what: str) -> None:
+    """A FIFO, a device or a link loop given as a model file would block or never end in
+    ``torch.load``: named before anything opens it."""
+    from ..safepath import describe_special
+
+    special = describe_special(path)
+    if special is not None and special != "a folder":
+        raise ModelError(f"the {what} is {special}", path=path, expected=f"a regular {what}", found=special,
+                         fix=f"point to the {what} itself")

@@ -86,7 +86,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path=path, expected="an existing .pt file",
-                              found="no such file" if not path.exists() else "a directory",
+                              found=_what_is(path),
                               fix="check the path (a trained run keeps it at <run>/train/<key>/model.pt)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -133,3 +133,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     meta = {**obj.get("meta", {}), "architecture": obj["architecture"], "config": obj["config"],
             "versions": obj.get("versions", {})}
     return model.to(device).eval(), meta
+
+
+def _what_is(path: Path) -> str:
+    from ..safepath import describe_special
+
+    return describe_special(path) or "no such file"

@@ -54,12 +54,16 @@ NOT_APPLICABLE = "not applicable: no model"
 
 def bids_label(text: str) -> str:
     """A BIDS label (letters and digits only), as the ``desc-<label>`` patterns above read it."""
-    return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "x"
+    from ..safepath import safe_label
+
+    return safe_label(text)
 
 
 def file_safe(subject_id: str) -> str:
     """A file-name-safe subject id (``../../x`` must not leave its folder)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)).lstrip(".") or "_"
+    from ..safepath import safe_name
+
+    return safe_name(subject_id)
 
 
 def saliency_name(subject_id: str, method: str) -> str:
@@ -206,6 +210,46 @@ def discover_masks(masks_dir: str | Path, *, mask_desc: str | None = None,
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+def _itk_numbers(text: str, key: str, path: Path, default=None) -> np.ndarray:
+    """The numbers of an ITK transform file's ``key:`` line; a missing line (unless ``default``) or
+    a word that is not a number is a :class:`ConfigError` naming it."""
+    m = re.search(rf"^{key}:(.*)$", text, re.M)
+    if m is None:
+        if default is not None:
+            return default
+        raise ConfigError(f"the ITK transform has no '{key}:' line", path=path, expected=f"a line '{key}: n1 n2 ...'",
+                          found="none", fix="write it with antsRegistration / ITK, or give a 4×4 text matrix")
+    try:
+        return np.array(m.group(1).split(), float)
+    except ValueError:
+        bad = next(w for w in m.group(1).split() if not _is_float(w))
+        raise ConfigError(f"the ITK transform's '{key}:' line holds a word that is not a number", path=path,
+                          expected="numbers (e.g. 1 0 0 0 1 0 0 0 1 0 0 0)", found=repr(bad[:80]),
+                          fix="rewrite the transform with antsRegistration / ITK") from None
+
+
+def _is_float(w: str) -> bool:
+    try:
+        float(w)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_brain_on_grid(brain, mask, bpath, bvol, g) -> None:
+    """A brain mask in another space than the masks lands (almost) outside the scoring grid: named
+    with its file and both grids, not as an empty brain in the scoring."""
+    n_in = int((brain & mask).sum())
+    if not bool(brain.any()) or n_in == 0:
+        raise ScoringError("the brain mask does not cover the ground truth on the scoring grid: is it in another "
+                           "space?", path=bpath, expected="a brain mask in the masks' space, covering the mask",
+                           found=f"brain mask {tuple(bvol.shape)} voxels, affine origin "
+                                 f"{tuple(round(float(v), 1) for v in bvol.affine[:3, 3])}; scoring grid {tuple(g.shape)}, "
+                                 f"origin {tuple(round(float(v), 1) for v in g.affine[:3, 3])}; "
+                                 f"{int(brain.sum())} brain voxels, {n_in} of them in the mask",
+                           fix="give the brain mask in the masks' space (the same grid or a correct affine)")
+
+
 def read_transform(path: str | Path) -> np.ndarray:
     """A 4×4 world→world matrix (RAS mm) mapping a point of the *mask's* space to the *map's* space.
 
@@ -240,9 +284,8 @@ def read_transform(path: str | Path) -> np.ndarray:
         if len(kinds) != 1 or not re.match(r"(Affine|MatrixOffset|Euler3D|Rigid3D|Similarity3D)Transform", kinds[0]):
             raise ConfigError("only one linear ITK transform is supported", path=p, expected="AffineTransform_double_3_3",
                               found=kinds, fix="resample the maps with antsApplyTransforms first")
-        params = np.array(re.search(r"^Parameters:(.*)$", text, re.M).group(1).split(), float)
-        fixed = re.search(r"^FixedParameters:(.*)$", text, re.M)
-        center = np.array(fixed.group(1).split(), float) if fixed else np.zeros(3)
+        params = _itk_numbers(text, "Parameters", p)
+        center = _itk_numbers(text, "FixedParameters", p, default=np.zeros(3))
         if len(params) != 12:
             raise ConfigError("unsupported ITK transform parameters", path=p, expected="12 (3×3 matrix + translation)",
                               found=len(params), fix="convert it to an AffineTransform_double_3_3")
@@ -556,6 +599,7 @@ def audit_subjects(inp: AuditInputs, proto, *, grid: str = "mask", transform: np
         if bpath is not None:
             bvol = _load(bpath)
             brain = _on_grid(bvol, np.eye(4) if grid == "mask" else T, g, "nearest") > 0.5  # masks' space
+            _check_brain_on_grid(brain, mask, bpath, bvol, g)
             files.append(bpath)
         mask_b = mask[None, None].to(dev)
         brain_b = brain[None, None].to(dev) if brain is not None and sc.restrict_to_brain else None
@@ -682,6 +726,9 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     from ..report.schema import AtlasInfo, AuditInfo, main_metric
     from .verdict import assemble_results, cohort_profile
 
+    from ..safepath import refuse_out_inside_inputs
+
+    refuse_out_inside_inputs(out_dir, {"--maps": maps_dir, "--masks": masks_dir})  # before anything is created
     out = claim_dir(out_dir, "audit")
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
     layout, maps = discover_maps(maps_dir)

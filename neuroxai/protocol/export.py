@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ..data.volume import save_volume
-from ..errors import RunError
+from ..errors import ManifestError, RunError
 from ..outdir import claim_dir
+from ..safepath import inside, own_dir, safe_name
 from .audit import bids_label, saliency_name
 from .stages.attribute import BASELINE_METHODS, attribute_key
 from .stages.tasks import is_null, scored_subjects
@@ -33,11 +34,12 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
                        fix="set run.save_maps: npz16 in the protocol (nifti maps are already NIfTI files "
                            "in stages/attribute/*/maps/)")
     out = claim_dir(out_dir, "export")
-    deriv = out / "derivatives"
+    deriv = own_dir(out, "derivatives")
     for tid, task in tasks.items():
         if is_null(tid):
             continue
         ids = scored_subjects(ctx, task)
+        names = subject_names(ids)
         label = bids_label(tid)
         for c in range(0, len(ids), ctx.protocol.run.batch_size):
             sids = ids[c:c + ctx.protocol.run.batch_size]
@@ -45,11 +47,12 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
             gt = task.ground_truth(b)
             for i, sid in enumerate(sids):
                 aff = b["affine"][i].numpy()
-                save_volume(gt[i, 0], aff, deriv / f"groundtruth-{label}" / sid / "anat" /
-                            f"{sid}_desc-{label}_mask.nii.gz", np.uint8)
+                n = names[sid]
+                save_volume(gt[i, 0], aff, _file(deriv, f"groundtruth-{label}", n, f"{n}_desc-{label}_mask.nii.gz"),
+                            np.uint8)
                 if "brain_mask" in b:
                     save_volume(b["brain_mask"][i, 0], aff,
-                                deriv / "brain" / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz", np.uint8)
+                                _file(deriv, "brain", n, f"{n}_desc-brain_mask.nii.gz"), np.uint8)
         affines = {s: store.affines[store.index[s]].numpy() for s in ids}
         for mspec in ctx.protocol.methods:
             if mspec.name in BASELINE_METHODS:
@@ -59,5 +62,31 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
                 z = np.load(f)
                 for sid, m in zip(z["subject_id"], z["maps"]):
                     sid = str(sid)
-                    save_volume(m, affines[sid], deriv / f"xai-{label}" / sid / "anat" / saliency_name(sid, mspec.key))
+                    n = names[sid]
+                    save_volume(m, affines[sid], _file(deriv, f"xai-{label}", n, saliency_name(n, mspec.key)))
     return out
+
+
+def subject_names(ids, path=None) -> dict:
+    """``{subject id: file-name-safe id}`` (:func:`~neuroxai.safepath.safe_name`); two ids that
+    would share a file name (``a/b`` and ``a_b``) are a :class:`ManifestError`, since the audit
+    reads the subject back from the file name."""
+    names = {str(s): safe_name(s) for s in ids}
+    by_name: dict = {}
+    for s, n in names.items():
+        by_name.setdefault(n, []).append(s)
+    clash = {n: ss for n, ss in by_name.items() if len(ss) > 1}
+    if clash:
+        n, ss = next(iter(clash.items()))
+        raise ManifestError("two subject ids would be exported under the same file name", path=path,
+                            expected="subject ids that differ in letters, digits, '.', '_' or '-'",
+                            found=f"{', '.join(repr(s) for s in ss[:3])} → {n!r}",
+                            fix="rename one of these subjects in the manifest")
+    return names
+
+
+def _file(deriv: Path, pipeline: str, sid_name: str, name: str) -> Path:
+    """``deriv/<pipeline>/<sid>/anat/<name>``: real folders (a symlink there is replaced, not
+    followed), and the file checked to stay inside ``deriv``."""
+    own_dir(deriv, pipeline, sid_name, "anat")
+    return inside(deriv, pipeline, sid_name, "anat", name)

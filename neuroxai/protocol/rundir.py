@@ -26,6 +26,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..outdir import MARKER, claim_dir  # noqa: F401  (re-exported)
+from ..safepath import own_dir
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -79,9 +80,7 @@ class RunDir:
         self.root = claim_dir(root, "run")
 
     def stage(self, name: str, key: str) -> Path:
-        d = self.root / "stages" / name / key
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        return own_dir(self.root, "stages", name, key)  # a received run's symlink is replaced, not followed
 
     def is_done(self, name: str, key: str) -> bool:
         return (self.root / "stages" / name / key / "DONE").exists()

@@ -29,6 +29,7 @@ from .stages.ground_truth import validity_stage
 from .stages.randomize import model_randomization
 from .stages.tasks import build_tasks
 from .stages.train import train_stage
+from .fit import check_methods_fit_model_file, check_models_fit
 from .verdict import assemble_results
 
 # Re-exported: older code and the tests import these from the runner.
@@ -109,6 +110,10 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
             (BIDS derivatives, :mod:`neuroxai.protocol.export`) into this folder, for ``neuroxai audit``.
     """
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    if isinstance(protocol, Protocol):  # built in Python: its settings are checked here, before any data
+        from .settings import check_settings
+
+        check_settings(proto)
     if proto.kind == "audit":
         raise ConfigError(f"{proto.id!r} is an audit protocol (criteria for saved maps, no tasks)",
                           expected="a validation protocol", found=f"kind: {proto.kind}",
@@ -126,6 +131,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     if checkpoint:
         proto = proto.model_copy(update={"model": proto.model.model_copy(update={
             "checkpoint": str(checkpoint), "weights": weights, "kwargs": model_kwargs})})
+    check_methods_fit_model_file(proto)  # LRP on a TorchScript file: named before any data is read
     dev = resolve_device(device or proto.run.device)
     rank, world = init_distributed(dev)
     ctx = RunContext(proto, RunDir(out_dir), dev, progress or Progress(), rank=rank, world=world)
@@ -150,6 +156,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         return RunResult(ctx.rd.root, None, None, 0)
     models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
     ctx.models = models
+    check_models_fit(ctx, tasks, models, store)  # outputs vs classes, NaN outputs, LRP on TorchScript: named now
     if stop_after == "train":
         return RunResult(ctx.rd.root, None, None, 0)
     validity = rank0_first(ctx, lambda: validity_stage(ctx, tasks, models, store))

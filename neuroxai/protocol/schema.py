@@ -311,19 +311,15 @@ class Protocol(_Strict):
     @model_validator(mode="after")
     def _registry_names(self):
         # Registry names are checked here so a typo fails at load time, not mid-run.
-        from .registries import known_names, registries
+        from .registries import known_names
 
-        names, reg = known_names(), registries()
+        names = known_names()
         for i, t in enumerate(self.tasks):
             _check_name(names["tasks"], t.type, f"tasks.{i}.type")
         for section, items in (("methods", self.methods), ("metrics", self.metrics)):
             for i, m in enumerate(items):
                 _check_name(names[section], m.name, f"{section}.{i}.name")
-                allowed = reg[section].params(m.name)  # the one parameter check, the registry's
-                bad = [] if allowed is None else sorted(set(m.params) - set(allowed))
-                if bad:
-                    raise ValueError(f"{section}.{i}.params: unknown parameter(s) {bad} for "
-                                     f"{reg[section].kind} {m.name!r}; allowed: {list(allowed)}")
+        # parameters (names, types, values): neuroxai.protocol.settings.check_settings, at load
         metric_names = {m.name for m in self.metrics}
         for i, c in enumerate(self.acceptance):
             if c.metric and c.metric not in metric_names:
@@ -384,7 +380,7 @@ def load_protocol(path_or_name: str | Path) -> Protocol:
                           expected="keys id, version, tasks, methods, metrics, acceptance",
                           found=type(raw).__name__)
     try:
-        return Protocol.model_validate(raw)
+        proto = Protocol.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -399,11 +395,16 @@ def load_protocol(path_or_name: str | Path) -> Protocol:
                 parent = _model_at(Protocol, loc[:-1])
                 if parent is not None:
                     allowed = f"; allowed keys: {sorted(parent.model_fields)}"
-            found = f"; found: {err.get('input')!r}" if err["type"] != "missing" else ""
+            # a whole-protocol check (loc ()) names its key in the message; its input is the whole file
+            found = f"; found: {err.get('input')!r}" if err["type"] != "missing" and loc else ""
             lines.append(f"line {line}: {key}: {err['msg']}{allowed}{found}")
         raise ConfigError("the protocol has invalid keys or values:\n  " + "\n  ".join(lines),
                           path=path, fix="correct the keys/values listed above "
                           "(`neuroxai protocols` shows the shipped examples)") from None
+    from .settings import check_settings
+
+    check_settings(proto, path)  # every parameter, against its registration: before any data is read
+    return proto
 
 
 def _model_at(model: type[BaseModel], loc: tuple):
@@ -423,7 +424,14 @@ def _model_at(model: type[BaseModel], loc: tuple):
 
 
 def resolve_protocol_path(path_or_name: str | Path) -> Path:
+    from ..safepath import describe_special
+
     p = Path(path_or_name)
+    special = describe_special(p)  # a FIFO, a device or a link loop: named before anything opens it
+    if special is not None and special != "a folder":
+        raise ConfigError(f"the protocol is {special}", path=p, expected="a protocol YAML file or a shipped name",
+                          found=special, fix="point to the YAML file itself (`neuroxai protocols` lists "
+                                             "the shipped ones)")
     if p.exists():
         return p
     for cand in (PROTOCOL_DIR / f"{p.name}.yaml", PROTOCOL_DIR / p.name):

@@ -20,7 +20,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ..atomic import atomic_write
 from ..errors import RunError
-from ..outdir import claim_dir
+from ..outdir import MARKER, claim_dir
+from ..safepath import inside, own_dir, safe_name, unique_names
 from . import figures as figs
 from .schema import SCORE_COLUMNS, MetricSummary, Results, json_schema, read_results, validate_results
 
@@ -455,16 +456,21 @@ def build_report(results: Results | dict, figures: dict | None, out_dir: str | P
     "spacing", "maps": {method: (D,H,W)}, "example": {...}}}}`` (any part may be missing: that
     figure is skipped). Deterministic: the same inputs give byte-identical files.
     """
+    out_dir = Path(out_dir)
+    if (out_dir.parent / MARKER).is_file():  # RUN/report of a run neuroxai owns (maybe received):
+        own_dir(out_dir.parent, out_dir.name)  # a symlink there is replaced, never written through
     out = claim_dir(out_dir, "report")  # stale figures are deleted below: only in our own folder
     results, text = canonical(results)  # checks the schema before anything is written
-    fig_dir = out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = own_dir(out, "figures")
     sections = _figure_sections(results, figures or {})
+    # figure names hold task ids (a protocol's, or a received results.json's): made file names
+    safe = {k: v + ".png" for k, v in unique_names({f["name"]: safe_name(f["name"])
+                                                    for s in sections for f in s["figures"]}).items()}
     names = set()
     for s in sections:
         for f in s["figures"]:
-            atomic_write(fig_dir / f"{f['name']}.png", f["png"])
-            names.add(f"{f['name']}.png")
+            atomic_write(inside(fig_dir, safe[f["name"]]), f["png"])
+            names.add(safe[f["name"]])
     for stale in fig_dir.glob("*.png"):  # a rebuild must not leave figures of an older run
         if stale.name not in names:
             stale.unlink()

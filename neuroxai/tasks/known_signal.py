@@ -40,6 +40,23 @@ def _need(manifest: pd.DataFrame, col: str, task: str) -> None:
                         fix=f"add the {col} column (paths to NIfTI files) or drop those subjects")
 
 
+def check_integer_labels(data: np.ndarray, path) -> None:
+    """A label map must hold integer labels: one resampled with trilinear interpolation (labels
+    + 0.6) would be rounded to the neighbouring label, so another region silently becomes the
+    ground truth. Refused, naming the file."""
+    if np.issubdtype(data.dtype, np.integer):
+        return
+    frac = np.abs(data - np.round(data))
+    bad = frac > 1e-3
+    if bad.any():
+        v = float(data[bad].flat[0])
+        raise TaskError("the label map is not integer-valued", path=path,
+                        expected="integer labels (a segmentation resampled with nearest-neighbour interpolation)",
+                        found=f"{int(bad.sum())} voxels with fractional labels, e.g. {v:g}",
+                        fix="resample the segmentation with nearest-neighbour interpolation (or give the "
+                            "original), never trilinear")
+
+
 def measure_volumes(paths: Sequence[str], values: Sequence[int]) -> np.ndarray:
     """Volume in ml of the voxels whose label is in ``values``, per label-map file."""
     out = np.empty(len(paths))
@@ -47,6 +64,7 @@ def measure_volumes(paths: Sequence[str], values: Sequence[int]) -> np.ndarray:
     for i, p in enumerate(paths):
         img = nib.load(p)
         data = np.asarray(img.dataobj)
+        check_integer_labels(data, p)
         vox_ml = abs(np.linalg.det(img.affine[:3, :3])) / 1000.0
         out[i] = np.isin(np.round(data), vals).sum() * vox_ml
     return out

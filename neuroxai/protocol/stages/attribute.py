@@ -171,10 +171,11 @@ def save_nifti_maps(folder: Path, sids: list[str], attr: torch.Tensor, affines: 
     """One float32 NIfTI per subject on the model grid, each written atomically, under the
     BIDS-derivatives name ``neuroxai audit`` reads (:func:`~neuroxai.protocol.audit.saliency_name`)."""
     from ...data.volume import save_volume
+    from ...safepath import inside
     from ..audit import saliency_name
 
     for i, sid in enumerate(sids):
-        save_volume(attr[i, 0], affines[i].cpu().numpy(), folder / saliency_name(sid, method))
+        save_volume(attr[i, 0], affines[i].cpu().numpy(), inside(folder, saliency_name(sid, method)))
 
 
 def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame, tuple | None]:

@@ -1,7 +1,12 @@
 """Time neuroxai's attribution methods against Captum, MONAI and Zennit on the same model and input.
 
     .venv/bin/python benchmarks/bench_attribution.py [--device cpu] [--repeats 2] [--batch 4]
-        [--shape 64 80 64] [--channels 8 16 32 64] [--only smoothgrad gradcam ...] [--quick]
+        [--shape 64 80 64] [--channels 8 16 32 64] [--only smoothgrad gradcam ...] [--study] [--quick]
+
+``--study`` times the methods of Siegel et al. 2025 instead (``STUDY``: DeepLift, input×gradient,
+guided backprop, Guided Grad-CAM, HiResCAM, LayerCAM, EigenCAM and the LRP composites
+ExcitationBackprop, EpsilonAlpha2Beta1(Flat), EpsilonGamma) beside Captum, pytorch-grad-cam (when
+importable) and Zennit.
 
 Model: the SFCN-like test model (``tests/attribution/_models.py: sfcn_like``, conv-BN-maxpool-ReLU
 blocks, float32, eval). The floor is one plain forward + backward to the input of the batch;
@@ -25,9 +30,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "_stubs"))  # torchvision stub so zennit imports
+try:  # a real (or fuller) torchvision wins; else the tests' stub, so zennit imports
+    import torchvision  # noqa: F401
+except Exception:
+    sys.path.insert(0, str(ROOT / "tests" / "_stubs"))
 
 ALL = ["gradient", "smoothgrad", "gradcam", "gradcam_pp", "integrated_gradients", "occlusion", "lrp"]
+#: the study's methods (``--study``); LRP composites as ``lrp:<composite>``
+STUDY = ["deeplift", "input_x_gradient", "guided_backprop", "guided_gradcam", "hirescam", "layercam", "eigencam",
+         "lrp:excitation_backprop", "lrp:epsilon_alpha2_beta1", "lrp:epsilon_alpha2_beta1_flat", "lrp:epsilon_gamma"]
 
 
 def _timer(device):
@@ -67,7 +78,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64])
     ap.add_argument("--channels", type=int, nargs="+", default=[8, 16, 32, 64])
-    ap.add_argument("--only", nargs="+", choices=ALL, default=ALL)
+    ap.add_argument("--only", nargs="+", choices=ALL + STUDY, default=None)
+    ap.add_argument("--study", action="store_true", help="the study's methods (STUDY) instead of ALL")
+    ap.add_argument("--paired", action="store_true",
+                    help="on a shared, loaded machine: time the floor right before each run of a method "
+                         "and report the median of the pairs' ratios as × floor")
     ap.add_argument("--smoothgrad-n", type=int, default=10)
     ap.add_argument("--ig-steps", type=int, default=32)
     ap.add_argument("--occlusion-patch", type=int, default=16)
@@ -78,6 +93,8 @@ def main(argv=None) -> int:
         args.shape, args.batch, args.channels, args.repeats = [16, 20, 16], 2, [4, 8], 1
         args.smoothgrad_n, args.ig_steps, args.occlusion_patch = 4, 4, 8
     warnings.filterwarnings("ignore")
+    if args.only is None:
+        args.only = STUDY if args.study else ALL
 
     from captum.attr import (IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion,
                              Saliency)
@@ -103,8 +120,20 @@ def main(argv=None) -> int:
     floor, _ = best(plain, args.repeats)
     rows = []  # (method, implementation, seconds, rel diff)
 
+    paired: dict = {}  # (method, impl) -> median ratio of adjacent (method, floor) timings
+
     def run(method, impl, fn, ours=None, compare=None):
-        sec, out = best(fn, args.repeats)
+        if args.paired:
+            fn()  # warm-up
+            ratios, sec = [], float("inf")
+            for _ in range(args.repeats):
+                f, _ = best(plain, 1)
+                s, out = best(fn, 1)
+                ratios.append(s / f)
+                sec = min(sec, s)
+            paired[(method, impl)] = sorted(ratios)[len(ratios) // 2]
+        else:
+            sec, out = best(fn, args.repeats)
         rel = _rel(ours, compare(out)) if (ours is not None and compare is not None) else None
         rows.append((method, impl, sec, rel))
         return out
@@ -165,10 +194,13 @@ def main(argv=None) -> int:
 
             run("lrp epsilon_plus_flat", "Zennit EpsilonPlusFlat", zennit, o, lambda r: r)
 
+    notes = _study(args, model, x, t, layer, layer_mod, run, rows)
+
     print(f"device {dev} | torch threads {torch.get_num_threads()} | batch {args.batch} | shape "
           f"{tuple(args.shape)} | SFCN-like channels {tuple(args.channels)} | CAM layer {layer!r} | "
           f"best of {args.repeats}")
-    print(f"floor (plain fwd+bwd to input): {floor:.4g} s = {args.batch / floor:.1f} volumes/s")
+    print(f"floor (plain fwd+bwd to input): {floor:.4g} s = {args.batch / floor:.1f} volumes/s"
+          + (" | × floor: median over repeats of (method ÷ the floor timed just before it)" if args.paired else ""))
     print()
     print(f"| {'method':<22} | {'implementation':<24} | {'seconds':>8} | {'× floor':>7} | {'vol/s':>7} | "
           f"{'× ours':>6} | {'max rel diff':>12} |")
@@ -177,9 +209,94 @@ def main(argv=None) -> int:
     for method, impl, sec, rel in rows:
         ratio = sec / ours_sec[method] if method in ours_sec else float("nan")
         rel_s = "" if rel is None else f"{rel:.1e}"
-        print(f"| {method:<22} | {impl:<24} | {sec:8.3f} | {sec / floor:7.2f} | {args.batch / sec:7.1f} | "
+        x_floor = paired.get((method, impl), sec / floor)
+        print(f"| {method:<22} | {impl:<24} | {sec:8.3f} | {x_floor:7.2f} | {args.batch / sec:7.1f} | "
               f"{ratio:6.2f} | {rel_s:>12} |")
+    for line in notes:
+        print(line)
     return 0
+
+
+def _study(args, model, x, t, layer, layer_mod, run, rows) -> list[str]:
+    """Time the ``STUDY`` methods in ``args.only`` (appending to ``rows`` through ``run``); returns
+    note lines for what the table cannot say."""
+    from captum.attr import DeepLift, GuidedBackprop, GuidedGradCam, InputXGradient
+
+    from neuroxai.attribution import attribute
+
+    notes = []
+    if "deeplift" in args.only:
+        o = run("deeplift zeros", "neuroxai", lambda: attribute(model, x, t, "deeplift"))
+        r = run("deeplift zeros", "Captum DeepLift", lambda: DeepLift(model).attribute(x, baselines=0, target=t))
+        # not a max-rel-diff column entry: on a MaxPool → ReLU model Captum's map is not the
+        # chain rule (see neuroxai/attribution/deeplift.py), so the two differ by design
+        with torch.no_grad():
+            delta = (model(x) - model(torch.zeros_like(x))).gather(1, t.view(-1, 1))[:, 0].double()
+
+        def gap(a):
+            return float(((a.detach().double().flatten(1).sum(1) - delta).abs() / delta.abs()).max())
+
+        notes.append(f"deeplift: max rel diff to Captum {_rel(o, r):.1e}; summation-to-delta error "
+                     f"(|Σmap − Δf| / |Δf|) ours {gap(o):.1e}, Captum {gap(r):.1e}")
+    if "input_x_gradient" in args.only:
+        o = run("input_x_gradient", "neuroxai", lambda: attribute(model, x, t, "input_x_gradient"))
+        run("input_x_gradient", "Captum InputXGradient", lambda: InputXGradient(model).attribute(x, target=t),
+            o, lambda r: r)
+    if "guided_backprop" in args.only:
+        o = run("guided_backprop", "neuroxai", lambda: attribute(model, x, t, "guided_backprop"))
+        run("guided_backprop", "Captum GuidedBackprop", lambda: GuidedBackprop(model).attribute(x, target=t),
+            o, lambda r: r)
+    if "guided_gradcam" in args.only:
+        o = run("guided_gradcam", "neuroxai", lambda: attribute(model, x, t, "guided_gradcam", layer=layer))
+        run("guided_gradcam", "Captum GuidedGradCam",
+            lambda: GuidedGradCam(model, layer_mod).attribute(x, target=t, interpolate_mode="nearest"),
+            o, lambda r: r)
+    try:
+        import pytorch_grad_cam as pgc
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except Exception as e:  # not a dependency (it needs ttach and torchvision.transforms)
+        pgc, missing = None, f"{type(e).__name__}: {e}"
+    for name, cls in [("hirescam", "HiResCAM"), ("layercam", "LayerCAM"), ("eigencam", "EigenCAM")]:
+        if name not in args.only:
+            continue
+        run(name, "neuroxai", lambda name=name: attribute(model, x, t, name, layer=layer))
+        if pgc is None:
+            notes.append(f"{name}: pytorch-grad-cam not importable ({missing})")
+            continue
+        targets = [ClassifierOutputTarget(int(c)) for c in t]
+
+        def peer(cls=cls):
+            with getattr(pgc, cls)(model=model, target_layers=[layer_mod]) as cam:
+                return torch.from_numpy(cam(input_tensor=x, targets=targets))
+
+        # its maps are min-max rescaled and spline-zoomed to the input grid: no diff column
+        run(name, f"pytorch-grad-cam {cls}", peer)
+    lrps = [m.split(":", 1)[1] for m in args.only if m.startswith("lrp:")]
+    if lrps:
+        from zennit.attribution import Gradient
+        from zennit.canonizers import SequentialMergeBatchNorm
+        from zennit.composites import (EpsilonAlpha2Beta1, EpsilonAlpha2Beta1Flat, ExcitationBackprop,
+                                       LayerMapComposite, layer_map_base)
+        from zennit.rules import Epsilon, Gamma
+        from zennit.types import Convolution
+
+        zc = {"excitation_backprop": ExcitationBackprop, "epsilon_alpha2_beta1": EpsilonAlpha2Beta1,
+              "epsilon_alpha2_beta1_flat": EpsilonAlpha2Beta1Flat,
+              # the study's EpsilonGamma (its Zennit fork), built from Zennit 0.5.1's rules
+              "epsilon_gamma": lambda canonizers: LayerMapComposite(
+                  layer_map_base() + [(Convolution, Gamma(0.25)), (torch.nn.Linear, Epsilon())],
+                  canonizers=canonizers)}
+        onehot = torch.nn.functional.one_hot(t, model(x[:1]).shape[1]).to(x.dtype)
+        for comp in lrps:
+            o = run(f"lrp {comp}", "neuroxai",
+                    lambda comp=comp: attribute(model, x, t, "lrp", composite=comp, start="one_hot"))
+
+            def zennit(comp=comp):
+                with Gradient(model, zc[comp](canonizers=[SequentialMergeBatchNorm()])) as attributor:
+                    return attributor(x, onehot)[1]
+
+            run(f"lrp {comp}", f"Zennit {comp}", zennit, o, lambda r: r)
+    return notes
 
 
 if __name__ == "__main__":

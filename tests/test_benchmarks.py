@@ -43,3 +43,25 @@ def test_scoring_benchmark_quick_matches_quantus(capsys):
     ratio = float(re.search(r"ratio quantus / neuroxai: ([0-9.]+)x", out).group(1))
     diff = float(re.search(r"max \|difference\| of scores: ([0-9.e+-]+)\)", out).group(1))
     assert ratio > 0 and diff < 1e-5
+
+
+def test_attribution_benchmark_quick_times_the_study_methods_beside_their_references(capsys):
+    only = ["deeplift", "input_x_gradient", "guided_backprop", "guided_gradcam", "hirescam", "eigencam",
+            "lrp:epsilon_alpha2_beta1_flat"]
+    assert _main("bench_attribution")(["--quick", "--only", *only]) == 0
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("| ") and "implementation" not in line]
+    impls = {(r[0], r[1]) for r in rows}
+    for method, peer in [("deeplift zeros", "Captum DeepLift"), ("input_x_gradient", "Captum InputXGradient"),
+                         ("guided_backprop", "Captum GuidedBackprop"), ("guided_gradcam", "Captum GuidedGradCam"),
+                         ("lrp epsilon_alpha2_beta1_flat", "Zennit epsilon_alpha2_beta1_flat")]:
+        assert (method, "neuroxai") in impls and (method, peer) in impls, method
+    assert ("hirescam", "neuroxai") in impls and ("eigencam", "neuroxai") in impls
+    for method, impl, sec, x_floor, vols, x_ours, rel in rows:
+        assert math.isfinite(float(sec)) and float(sec) > 0 and float(x_floor) > 0
+        if rel:
+            assert float(rel) < 1e-5, (method, impl, rel)
+    # DeepLift's note: ours sums to f(x) − f(x'), whatever Captum's hook order does
+    ours_gap = float(re.search(r"summation-to-delta error \(\|Σmap − Δf\| / \|Δf\|\) ours ([0-9.e+-]+)", out).group(1))
+    assert ours_gap < 1e-4

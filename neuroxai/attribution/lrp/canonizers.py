@@ -8,7 +8,11 @@
 * ``MonaiResNetCanonizer`` rewrites MONAI's ``ResNetBlock``/``ResNetBottleneck`` forward so that
   the residual addition ``out += identity`` goes through a ``Sum`` module, which the composites
   map to the norm rule: relevance is split in proportion to the two contributions (what
-  Zennit's ``ResNetCanonizer`` does for torchvision's blocks).
+  Zennit's ``ResNetCanonizer`` does for torchvision's blocks); ``TorchvisionResNetCanonizer``
+  does the same for torchvision-style ``BasicBlock``/``Bottleneck`` (and Hara et al.'s 3-D ResNet).
+* DenseNets need no rewrite: a concatenation's gradient routes each slice's relevance back to
+  the tensor it came from, which is the LRP rule for a concatenation; only the merge must not
+  pair a convolution with the BatchNorm of the next concatenation (see ``MergeBatchNorm``).
 
 The user's model is never touched: ``canonize`` deep-copies it first.
 """
@@ -58,21 +62,39 @@ def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, new)
 
 
+class MergedBatchNorm(nn.Identity):
+    """What a merged BatchNorm becomes: the identity, remembering the layer it was folded into
+    (``source``, a module path) so that the LRP pass can check that the BatchNorm really read that
+    layer's output (:func:`check_merges`)."""
+
+    def __init__(self, source: str):
+        super().__init__()
+        self.source = source
+
+
 class MergeBatchNorm(Canonizer):
-    """Fold each BatchNorm directly following a Conv/Linear leaf into it (exact, float64 math)."""
+    """Fold each BatchNorm directly following a Conv/Linear leaf into it (exact, float64 math).
+
+    "Following" is the order of leaves, which is not always the order of computation: in a
+    DenseNet a dense layer's last convolution (``growth_rate`` channels) is followed, among the
+    leaves, by the next layer's BatchNorm, which normalizes the *concatenation* (more channels).
+    A pair is merged only when the BatchNorm has as many channels as the layer has outputs (the
+    test of the study's ``CorrectSequentialMergeBatchNorm``, Siegel et al. 2025); the LRP pass
+    then checks every merge against the real data flow (:func:`check_merges`)."""
 
     linear_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     batch_norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
     def apply(self, model):
-        pairs, last = [], None
+        pairs, last, last_path = [], None, ""
         for path, leaf in _leaves(model):
-            if isinstance(last, self.linear_types) and isinstance(leaf, self.batch_norm_types):
-                pairs.append((last, path, leaf))
-            last = leaf
-        for linear, path, bn in pairs:
+            if isinstance(last, self.linear_types) and isinstance(leaf, self.batch_norm_types) \
+                    and last.weight.shape[0] == leaf.num_features:
+                pairs.append((last, last_path, path, leaf))
+            last, last_path = leaf, path
+        for linear, linear_path, path, bn in pairs:
             self.merge(linear, bn, path)
-            _set_submodule(model, path, nn.Identity())
+            _set_submodule(model, path, MergedBatchNorm(linear_path))
         return model
 
     @staticmethod
@@ -138,7 +160,84 @@ class MonaiResNetCanonizer(Canonizer):
         return model
 
 
-DEFAULT_CANONIZERS: tuple[Canonizer, ...] = (MonaiResNetCanonizer(), MergeBatchNorm())
+def _torchvision_block_forward(self, x):
+    """A torchvision / Hara et al. 3-D ResNet ``BasicBlock`` or ``Bottleneck`` forward with the
+    residual addition routed through ``self.lrp_sum``; ``self.lrp_acts`` are the block's ReLUs in
+    call order (``relu`` used 2 or 3 times in torchvision, ``relu1..3`` in Hara's 3-D ResNet)."""
+    acts = self.lrp_acts
+    out = acts[0](self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    if hasattr(self, "conv3"):
+        out = self.bn3(self.conv3(acts[1](out)))
+    residual = x if self.downsample is None else self.downsample(x)
+    return acts[-1](self.lrp_sum(residual, out))
+
+
+class TorchvisionResNetCanonizer(Canonizer):
+    """Route the residual additions of torchvision-style ResNet blocks through a ``Sum`` module:
+    modules of a class named ``BasicBlock`` or ``Bottleneck`` with ``conv1, bn1, conv2, bn2``
+    (``conv3, bn3`` for a bottleneck), ``downsample`` (a module or ``None``) and either one ``relu``
+    or ``relu1, relu2[, relu3]`` — torchvision's 2-D blocks and the 3-D ResNet of Hara et al.
+    (2018, "Can spatiotemporal 3D CNNs retrace the history of 2D CNNs and ImageNet?", CVPR) that
+    Siegel et al. 2025 trained. The same construction as Zennit's ``ResNetCanonizer`` and the
+    study's ``ResNet3DCanonizer``. A block of another layout is left alone (and its ``out +=
+    identity`` is then refused by the LRP pass, never silently mis-propagated)."""
+
+    names = ("BasicBlock", "Bottleneck")
+
+    @staticmethod
+    def _acts(module):
+        n = 3 if hasattr(module, "conv3") else 2
+        if all(isinstance(getattr(module, f"relu{i}", None), nn.Module) for i in range(1, n + 1)):
+            return [getattr(module, f"relu{i}") for i in range(1, n + 1)]
+        if isinstance(getattr(module, "relu", None), nn.Module):
+            return [module.relu] * n
+        return None
+
+    def apply(self, model):
+        for module in model.modules():
+            if type(module).__name__ not in self.names:
+                continue
+            needed = ("conv1", "bn1", "conv2", "bn2") + (("bn3",) if hasattr(module, "conv3") else ())
+            acts = self._acts(module)
+            down = getattr(module, "downsample", "missing")
+            if acts is None or not all(hasattr(module, a) for a in needed) or \
+                    not (down is None or isinstance(down, nn.Module)):
+                continue
+            module.lrp_sum = Sum()
+            object.__setattr__(module, "lrp_acts", acts)  # a plain list: no second registration
+            module.forward = types.MethodType(_torchvision_block_forward, module)
+        return model
+
+
+def check_merges(model: nn.Module):
+    """Forward hooks (returned, to be removed) that raise ``UnsupportedLayerError`` when a merged
+    BatchNorm did not read the output of the layer it was folded into: the merge assumed leaf
+    order is data order, and the data said otherwise."""
+    mods = dict(model.named_modules())
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for path, m in mods.items():
+        if not isinstance(m, MergedBatchNorm):
+            continue
+        src = m.source
+
+        def save(mod, inp, out, src=src):
+            outputs[src] = out
+
+        def check(mod, inp, src=src, path=path):
+            if outputs.get(src) is not inp[0]:
+                raise UnsupportedLayerError(
+                    f"BatchNorm '{path}' follows '{src}' among the modules but does not read its output",
+                    expected="a BatchNorm merged into the layer whose output it normalizes",
+                    found=f"'{path}' reads another tensor", fix="pass canonize=False (BatchNorm then passes relevance)")
+
+        handles.append(mods[src].register_forward_hook(save))
+        handles.append(m.register_forward_pre_hook(check))
+    return handles
+
+
+DEFAULT_CANONIZERS: tuple[Canonizer, ...] = (MonaiResNetCanonizer(), TorchvisionResNetCanonizer(), MergeBatchNorm())
 
 
 def canonize(model: nn.Module, canonizers=DEFAULT_CANONIZERS) -> nn.Module:

@@ -20,7 +20,7 @@ from ...errors import ConfigError
 from ...models.binary import Negate
 from ...registry import Registry
 from .canonizers import Sum
-from .rules import (Alpha2Beta1, Epsilon, Flat, Gamma, Norm, Pass, Rule, ZBox, ZPlus, make_rule)
+from .rules import (Alpha2Beta1, Epsilon, Flat, Gamma, Gradient, Norm, Pass, Rule, ZBox, ZPlus, make_rule)
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEARS = CONVOLUTIONS + (nn.Linear,)
@@ -106,6 +106,25 @@ def epsilon_alpha2_beta1_flat(epsilon=1e-6, stabilizer=1e-6, **_) -> LayerMapCom
     return LayerMapComposite(
         layer_map_base(stabilizer) + [(CONVOLUTIONS, Alpha2Beta1(stabilizer)), (nn.Linear, Epsilon(epsilon))],
         first_map=[(LINEARS, Flat(stabilizer))])
+
+
+@COMPOSITES.register("epsilon_gamma")
+def epsilon_gamma(epsilon=1e-6, gamma=0.25, stabilizer=1e-6, **_) -> LayerMapComposite:
+    """γ for every convolution (the first too), ε for dense layers: the ``EpsilonGamma`` composite
+    of the study's Zennit (Siegel et al. 2025, run with γ ∈ {0, 0.001, 0.01, 0.1, 1}; not in Zennit
+    0.5.1). γ = 0 is LRP-0 with a stabilizer; a large γ approaches z⁺ (Montavon et al. 2019)."""
+    return LayerMapComposite(
+        layer_map_base(stabilizer) + [(CONVOLUTIONS, Gamma(gamma, stabilizer)), (nn.Linear, Epsilon(epsilon))])
+
+
+@COMPOSITES.register("excitation_backprop")
+def excitation_backprop(stabilizer=1e-6, **_) -> LayerMapComposite:
+    """Excitation backprop (Zhang et al. 2018, "Top-down neural attention by excitation backprop",
+    IJCV 126): z⁺ for every convolution and dense layer, the norm rule for residual sums and average
+    pooling, and — unlike the other composites, as Zennit's ``ExcitationBackprop`` — no base map:
+    activations and BatchNorms left after canonization keep their own gradient."""
+    return LayerMapComposite([(Sum, Norm(stabilizer)), (AVGPOOLS, Norm(stabilizer)), (LINEARS, ZPlus(stabilizer)),
+                              (ACTIVATIONS + BATCHNORMS, Gradient())])
 
 
 @COMPOSITES.register("epsilon")

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from ...errors import AttributionError, ConfigError, UnsupportedLayerError
-from .canonizers import DEFAULT_CANONIZERS, MonaiResNetCanonizer, canonize as _canonize
+from .canonizers import (DEFAULT_CANONIZERS, MonaiResNetCanonizer, TorchvisionResNetCanonizer, canonize as _canonize,
+                         check_merges)
 from .composites import GRADIENT_LAYERS, Composite, RuleMapComposite, make_composite
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def bind_rules(work: nn.Module, composite: Composite) -> dict[str, str]:
             raise UnsupportedLayerError(
                 f"LRP has no rule for layer '{where}' of type {type(module).__name__}",
                 expected="Conv1d/2d/3d, Linear, BatchNorm (merged), ReLU/LeakyReLU/ELU, MaxPool, AvgPool, "
-                         "AdaptiveAvgPool, Dropout, Flatten, Identity, MONAI ResNet blocks",
+                         "AdaptiveAvgPool, Dropout, Flatten, Identity, MONAI ResNet and DenseNet blocks, "
+                         "torchvision-style BasicBlock/Bottleneck",
                 found=f"{where}: {type(module).__module__}.{type(module).__name__}", fix=hint)
     if isinstance(composite, RuleMapComposite):
         composite.check_keys(work)
@@ -117,8 +119,8 @@ def check_graph(out: torch.Tensor) -> None:
             raise UnsupportedLayerError(
                 f"the model's forward combines two branches with '{base.lower()}' outside a module "
                 "(e.g. a residual 'out += identity' in a block no canonizer knows)",
-                expected="residual additions through neuroxai.attribution.lrp.Sum (MONAI ResNet blocks "
-                         "are rewritten automatically)", found=f"autograd op {op}",
+                expected="residual additions through neuroxai.attribution.lrp.Sum (MONAI and torchvision-style "
+                         "BasicBlock/Bottleneck ResNet blocks are rewritten automatically)", found=f"autograd op {op}",
                 fix="route the addition through a Sum() module in the block's forward")
         stack.extend(nxt)
 
@@ -160,8 +162,9 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, *,
         x: ``(B, C, D, H, W)`` float32/float64 input on the model's device (C = 1 for MRI).
         target: ``(B,)`` long class indices, or ``None`` for a single regression output.
         composite: ``epsilon_plus_flat`` (default), ``epsilon_plus``, ``epsilon_gamma_box``,
-            ``epsilon_alpha2_beta1``, ``epsilon_alpha2_beta1_flat``, ``epsilon`` (see
-            ``composites.py``; identical to Zennit's composites of the same name).
+            ``epsilon_alpha2_beta1``, ``epsilon_alpha2_beta1_flat``, ``excitation_backprop``,
+            ``epsilon_gamma`` (γ from ``gamma``), ``epsilon`` (see ``composites.py``; identical to
+            Zennit's composites of the same name, ``epsilon_gamma`` to the study's Zennit).
         rules: instead of a composite, ``{key: rule}`` with keys a module path, ``"first"`` or a
             layer class name, e.g. ``{"Conv3d": "zplus", "Linear": "epsilon", "first": "flat"}``
             (see ``RuleMapComposite``).
@@ -189,13 +192,18 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, *,
                                found=str(x.dtype), fix="x = x.float()")
     comp = make_composite(composite, rules, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer,
                           low=low, high=high)
-    work = _canonize(model, DEFAULT_CANONIZERS if canonize else (MonaiResNetCanonizer(),))
+    work = _canonize(model, DEFAULT_CANONIZERS if canonize else (MonaiResNetCanonizer(), TorchvisionResNetCanonizer()))
     plan = bind_rules(work, comp)
     log.debug("LRP rules: %s", plan)
 
     with torch.inference_mode(False), torch.enable_grad():
         xin = (x.clone() if x.is_inference() else x).detach().requires_grad_(True)
-        out = work(xin)
+        handles = check_merges(work)  # on the temporary copy; removed with it
+        try:
+            out = work(xin)
+        finally:
+            for h in handles:
+                h.remove()
         check_graph(out)
         r_out, start_value = _start_relevance(out, target, start)
         (attr,) = torch.autograd.grad(out, xin, r_out)

@@ -456,6 +456,10 @@ class Gradient(Rule):
         return cls()
 
     def bind(self, module, path):
+        # the module is on the temporary copy: an in-place activation must not overwrite a tensor
+        # that the rule of the layer before it saved
+        if getattr(module, "inplace", False):
+            module.inplace = False
         return None
 
 

@@ -59,7 +59,8 @@ def test_attribution_benchmark_quick_times_the_study_methods_beside_their_refere
         assert (method, "neuroxai") in impls and (method, peer) in impls, method
     assert ("hirescam", "neuroxai") in impls and ("eigencam", "neuroxai") in impls
     for method, impl, sec, x_floor, vols, x_ours, rel in rows:
-        assert math.isfinite(float(sec)) and float(sec) > 0 and float(x_floor) > 0
+        # × floor is printed to 2 decimals: a CAM at CI size can round to 0.00 on a loaded machine
+        assert math.isfinite(float(sec)) and float(sec) > 0 and float(x_floor) >= 0
         if rel:
             assert float(rel) < 1e-5, (method, impl, rel)
     # DeepLift's note: ours sums to f(x) − f(x'), whatever Captum's hook order does

@@ -193,3 +193,55 @@ def monai_densenet(seed: int = 0, full: bool = False) -> nn.Module:
         model = DenseNet(spatial_dims=3, in_channels=1, out_channels=2, init_features=8, growth_rate=4,
                          block_config=(2, 2, 2), bn_size=2)
     return randomize_bn(model, seed).eval()
+
+
+class _DenseLayer(nn.Sequential):
+    """BN-ReLU-1×1×1 conv-BN-ReLU-3×3×3 conv, its output concatenated to its input."""
+
+    def __init__(self, c_in, growth, bn_size):
+        super().__init__()
+        self.add_module("norm1", nn.BatchNorm3d(c_in))
+        self.add_module("relu1", nn.ReLU(inplace=True))
+        self.add_module("conv1", nn.Conv3d(c_in, bn_size * growth, 1, bias=False))
+        self.add_module("norm2", nn.BatchNorm3d(bn_size * growth))
+        self.add_module("relu2", nn.ReLU(inplace=True))
+        self.add_module("conv2", nn.Conv3d(bn_size * growth, growth, 3, padding=1, bias=False))
+
+    def forward(self, x):
+        return torch.cat([x, super().forward(x)], 1)
+
+
+class DenseNet(nn.Module):
+    """A Hara et al.-style 3-D DenseNet (the study's densenet.py layout at toy size): ``features``
+    ending in a BatchNorm, then a *functional* ReLU and global average pooling, then
+    ``classifier``."""
+
+    def __init__(self, init=8, growth=4, blocks=(2, 2), bn_size=2, n_out=2):
+        super().__init__()
+        feats = [("conv1", nn.Conv3d(1, init, 3, padding=1, bias=False)), ("norm1", nn.BatchNorm3d(init)),
+                 ("relu1", nn.ReLU(inplace=True)), ("pool1", nn.MaxPool3d(3, 2, 1))]
+        c = init
+        for i, n in enumerate(blocks):
+            for j in range(n):
+                feats.append((f"denseblock{i + 1}_{j}", _DenseLayer(c + j * growth, growth, bn_size)))
+            c += n * growth
+            if i != len(blocks) - 1:
+                feats.append((f"transition{i + 1}", nn.Sequential(
+                    nn.BatchNorm3d(c), nn.ReLU(inplace=True), nn.Conv3d(c, c // 2, 1, bias=False), nn.AvgPool3d(2))))
+                c //= 2
+        feats.append(("norm5", nn.BatchNorm3d(c)))
+        from collections import OrderedDict
+
+        self.features = nn.Sequential(OrderedDict(feats))
+        self.classifier = nn.Linear(c, n_out)
+
+    def forward(self, x):
+        features = self.features(x)
+        out = torch.nn.functional.relu(features, inplace=True)
+        out = torch.nn.functional.adaptive_avg_pool3d(out, (1, 1, 1)).view(features.size(0), -1)
+        return self.classifier(out)
+
+
+def hara_densenet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_bn(DenseNet(), seed).eval()

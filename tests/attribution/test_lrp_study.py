@@ -14,7 +14,7 @@ from torch import nn
 
 from neuroxai.attribution.lrp import lrp, lrp_conservation
 
-from ._models import monai_densenet, sfcn_like, small_cnn, torchvision_resnet
+from ._models import hara_densenet, monai_densenet, sfcn_like, small_cnn, torchvision_resnet
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
@@ -162,6 +162,38 @@ def test_densenet_matches_zennit(name, gamma, canonize):
     assert rel_err(ours, ref) <= 1e-10
 
 
+def _zennit_densenet_head_forward(self, x):
+    return self.classifier(torch.flatten(self.canonizer_pool(self.canonizer_relu(self.features(x))), 1))
+
+
+def _zennit_densenet_canonizer(merge):
+    """The study's DenseNetAdaptiveAvgPool3DCanonizer construction: the head's functional ReLU and
+    global average pooling as modules (so the pooling gets the norm rule)."""
+    def attribute_map(name, module):
+        if type(module).__name__ == "DenseNet":
+            return {"forward": _zennit_densenet_head_forward.__get__(module), "canonizer_relu": nn.ReLU(),
+                    "canonizer_pool": nn.AdaptiveAvgPool3d(1)}
+        return None
+
+    return [CompositeCanonizer(([ExactMergeBatchNorm()] if merge else []) + [AttributeCanonizer(attribute_map)])]
+
+
+@pytest.mark.parametrize("name,gamma,canonize", [("epsilon_plus_flat", None, True), ("excitation_backprop", None, False),
+                                                 ("epsilon_gamma", 0.1, False)])
+def test_hara_densenet_head_is_canonized_as_the_study_did(name, gamma, canonize):
+    """The study's own DenseNet (Hara et al. layout) pools with F.adaptive_avg_pool3d in forward:
+    without the head canonizer the pooling's gradient would spread relevance uniformly."""
+    model = hara_densenet().double()
+    x, t = _x(seed=6), torch.tensor([1, 0])
+    kw = {} if gamma is None else {"gamma": gamma}
+    ours = lrp(model, x, t, composite=name, canonize=canonize, **kw)
+    ref = zennit_lrp(model, x, t, ZENNIT[name](_zennit_densenet_canonizer(canonize), gamma))
+    assert rel_err(ours, ref) <= 1e-10
+    if name == "epsilon_plus_flat":
+        plain = zennit_lrp(model, x, t, ZENNIT[name]([ExactMergeBatchNorm()] if canonize else [], gamma))
+        assert rel_err(plain, ref) > 1e-3  # the head rewrite matters
+
+
 def test_a_merge_against_the_data_flow_is_refused():
     """A conv followed among the leaves by a BatchNorm of equal width that reads another tensor:
     the merge would be wrong, and the LRP pass says so instead of returning a wrong map."""
@@ -199,7 +231,7 @@ def _no_offsets(model, head):
 
 
 @pytest.mark.parametrize("canonize", [True, False], ids=["merged_bn", "bn_passes"])
-@pytest.mark.parametrize("name", ["densenet121", "hara_resnet_bottleneck", "hara_resnet_basic"])
+@pytest.mark.parametrize("name", ["densenet121", "hara_densenet", "hara_resnet_bottleneck", "hara_resnet_basic"])
 def test_lrp_conserves_relevance_through_concatenations_and_residual_sums(name, canonize):
     """Sum of input relevance = target logit within 1e-5 relative (float64) for EpsilonGamma,
     with no offsets in the model and stabilizers of 1e-12 (what biases and stabilizers absorb is
@@ -211,6 +243,8 @@ def test_lrp_conserves_relevance_through_concatenations_and_residual_sums(name, 
         if not canonize:
             pytest.skip("one DenseNet121 pass is enough (10 s)")
         model, x = _no_offsets(monai_densenet(full=True).double(), "class_layers.out"), _x((1, 1, 32, 32, 32), 5)
+    elif name == "hara_densenet":
+        model, x = _no_offsets(hara_densenet().double(), "classifier"), _x((2, 1, 16, 16, 16), 5)
     else:
         model, x = _no_offsets(torchvision_resnet(name.rsplit("_", 1)[1]).double(), "fc"), _x((2, 1, 16, 16, 16), 5)
     t = torch.tensor([1] * x.shape[0])
@@ -218,3 +252,15 @@ def test_lrp_conserves_relevance_through_concatenations_and_residual_sums(name, 
                             stabilizer=1e-12)
     assert cons.start.abs().min() > 0
     assert cons.relative_error.max() <= 1e-5, cons.relative_error
+
+
+def test_merge_check_accepts_an_alias_from_a_leftover_backward_hook():
+    """MONAI's GradCAM leaves a full backward hook on its target layer, which hands the next
+    layer an alias of the output: the merge check compares storage, not objects, and the map is
+    the one without the hook."""
+    monai_vis = pytest.importorskip("monai.visualize")
+    model, x, t = sfcn_like().double(), _x(seed=4), torch.tensor([0, 1])
+    clean = lrp(model, x, t)
+    monai_vis.GradCAM(nn_module=model, target_layers="12")(x, class_idx=1)
+    assert any(m._backward_hooks for m in model.modules())
+    assert torch.equal(lrp(model, x, t), clean)

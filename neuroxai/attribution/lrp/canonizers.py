@@ -10,9 +10,11 @@
   map to the norm rule: relevance is split in proportion to the two contributions (what
   Zennit's ``ResNetCanonizer`` does for torchvision's blocks); ``TorchvisionResNetCanonizer``
   does the same for torchvision-style ``BasicBlock``/``Bottleneck`` (and Hara et al.'s 3-D ResNet).
-* DenseNets need no rewrite: a concatenation's gradient routes each slice's relevance back to
-  the tensor it came from, which is the LRP rule for a concatenation; only the merge must not
-  pair a convolution with the BatchNorm of the next concatenation (see ``MergeBatchNorm``).
+* DenseNet concatenations need no rewrite: a concatenation's gradient routes each slice's
+  relevance back to the tensor it came from, which is the LRP rule for a concatenation; only the
+  merge must not pair a convolution with the BatchNorm of the next concatenation (see
+  ``MergeBatchNorm``). ``DenseNetHeadCanonizer`` turns the functional ReLU and pooling of a
+  torchvision-style DenseNet head into modules.
 
 The user's model is never touched: ``canonize`` deep-copies it first.
 """
@@ -210,6 +212,37 @@ class TorchvisionResNetCanonizer(Canonizer):
         return model
 
 
+def _densenet_forward(self, x):
+    """torchvision's / Hara et al.'s ``DenseNet.forward`` with its functional ReLU and global
+    average pooling replaced by the modules ``lrp_relu`` and ``lrp_pool``."""
+    return self.classifier(torch.flatten(self.lrp_pool(self.lrp_relu(self.features(x))), 1))
+
+
+class DenseNetHeadCanonizer(Canonizer):
+    """Make the head of a torchvision-style DenseNet LRP-visible: its forward applies the final
+    ReLU and the global average pooling as *functions* (``F.relu``, ``F.adaptive_avg_pool3d``),
+    so the pooling would propagate relevance by its gradient (spread uniformly) instead of the
+    norm rule. Modules of a class named ``DenseNet`` with ``features`` and a ``nn.Linear``
+    ``classifier`` (torchvision's 2-D DenseNet, the 3-D DenseNet of Hara et al. that Siegel et al.
+    2025 trained) get ``lrp_relu``/``lrp_pool`` modules and a forward through them — the
+    construction of Zennit's DenseNet canonizer and the study's ``DenseNetAdaptiveAvgPool3DCanonizer``.
+    MONAI's DenseNet already has these as modules (``class_layers``) and is left alone."""
+
+    def apply(self, model):
+        for module in model.modules():
+            if type(module).__name__ != "DenseNet" or hasattr(module, "class_layers") \
+                    or not isinstance(getattr(module, "features", None), nn.Module) \
+                    or not isinstance(getattr(module, "classifier", None), nn.Linear):
+                continue
+            convs = [m for m in module.features.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+            if not convs:
+                continue
+            module.lrp_relu = nn.ReLU()
+            module.lrp_pool = nn.AdaptiveAvgPool3d(1) if isinstance(convs[0], nn.Conv3d) else nn.AdaptiveAvgPool2d(1)
+            module.forward = types.MethodType(_densenet_forward, module)
+        return model
+
+
 def check_merges(model: nn.Module):
     """Forward hooks (returned, to be removed) that raise ``UnsupportedLayerError`` when a merged
     BatchNorm did not read the output of the layer it was folded into: the merge assumed leaf
@@ -226,7 +259,10 @@ def check_merges(model: nn.Module):
             outputs[src] = out
 
         def check(mod, inp, src=src, path=path):
-            if outputs.get(src) is not inp[0]:
+            # same storage, not the same object: a full backward hook left on the model (MONAI's
+            # GradCAM leaves one) hands the next layer an alias of the output
+            out = outputs.get(src)
+            if out is None or out.data_ptr() != inp[0].data_ptr() or out.shape != inp[0].shape:
                 raise UnsupportedLayerError(
                     f"BatchNorm '{path}' follows '{src}' among the modules but does not read its output",
                     expected="a BatchNorm merged into the layer whose output it normalizes",
@@ -237,7 +273,10 @@ def check_merges(model: nn.Module):
     return handles
 
 
-DEFAULT_CANONIZERS: tuple[Canonizer, ...] = (MonaiResNetCanonizer(), TorchvisionResNetCanonizer(), MergeBatchNorm())
+#: the rewrites every LRP pass applies (they change no output); ``MergeBatchNorm`` is the optional one
+STRUCTURAL_CANONIZERS: tuple[Canonizer, ...] = (MonaiResNetCanonizer(), TorchvisionResNetCanonizer(),
+                                                DenseNetHeadCanonizer())
+DEFAULT_CANONIZERS: tuple[Canonizer, ...] = STRUCTURAL_CANONIZERS + (MergeBatchNorm(),)
 
 
 def canonize(model: nn.Module, canonizers=DEFAULT_CANONIZERS) -> nn.Module:

@@ -122,9 +122,10 @@ def excitation_backprop(stabilizer=1e-6, **_) -> LayerMapComposite:
     """Excitation backprop (Zhang et al. 2018, "Top-down neural attention by excitation backprop",
     IJCV 126): z⁺ for every convolution and dense layer, the norm rule for residual sums and average
     pooling, and — unlike the other composites, as Zennit's ``ExcitationBackprop`` — no base map:
-    activations and BatchNorms left after canonization keep their own gradient."""
+    activations and BatchNorms left after canonization keep their own gradient. (The base map
+    follows, shadowed for these layer types, so that a layer only it knows still gets its rule.)"""
     return LayerMapComposite([(Sum, Norm(stabilizer)), (AVGPOOLS, Norm(stabilizer)), (LINEARS, ZPlus(stabilizer)),
-                              (ACTIVATIONS + BATCHNORMS, Gradient())])
+                              (ACTIVATIONS + BATCHNORMS, Gradient())] + layer_map_base(stabilizer))
 
 
 @COMPOSITES.register("epsilon")

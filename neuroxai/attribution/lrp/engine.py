@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from ...errors import AttributionError, ConfigError, UnsupportedLayerError
-from .canonizers import (DEFAULT_CANONIZERS, MonaiResNetCanonizer, TorchvisionResNetCanonizer, canonize as _canonize,
-                         check_merges)
+from .canonizers import DEFAULT_CANONIZERS, STRUCTURAL_CANONIZERS, canonize as _canonize, check_merges
 from .composites import GRADIENT_LAYERS, Composite, RuleMapComposite, make_composite
 
 log = logging.getLogger(__name__)
@@ -174,7 +173,8 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, *,
             broadcastable to ``x``; default: the minimum / maximum of the batch.
         start: ``"logit"`` (relevance sums to the target logit; default) or ``"one_hot"``.
         canonize: merge BatchNorm into the preceding Conv/Linear (on a copy). With ``False``,
-            BatchNorm passes relevance unchanged. Residual blocks are always canonized.
+            BatchNorm passes relevance unchanged (the study's DenseNet setting). Residual blocks
+            and DenseNet heads are always canonized.
         return_conservation: also return a ``Conservation`` (map sum vs start value per sample).
 
     Returns:
@@ -192,7 +192,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, *,
                                found=str(x.dtype), fix="x = x.float()")
     comp = make_composite(composite, rules, epsilon=epsilon, gamma=gamma, stabilizer=stabilizer,
                           low=low, high=high)
-    work = _canonize(model, DEFAULT_CANONIZERS if canonize else (MonaiResNetCanonizer(), TorchvisionResNetCanonizer()))
+    work = _canonize(model, DEFAULT_CANONIZERS if canonize else STRUCTURAL_CANONIZERS)
     plan = bind_rules(work, comp)
     log.debug("LRP rules: %s", plan)
 

@@ -74,12 +74,23 @@ def test_relevance_outside_the_brain_is_flagged(study):
     assert sum(any("lies inside the brain mask" in x for x in v) for v in fl.values()) == N - 1
 
 
-def test_negative_only_maps_are_flagged_and_score_below_chance(study):
+def test_negative_only_maps_are_flagged_and_score_below_chance_under_the_positive_part(study):
     root, res = study
     fl = _flags(res)["negative"]
     assert all(any(x.startswith("negative everywhere") for x in fl[f"sub-{i:02d}"]) for i in range(N))
-    m = {x.method: x for x in res.results.methods}["negative"].metrics["relevance_rank_accuracy"]
-    assert m.mean < m.chance + 1e-9
+    by = {x.method: x for x in res.results.methods}
+    m = by["negative"].metrics["relevance_rank_accuracy"]
+    # scored as |map| (scoring.polarity: absolute, the default): the flipped sign scores as the good map
+    assert m.mean == pytest.approx(by["good"].metrics["relevance_rank_accuracy"].mean, abs=1e-12)
+    # under polarity 'positive' the same maps score below chance, as the flag warns
+    from neuroxai.protocol.schema import load_protocol
+
+    p = load_protocol("audit")
+    p = p.model_copy(update={"scoring": p.scoring.model_copy(update={"polarity": "positive"})})
+    r2 = run_audit(root / "maps", root / "masks", root / "out_positive", brain_mask=root / "brain",
+                   protocol=p, report=False)
+    m2 = {x.method: x for x in r2.results.methods}["negative"].metrics["relevance_rank_accuracy"]
+    assert m2.mean < m2.chance + 1e-9
     html = (root / "out" / "report" / "index.html").read_text()
     assert "negative everywhere" in html and "mask without maps" in html and "field of view covers" in html
 

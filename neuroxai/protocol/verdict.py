@@ -621,8 +621,8 @@ def _criterion(c, e: MethodResult, proto: Protocol, data: dict, *, has_null_mode
 def _ci_decision(out: Criterion, est, lo, hi, thr: float, n: int) -> None:
     """Decide a "lower CI bound ≥ threshold" criterion: PASS when the lower bound is at or above
     the threshold, FAIL when the whole interval is below it, undecided when the interval
-    straddles it (then the n at which the interval's half-width would shrink to the distance
-    between the estimate and the threshold, the width going as 1/√n)."""
+    straddles it (then the n at which the interval's side facing the threshold would shrink to the
+    distance between the estimate and the threshold, the width going as 1/√n)."""
     if lo is None or hi is None or est is None:
         out.decidable = False
         out.n_needed = 2 if n < 2 else None
@@ -636,8 +636,11 @@ def _ci_decision(out: Criterion, est, lo, hi, thr: float, n: int) -> None:
         out.passed = False
     else:
         out.decidable = False
+        # the side of the interval that faces the threshold must shrink to the estimate's distance
+        # from it (an interval such as BCa's need not be symmetric); at least one more subject
         gap = abs(est - thr)
-        out.n_needed = int(math.ceil(n * ((hi - lo) / 2 / gap) ** 2)) if gap > 1e-12 else None
+        half = (hi - est) if est < thr else (est - lo)
+        out.n_needed = max(n + 1, int(math.ceil(n * (half / gap) ** 2))) if gap > 1e-12 else None
         out.note = (f"{out.text}: its interval [{lo:.3g}, {hi:.3g}] contains the threshold {thr:.3g}, so "
                     f"{n} subjects cannot tell on which side it lies"
                     + (f"; about {out.n_needed} would" if out.n_needed else ""))

@@ -239,8 +239,16 @@ def test_an_interval_straddling_the_threshold_is_undecided_and_names_the_n():
 
     c = Criterion(kind="scaled_ci_above", text="x")
     _ci_decision(c, 0.15, 0.08, 0.22, 0.1, 40)
-    # half-width 0.07 must shrink to |0.15 − 0.1| = 0.05: n · (0.07/0.05)² = 78.4 → 79
+    # the lower side 0.07 must shrink to |0.15 − 0.1| = 0.05: n · (0.07/0.05)² = 78.4 → 79
     assert c.passed is None and c.decidable is False and c.n_needed == 79
+    # an asymmetric interval below the threshold: its upper side (0.025) against the gap (0.024),
+    # never fewer subjects than now
+    c2 = Criterion(kind="scaled_ci_above", text="x")
+    _ci_decision(c2, 0.076, 0.054, 0.101, 0.1, 50)
+    assert c2.n_needed == 55
+    c3 = Criterion(kind="scaled_ci_above", text="x")
+    _ci_decision(c3, 0.08, 0.05, 0.10, 0.1, 50)  # the estimate alone would say 50: one more
+    assert c3.n_needed == 51
     assert c.margin == pytest.approx(-0.02)
     c = Criterion(kind="scaled_ci_above", text="x")
     _ci_decision(c, 0.05, 0.01, 0.09, 0.1, 40)

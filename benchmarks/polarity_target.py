@@ -27,6 +27,22 @@ import torch
 from scipy import stats as sst
 
 
+def open_run(protocol: str, run: str):
+    """``(protocol, ctx, tasks, store)`` of a finished run, from its cached stages (CPU)."""
+    from neuroxai.progress import Progress
+    from neuroxai.protocol.context import RunContext
+    from neuroxai.protocol.rundir import RunDir
+    from neuroxai.protocol.schema import load_protocol
+    from neuroxai.protocol.stages.data import load_store, prepare_data
+    from neuroxai.protocol.stages.tasks import build_tasks
+
+    proto = load_protocol(protocol)
+    ctx = RunContext(proto, RunDir(run), torch.device("cpu"), Progress())
+    prepare_data(ctx)
+    tasks = build_tasks(ctx)
+    return proto, ctx, tasks, load_store(ctx, tasks)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="quick")
@@ -36,21 +52,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from neuroxai.attribution import attribute
-    from neuroxai.progress import Progress
-    from neuroxai.protocol.context import RunContext, chunks
-    from neuroxai.protocol.rundir import RunDir
-    from neuroxai.protocol.schema import load_protocol
-    from neuroxai.protocol.stages.data import load_store, prepare_data
-    from neuroxai.protocol.stages.tasks import build_tasks, is_null, scored_subjects, targets
+    from neuroxai.protocol.context import chunks
+    from neuroxai.protocol.stages.tasks import is_null, scored_subjects, targets
     from neuroxai.protocol.stages.train import train_stage
     from neuroxai.scoring import score
     from neuroxai.scoring.localization import metric_params
 
-    proto = load_protocol(a.protocol)
-    ctx = RunContext(proto, RunDir(a.run), torch.device("cpu"), Progress())
-    prepare_data(ctx)
-    tasks = build_tasks(ctx)
-    store = load_store(ctx, tasks)
+    proto, ctx, tasks, store = open_run(a.protocol, a.run)
     rows = []
     for tid, task in tasks.items():
         if is_null(tid) or task.kind != "classification":

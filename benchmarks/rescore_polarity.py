@@ -26,19 +26,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
 
-    from neuroxai.progress import Progress
-    from neuroxai.protocol.context import RunContext, chunks
-    from neuroxai.protocol.rundir import RunDir
-    from neuroxai.protocol.schema import load_protocol
-    from neuroxai.protocol.stages.data import load_store, prepare_data
-    from neuroxai.protocol.stages.tasks import build_tasks, is_null, scored_subjects
+    from neuroxai.protocol.context import chunks
+    from neuroxai.protocol.stages.tasks import is_null, scored_subjects
     from neuroxai.scoring import score
+    from polarity_target import open_run  # the sibling script (benchmarks/ is on the path)
 
-    proto = load_protocol(a.protocol)
-    ctx = RunContext(proto, RunDir(a.run), torch.device("cpu"), Progress())
-    prepare_data(ctx)
-    tasks = build_tasks(ctx)
-    store = load_store(ctx, tasks)
+    proto, ctx, tasks, store = open_run(a.protocol, a.run)
     chunks_of = _chunk_folders(Path(a.run), a.metric)
     rows = []
     for tid, task in tasks.items():

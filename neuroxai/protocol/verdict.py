@@ -191,9 +191,10 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                     continue
                 ch = _vals(df, key, f"{met}_chance")
                 ov = _vals(df, oracle_key, met) if oracle_key else None
-                rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, proto)
+                sc = _scaled(v, ch, ov) if len(ch) else None
+                rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto)
                 data[(key, met, "values")] = (v, ch)
-                data[(key, met, "scaled")] = _scaled(v, ch, ov) if len(ch) else None
+                data[(key, met, "scaled")] = sc
                 if mspec.name != "random":
                     baselines = [("random", _vals(df, random_key, met) if random_key else None)]
                     if null_df is not None and len(null_df) and mspec.name not in BASELINES:
@@ -250,10 +251,12 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
         scores=scores_df.to_dict(orient="list") if len(scores_df) else {})
 
 
-def _summary(v: pd.Series, ch: pd.Series, norm: pd.Series, ov: pd.Series | None, proto: Protocol) -> MetricSummary:
-    """Mean, CI, chance, the chance → oracle scale and the median of one method × metric."""
+def _summary(v: pd.Series, ch: pd.Series, norm: pd.Series, ov: pd.Series | None, sc: pd.Series | None,
+             proto: Protocol) -> MetricSummary:
+    """Mean, CI, chance, the chance → oracle scale (``sc``: :func:`_scaled`'s values) and the
+    median of one method × metric."""
     est, lo, hi = _ci(v.to_numpy(), proto)
-    sc = _scaled(v, ch, ov) if len(ch) else pd.Series(dtype=float)
+    sc = sc if sc is not None else pd.Series(dtype=float)
     s_est, s_lo, s_hi = _ci(sc.to_numpy(), proto) if len(sc) else (None, None, None)
     return MetricSummary(mean=_f(est), ci_low=_f(lo), ci_high=_f(hi), ci_method=proto.statistics.ci_method,
                          ci_level=proto.statistics.ci_level, n=len(v),

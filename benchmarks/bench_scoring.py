@@ -65,12 +65,15 @@ QUANTUS = {
 NOT_COMPARED = {
     "average_precision": "no Quantus counterpart",
     "region_rank": "no Quantus counterpart (synthetic block atlas)",
+    "false_positive": "no Quantus counterpart (Siegel et al. 2025's test)",
+    "region_match": "no Quantus counterpart (synthetic block atlas; Siegel et al. 2025)",
+    "rank_biased_overlap": "no Quantus counterpart (synthetic block atlas, reference = blocks 1-3)",
 }
 
 
 def default_metrics() -> list[str]:
-    """Every registered metric that can be fed from (map, mask) — plus ``region_rank``, fed the
-    synthetic atlas."""
+    """Every registered metric that can be fed from (map, mask) — plus the atlas metrics
+    (``region_rank``, ``region_match``, ``rank_biased_overlap``), fed the synthetic atlas."""
     from neuroxai.scoring import METRICS
     names = list(METRICS.names())
     order = list(QUANTUS) + list(NOT_COMPARED)
@@ -179,8 +182,10 @@ def main(argv=None) -> int:
     def params(name, atlas_d):
         if name == "top_k_intersection":
             return {"k": TOP_K}
-        if name == "region_rank":
+        if name in ("region_rank", "region_match"):  # the metrics that need an atlas get the blocks
             return {"atlas": atlas_d, "true_region": [1]}
+        if name == "rank_biased_overlap":
+            return {"atlas": atlas_d, "reference": [1, 2, 3]}
         return {}
 
     def to_quantus(x: np.ndarray) -> np.ndarray:  # (b, D, H, W) -> Quantus layout, float32

@@ -306,6 +306,9 @@ def test_a_folder_of_another_kind_is_refused(tmp_path):
 def test_validate_without_resume_on_an_existing_run(tmp_path):
     claim_dir(tmp_path / "r", "run")
     (tmp_path / "r" / "run.json").write_text("{}")
+    # a run that finished a stage (one that finished none is reused: a failed start, issue 26)
+    (tmp_path / "r" / "stages" / "data" / "k").mkdir(parents=True)
+    (tmp_path / "r" / "stages" / "data" / "k" / "DONE").write_text("{}")
     code, out = _cli("validate", "quick", "--out", tmp_path / "r")
     _named_exit_2(code, out, "--resume")
     assert (tmp_path / "r" / "run.json").read_text() == "{}"

@@ -67,8 +67,9 @@ _DEBUG = {"on": os.environ.get("NEUROXAI_DEBUG", "") not in ("", "0")}
 @app.callback()
 def _options(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error")):
     """Validate explanation methods on 3-D brain-MRI models against known-signal ground truth."""
-    if debug:
-        _DEBUG["on"] = True
+    # Set on every invocation, not only turned on: a second command in the same process (the
+    # Python API, tests) must not inherit an earlier --debug.
+    _DEBUG["on"] = debug or os.environ.get("NEUROXAI_DEBUG", "") not in ("", "0")
 
 
 def _fail(exc: NeuroXAIError) -> None:

@@ -164,3 +164,13 @@ def test_audit_reads_a_cohort_folder_by_bids_entities(tmp_path):
                if "/derivatives/" in f)
     r = runner.invoke(app, [*args, "--anat-suffix", "T2w", "--out", str(tmp_path / "out3"), "-q"])
     assert r.exit_code == 2 and "_T2w" in r.output and "_T1w" in r.output
+
+
+def test_debug_does_not_leak_into_the_next_command(tmp_path):
+    """--debug holds for its own command only: a later command in the same process (the Python
+    API, a test run) prints a named error, not a traceback."""
+    missing = str(tmp_path / "missing.nii.gz")
+    r = runner.invoke(app, ["--debug", "info", missing])
+    assert r.exit_code != 0
+    r = runner.invoke(app, ["info", missing])
+    assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output, r.output

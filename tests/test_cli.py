@@ -169,8 +169,8 @@ def test_audit_reads_a_cohort_folder_by_bids_entities(tmp_path):
 def test_debug_does_not_leak_into_the_next_command(tmp_path):
     """--debug holds for its own command only: a later command in the same process (the Python
     API, a test run) prints a named error, not a traceback."""
-    missing = str(tmp_path / "missing.nii.gz")
-    r = runner.invoke(app, ["--debug", "info", missing])
-    assert r.exit_code != 0
-    r = runner.invoke(app, ["info", missing])
+    missing = str(tmp_path / "missing.yaml")
+    r = runner.invoke(app, ["--debug", "validate", missing, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "Traceback" in r.output
+    r = runner.invoke(app, ["validate", missing, "--out", str(tmp_path / "b")])
     assert r.exit_code == 2 and "error:" in r.output and "Traceback" not in r.output, r.output

@@ -225,7 +225,7 @@ def _check_regions(params, key: str, path) -> None:
 
 def _check_training(proto, path) -> None:
     from ..models.train import TrainConfig
-    from .stages.train import config_yaml
+    from .model_configs import config_yaml
 
     m = proto.model
     cfg = {**config_yaml("training", m.training_config), **m.training}
@@ -242,7 +242,7 @@ def _check_training(proto, path) -> None:
 def _check_model(proto, models, path) -> None:
     import torch
 
-    from .stages.train import config_yaml
+    from .model_configs import config_yaml
 
     m = proto.model
     params = {**config_yaml("models", m.config), **m.params}

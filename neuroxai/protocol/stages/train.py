@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from ..rundir import atomic_write_json, read_json, stable_hash
 from ..store import SubjectStore
 from .tasks import is_null
 
-CONFIG_DIR = Path(files("neuroxai") / "configs")  # shipped inside the package (see schema.PROTOCOL_DIR)
+from ..model_configs import CONFIG_DIR, config_yaml  # noqa: F401 (re-exported: the runner, the tests)
 
 
 @dataclass
@@ -143,22 +142,3 @@ class TaskDataset(torch.utils.data.Dataset):
         lab = self.task.labels[r]
         label = torch.tensor(lab, dtype=torch.long if self.task.kind == "classification" else torch.float32)
         return {"image": img, "label": label}
-
-
-def config_yaml(kind: str, name: str | None) -> dict:
-    """Parameters from ``configs/<kind>/<name>.yaml`` (or a path); the protocol's own keys win."""
-    if not name:
-        return {}
-    from ...safe_yaml import load_yaml
-
-    p = Path(name)
-    if not p.is_file():
-        p = CONFIG_DIR / kind / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if not p.is_file():
-        avail = sorted(f.stem for f in (CONFIG_DIR / kind).glob("*.yaml"))
-        raise ConfigError(f"no {kind} config {name!r}", path=p, expected=avail, found=name,
-                          fix=f"use one of {avail} or a path to a YAML file")
-    data = load_yaml(p, what=f"{kind} config") or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{kind} config must be a mapping of parameters", path=p, found=type(data).__name__)
-    return data

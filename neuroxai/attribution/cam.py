@@ -38,13 +38,20 @@ def default_layer(model: nn.Module) -> str:
     return convs[-1]
 
 
-def _activation_and_grad(model, x, target, layer: str | None):
+def _layer(model, layer: str | None) -> tuple[str, torch.nn.Module]:
+    """The CAM layer's name and module (``layer``, else :func:`default_layer`); a name the model
+    does not have is a named error listing its Conv3d layers."""
     name = layer or default_layer(model)
     mods = dict(model.named_modules())
     if name not in mods:
         raise AttributionError(f"no layer named {name!r} in the model",
                                expected=f"a module name; the Conv3d layers are {conv_layers(model)}",
                                found=repr(name), fix="use a name from model.named_modules()")
+    return name, mods[name]
+
+
+def _activation_and_grad(model, x, target, layer: str | None):
+    name, module = _layer(model, layer)
     store = {}
 
     def hook(mod, inp, out):
@@ -52,7 +59,7 @@ def _activation_and_grad(model, x, target, layer: str | None):
         store["a"] = leaf
         return leaf.clone()  # a later in-place op (ReLU(inplace=True)) must not touch the leaf
 
-    h = mods[name].register_forward_hook(hook)
+    h = module.register_forward_hook(hook)
     try:
         with torch.enable_grad():
             y = select(model(x), target)
@@ -233,14 +240,9 @@ def eigencam(model, x, target, *, layer: str | None = None, interpolate: str = "
     Muhammad & Yeasin (2020), "Eigen-CAM: class activation map using principal components",
     IJCNN. pytorch-grad-cam's ``EigenCAM`` before its min-max rescaling and resize, up to the
     sign of the singular vector. Returns ``(B, 1, D, H, W)`` of ``x``'s dtype."""
-    name = layer or default_layer(model)
-    mods = dict(model.named_modules())
-    if name not in mods:
-        raise AttributionError(f"no layer named {name!r} in the model",
-                               expected=f"a module name; the Conv3d layers are {conv_layers(model)}",
-                               found=repr(name), fix="use a name from model.named_modules()")
+    name, module = _layer(model, layer)
     store = {}
-    h = mods[name].register_forward_hook(lambda mod, inp, out: store.__setitem__("a", out.detach().clone()))
+    h = module.register_forward_hook(lambda mod, inp, out: store.__setitem__("a", out.detach().clone()))
     try:
         with torch.no_grad():
             model(x)

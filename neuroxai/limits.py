@@ -23,6 +23,8 @@ MAX_WIDTH = 4096
 MAX_MODEL_PARAMETERS = 500_000_000
 #: Voxels along one side of a grid (a 0.25 mm brain is ~800).
 MAX_GRID_SIDE = 2048
+#: Models one protocol trains per task with model.training.seeds (each is a full training run).
+MAX_SEEDS = 100
 #: Largest seed: NumPy's legacy and PyTorch's generators both take it.
 MAX_SEED = 2 ** 32 - 1
 #: The embedded cohort's field of view (mm, MNI152 box) that a grid spacing divides.

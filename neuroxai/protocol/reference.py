@@ -136,7 +136,9 @@ _MEANING = {
     "tasks[].params": "the task's parameters (see 'Tasks' below)",
     "model.architecture": "a MODELS registry key (small_cnn, sfcn, resnet, densenet…)",
     "model.params": "the architecture's constructor arguments",
-    "model.training": "training parameters (neuroxai.models.train.TrainConfig: epochs, batch_size, lr, seed…)",
+    "model.training": ("training parameters (neuroxai.models.train.TrainConfig: epochs, batch_size, lr, seed…); "
+                       "`seeds: [0, 1, 2]` instead of `seed` trains one model per seed and judges the methods "
+                       "over all of them (CIs over seeds and subjects, each seed's verdict beside)"),
     "model.training_config": "YAML under configs/training/ merged under training",
     "methods[].label": "a unique name for a method listed twice with other params",
     "methods[].params": "the method's parameters (see 'Methods' below)",

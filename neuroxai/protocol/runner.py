@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from .stages.randomize import model_randomization
 from .stages.tasks import build_tasks
 from .stages.train import train_stage
 from .fit import check_methods_fit_model_file, check_models_fit
+from .seeds import SeedRun, assemble_seeded
 from .verdict import assemble_results
 
 # Re-exported: older code and the tests import these from the runner.
@@ -82,6 +84,23 @@ def resolve_device(spec: str) -> torch.device:
                           expected="a machine with an NVIDIA GPU", found="none",
                           fix="use device: auto or cpu")
     return torch.device(spec)
+
+
+def _models_to_scores(ctx: RunContext, tasks: dict, store, stop_after: str | None):
+    """Train (or load) each task's model, check it, then the validity, attribution + scoring and
+    model-randomization stages: ``(models, validity, scores, sanity)``, or None when the run stops
+    after ``train`` or ``attribute``."""
+    models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
+    ctx.models = models
+    check_models_fit(ctx, tasks, models, store)  # outputs vs classes, NaN outputs, LRP on TorchScript: named now
+    if stop_after == "train":
+        return None
+    validity = rank0_first(ctx, lambda: validity_stage(ctx, tasks, models, store))
+    scores = attribute_and_score(ctx, tasks, models, store)
+    if stop_after == "attribute":
+        return None
+    sanity = rank0_first(ctx, lambda: model_randomization(ctx, tasks, models, store))
+    return models, validity, scores, sanity
 
 
 def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manifest: str | None = None,
@@ -154,22 +173,27 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     store = rank0_first(ctx, lambda: load_store(ctx, tasks))
     if stop_after == "store":
         return RunResult(ctx.rd.root, None, None, 0)
-    models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
-    ctx.models = models
-    check_models_fit(ctx, tasks, models, store)  # outputs vs classes, NaN outputs, LRP on TorchScript: named now
-    if stop_after == "train":
+    runs = []
+    for seed in proto.model.seeds or [None]:
+        # one model per task and seed; each seed's stages key on its own training.seed
+        c = ctx if seed is None else replace(ctx, protocol=proto.model_copy(
+            update={"model": proto.model.for_seed(seed)}), models={}, profiles={})
+        run = _models_to_scores(c, tasks, store, stop_after)
+        if run is not None:
+            runs.append(SeedRun(seed, c, *run))
+    if stop_after in ("train", "attribute"):
         return RunResult(ctx.rd.root, None, None, 0)
-    validity = rank0_first(ctx, lambda: validity_stage(ctx, tasks, models, store))
-    scores = attribute_and_score(ctx, tasks, models, store)
-    if stop_after == "attribute":
-        return RunResult(ctx.rd.root, None, None, 0)
-    sanity = rank0_first(ctx, lambda: model_randomization(ctx, tasks, models, store))
+    first = runs[0].ctx
     ctx.timings["total_s"] = time.perf_counter() - t0
     prov["finished"] = now()
     prov["timings_s"] = ctx.timings
-    results = assemble_results(proto, prov, tasks, models, scores, sanity,
-                               data_info=data_info(ctx), validity=validity,
-                               profiles=profiles(ctx, tasks))
+    if len(runs) == 1:
+        r = runs[0]
+        results = assemble_results(proto, prov, tasks, r.models, r.scores, r.sanity, data_info=data_info(ctx),
+                                   validity=r.validity, profiles=profiles(first, tasks))
+    else:
+        results = assemble_seeded(proto, prov, tasks, runs, data_info=data_info(ctx),
+                                  profiles=profiles(first, tasks))
     report_dir = None
     if rank != 0:  # rank 0 writes the results and the report
         return RunResult(ctx.rd.root, None, results, results.overall.exit_code)
@@ -179,9 +203,9 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         from ..report import build_report
 
         report_dir = ctx.rd.root / "report"
-        build_report(results, figure_inputs(ctx, tasks, store, scores), report_dir)
+        build_report(results, figure_inputs(first, tasks, store, runs[0].scores), report_dir)
     if export is not None:
         from .export import export_run
 
-        export_run(ctx, tasks, store, export)
+        export_run(first, tasks, store, export)
     return RunResult(ctx.rd.root, report_dir, results, results.overall.exit_code)

@@ -69,6 +69,19 @@ class ModelSpec(_Strict):
     weights: Optional[str] = Field(None, description="state_dict file for checkpoint: 'pkg.module:Class'")
     kwargs: Optional[str] = Field(None, description="YAML of constructor kwargs for 'pkg.module:Class'")
 
+    @property
+    def seeds(self) -> list[int] | None:
+        """``training.seeds``: train one model per seed and judge the methods over all of them (the
+        CIs resample seeds and subjects; each seed's own verdict is reported); None for one model."""
+        s = self.training.get("seeds")
+        return None if s is None else [int(x) for x in s]
+
+    def for_seed(self, seed: int) -> "ModelSpec":
+        """This model with ``training.seed: seed`` in place of ``training.seeds`` (one run of the
+        list: the stages of that seed key on it as on any single-seed protocol)."""
+        tr = {k: v for k, v in self.training.items() if k != "seeds"}
+        return self.model_copy(update={"training": {**tr, "seed": int(seed)}})
+
 
 class MethodSpec(_Strict):
     name: str = Field(description="a METHODS registry key")

@@ -229,6 +229,9 @@ def _check_training(proto, path) -> None:
 
     m = proto.model
     cfg = {**config_yaml("training", m.training_config), **m.training}
+    if "seeds" in cfg:
+        _check_seeds(cfg, m, path)
+        cfg = {k: v for k, v in cfg.items() if k != "seeds"}
     try:
         TrainConfig(**{**cfg, "device": "cpu"})
     except NeuroXAIError as exc:
@@ -237,6 +240,30 @@ def _check_training(proto, path) -> None:
             from None
     if "seed" in cfg:
         L.check_seed(cfg["seed"], "model.training.seed", path=path)
+
+
+def _check_seeds(cfg: dict, m, path) -> None:
+    """``training.seeds``: a list of distinct seeds, without ``seed`` beside it, for models this
+    protocol trains (a given checkpoint is one model)."""
+    seeds = cfg["seeds"]
+    fix = "write e.g. `training: {seeds: [0, 1, 2]}` (and no `seed:` beside it)"
+    if not isinstance(seeds, (list, tuple)) or not seeds or isinstance(seeds, str):
+        raise ConfigError("model.training.seeds must be a non-empty list of seeds", path=path,
+                          expected="a list such as [0, 1, 2]", found=repr(seeds), fix=fix)
+    for s in seeds:
+        L.check_seed(s, "model.training.seeds", path=path)
+    if len(set(int(s) for s in seeds)) != len(seeds):
+        raise ConfigError("model.training.seeds repeats a seed: the same model would count twice", path=path,
+                          expected="distinct seeds", found=list(seeds), fix="list each seed once")
+    L.check_at_most(len(seeds), L.MAX_SEEDS, "model.training.seeds", path=path, fix="train fewer seeds")
+    if "seed" in cfg:
+        raise ConfigError("model.training sets both seed and seeds", path=path, expected="one of them",
+                          found={"seed": cfg["seed"], "seeds": list(seeds)}, fix=fix)
+    if m.checkpoint:
+        raise ConfigError("model.training.seeds trains several models, but model.checkpoint gives one",
+                          path=path, expected="seeds without a checkpoint (models this protocol trains)",
+                          found={"checkpoint": m.checkpoint, "seeds": list(seeds)},
+                          fix="remove model.training.seeds, or train instead of loading the checkpoint")
 
 
 def _check_model(proto, models, path) -> None:

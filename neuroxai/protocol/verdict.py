@@ -93,6 +93,42 @@ def _ci(values: np.ndarray, proto: Protocol) -> tuple[float, float, float]:
     return float(est), float(lo), float(hi)
 
 
+def _seed_mean(df: pd.DataFrame) -> pd.DataFrame:
+    """Each subject's scores averaged over the model seeds (``seed`` column) — the unit of the
+    paired tests is the subject; the other columns (label, …) are the first seed's."""
+    keys = ["subject_id", "method", "metric"]
+    rest = {c: "first" for c in df.columns if c not in keys + ["value", "seed"]}
+    return df.groupby(keys, sort=False, as_index=False).agg({"value": "mean", **rest})
+
+
+def _seed_table(reps: pd.DataFrame, method: str | None, metric: str) -> pd.DataFrame:
+    """``seed × subject`` values of one method and metric (empty without the method)."""
+    if method is None:
+        return pd.DataFrame()
+    sel = reps[(reps["method"] == method) & (reps["metric"] == metric)]
+    return sel.pivot_table(index="seed", columns="subject_id", values="value", aggfunc="mean")
+
+
+def _seed_matrices(reps: pd.DataFrame, key: str, met: str, oracle_key: str | None) -> tuple:
+    """The ``seed × subject`` tables of a method's raw and chance → oracle scaled values (as
+    :func:`_scaled`, cell by cell), subjects with a missing or undefined cell left out."""
+    v = _seed_table(reps, key, met)
+    ch = _seed_table(reps, key, f"{met}_chance").reindex_like(v)
+    o = _seed_table(reps, oracle_key, met)
+    o = o.reindex_like(v) if len(o) else pd.DataFrame(1.0, index=v.index, columns=v.columns)
+    den = (o - ch).where((o - ch).abs() > 1e-12)
+    return v.dropna(axis=1), ((v - ch) / den).dropna(axis=1) if len(ch) else pd.DataFrame()
+
+
+def _ci_seeds(values: np.ndarray, proto: Protocol) -> tuple[float, float, float]:
+    """CI of the mean of a ``seed × subject`` table (:func:`~neuroxai.scoring.stats.bootstrap_ci_seeds`)."""
+    from ..scoring.stats import bootstrap_ci_seeds
+
+    st = proto.statistics
+    return bootstrap_ci_seeds(torch.tensor(np.asarray(values, np.float64)), n_boot=st.bootstrap,
+                              level=st.ci_level, seed=st.seed)
+
+
 def _holm(ps: list[float]) -> list[float]:
     from ..scoring.stats import holm
 
@@ -175,9 +211,14 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
             all_rows.append(df.assign(task=tid))
         if is_null(tid):
             continue
+        # several model seeds (training.seeds): tests on the subjects' seed means, CIs over both
+        reps = df if "seed" in df.columns and df["seed"].nunique() > 1 else None
+        df = _seed_mean(df) if reps is not None else df
         perf = ModelPerf.model_validate(models[tid].metrics)
         null_id = f"{tid}__null"
         null_df = scores.get(null_id)
+        if null_df is not None and "seed" in null_df.columns and null_df["seed"].nunique() > 1:
+            null_df = _seed_mean(null_df)
         n_excluded = int((~np.asarray(task.scorable, bool)).sum())
         val = validity.get(tid)
         entries: list[MethodResult] = []
@@ -192,9 +233,10 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                 ch = _vals(df, key, f"{met}_chance")
                 ov = _vals(df, oracle_key, met) if oracle_key else None
                 sc = _scaled(v, ch, ov) if len(ch) else None
-                rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto)
-                data[(key, met, "values")] = (v, ch)
-                data[(key, met, "scaled")] = sc
+                mats = _seed_matrices(reps, key, met, oracle_key) if reps is not None else None
+                rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
+                data[(key, met, "values")] = (v if mats is None else mats[0], ch)
+                data[(key, met, "scaled")] = sc if mats is None else mats[1]
                 if mspec.name != "random":
                     baselines = [("random", _vals(df, random_key, met) if random_key else None)]
                     if null_df is not None and len(null_df) and mspec.name not in BASELINES:
@@ -252,13 +294,19 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
 
 
 def _summary(v: pd.Series, ch: pd.Series, norm: pd.Series, ov: pd.Series | None, sc: pd.Series | None,
-             proto: Protocol) -> MetricSummary:
+             proto: Protocol, seeds: tuple | None = None) -> MetricSummary:
     """Mean, CI, chance, the chance → oracle scale (``sc``: :func:`_scaled`'s values) and the
-    median of one method × metric."""
-    est, lo, hi = _ci(v.to_numpy(), proto)
-    sc = sc if sc is not None else pd.Series(dtype=float)
-    s_est, s_lo, s_hi = _ci(sc.to_numpy(), proto) if len(sc) else (None, None, None)
-    return MetricSummary(mean=_f(est), ci_low=_f(lo), ci_high=_f(hi), ci_method=proto.statistics.ci_method,
+    median of one method × metric. ``seeds``: the ``seed × subject`` raw and scaled tables of a
+    several-seed run (:func:`_seed_matrices`): the CIs then resample seeds and subjects."""
+    ci, method = _ci, proto.statistics.ci_method
+    if seeds is not None:
+        ci, method = _ci_seeds, "percentile over seeds × subjects"
+        v_ci, sc_ci = seeds
+    else:
+        v_ci, sc_ci = v, sc if sc is not None else pd.Series(dtype=float)
+    est, lo, hi = ci(v_ci.to_numpy(), proto)
+    s_est, s_lo, s_hi = ci(sc_ci.to_numpy(), proto) if sc_ci.size else (None, None, None)
+    return MetricSummary(mean=_f(est), ci_low=_f(lo), ci_high=_f(hi), ci_method=method,
                          ci_level=proto.statistics.ci_level, n=len(v),
                          chance=_f(ch.mean()) if len(ch) else None,
                          normalized_mean=_f(norm.mean()) if len(norm) else None,
@@ -650,11 +698,16 @@ def _ci_decision(out: Criterion, est, lo, hi, thr: float, n: int) -> None:
 
 
 def _share_mean_at_least(values: np.ndarray, thr: float, proto: Protocol) -> float | None:
-    """Share of bootstrap resamples of the subjects whose mean is ≥ ``thr``."""
+    """Share of bootstrap resamples of the subjects whose mean is ≥ ``thr`` (of seeds and subjects
+    for a ``seed × subject`` table)."""
+    from ..scoring.stats import seed_subject_means
+
     st = proto.statistics
     v = torch.tensor(np.asarray(values, np.float64))
     if st.stability_resamples == 0 or v.numel() == 0 or not bool(torch.isfinite(v).all()):
         return None
+    if v.ndim == 2:
+        return float((seed_subject_means(v, st.stability_resamples, st.seed) >= thr).double().mean())
     gen = torch.Generator().manual_seed(int(st.seed))
     idx = torch.randint(0, v.numel(), (st.stability_resamples, v.numel()), generator=gen)
     return float((v[idx].mean(1) >= thr).double().mean())

@@ -31,7 +31,8 @@ from ..errors import RunError
 # 1.3: pairwise tests, findings, audit flags and atlas typed; every key written (null when missing)
 # 1.4: correction families (Comparison.family_size), criterion margin / holds_share / decidable /
 #      n_needed, overall exit code 3 (INCONCLUSIVE)
-SCHEMA_VERSION = "1.4"
+# 1.5: several model seeds (Results.seeds, MethodResult.seed_verdicts, TaskResult.models_by_seed)
+SCHEMA_VERSION = "1.5"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 
@@ -181,6 +182,8 @@ class TaskResult(_Closed):
                                          "methods under test on the main metric (two-sided, Holm)")
     by_class: list[ClassScores] = Field(default_factory=list, description="the main metric per class "
                                         "of a classification task (from the score table's label column)")
+    models_by_seed: dict[str, ModelPerf] = Field(default_factory=dict, description="each model seed's "
+                                                 "test performance (training.seeds); `model` then pools them")
 
 
 class Comparison(_Closed):
@@ -263,6 +266,9 @@ class MethodResult(_Closed):
     criteria: list[Criterion]
     verdict: Verdict
     verdict_reason: str = ""
+    seed_verdicts: dict[str, Verdict] = Field(default_factory=dict, description="the verdict on each "
+                                              "model seed's maps alone (training.seeds); `verdict` judges "
+                                              "them together")
 
 
 class Overall(_Closed):
@@ -355,6 +361,8 @@ class Results(_Closed):
     tasks: list[TaskResult]
     methods: list[MethodResult]
     overall: Overall
+    seeds: list[int] = Field(default_factory=list, description="the model seeds judged together "
+                             "(training.seeds); empty for one model")
     findings: list[Finding] = Field(default_factory=list, description="agreement with the "
                                     "published findings (Siegel et al. 2025), when GradCAM, LRP "
                                     "and SmoothGrad ran")

@@ -76,6 +76,54 @@ def bootstrap_ci(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95, 
     return est, lo, hi
 
 
+def seed_subject_means(values: torch.Tensor, n_boot: int = 2000, seed: int = 0,
+                       block: int = 256) -> torch.Tensor:
+    """Two-stage bootstrap means of a ``(S, N)`` table of model seeds × subjects: each resample
+    draws ``N`` subjects with replacement, then ``S`` seeds with replacement, and averages the drawn
+    cells (the cluster bootstrap of Davison & Hinkley 1997, §3.8, resampling both the models and
+    the subjects, so the interval holds the variation between training runs as well as between
+    subjects). Returns ``(n_boot,)`` float64. The subjects are drawn first, from the same generator
+    state as :func:`bootstrap_ci`'s, so with one seed (``S = 1``) the means equal its resamples.
+    Computed in blocks of ``block`` resamples, so memory stays ``O(block · S · N)``."""
+    v = torch.as_tensor(values, dtype=_F64)
+    if v.ndim != 2 or v.numel() == 0:
+        raise ScoringError("seed × subject values must be a non-empty 2-D table", expected="(S, N)",
+                           found=tuple(v.shape), fix="pass one row per model seed, one column per subject")
+    s, n = v.shape
+    gen = torch.Generator(device=v.device).manual_seed(int(seed))
+    subj = torch.randint(0, n, (n_boot, n), generator=gen, device=v.device)
+    seeds = (torch.randint(0, s, (n_boot, s), generator=gen, device=v.device) if s > 1
+             else torch.zeros(n_boot, 1, dtype=torch.long, device=v.device))
+    out = torch.empty(n_boot, dtype=_F64, device=v.device)
+    for b0 in range(0, n_boot, block):
+        sl = slice(b0, b0 + block)
+        row_means = v[:, subj[sl]].mean(2)  # (S, b): each seed's mean over the drawn subjects
+        out[sl] = row_means.T.gather(1, seeds[sl]).mean(1)
+    return out
+
+
+def bootstrap_ci_seeds(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float, float]:
+    """Percentile bootstrap CI of the mean of a ``(S, N)`` seeds × subjects table (one row per
+    trained model): ``(mean, low, high)`` over :func:`seed_subject_means`' resamples. BCa's
+    jackknife acceleration has no standard two-level form, so the interval is percentile (Efron &
+    Tibshirani 1993, ch. 13). Non-finite values give ``(nan, nan, nan)``; one subject gives
+    ``(mean, nan, nan)``, as :func:`bootstrap_ci`."""
+    if not 0 < level < 1 or n_boot < 1:
+        raise ConfigError("bootstrap level in (0, 1) and n_boot ≥ 1", expected="0 < level < 1, n_boot ≥ 1",
+                          found={"level": level, "n_boot": n_boot})
+    v = torch.as_tensor(values, dtype=_F64)
+    if v.ndim != 2 or v.numel() == 0 or not bool(torch.isfinite(v).all()):
+        return float("nan"), float("nan"), float("nan")
+    est = float(v.mean())
+    if v.shape[1] < 2:
+        return est, float("nan"), float("nan")
+    boots = seed_subject_means(v, n_boot, seed)
+    alpha = (1 - level) / 2
+    lo, hi = torch.quantile(boots, torch.tensor([alpha, 1 - alpha], dtype=_F64, device=v.device)).tolist()
+    return est, lo, hi
+
+
 def paired_test(x: torch.Tensor, y: torch.Tensor, method: str = "wilcoxon", alternative: str = "greater",
                 n_perm: int = 10000, seed: int = 0) -> float:
     """p-value for the paired difference ``x − y`` on the same subjects (``x, y: (N,)``).

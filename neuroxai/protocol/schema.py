@@ -253,14 +253,20 @@ class Criterion(_Strict):
         return self
 
     def describe(self) -> str:
+        from ..scoring.localization import METRIC_INFO
+
+        info = METRIC_INFO.get(self.metric or "")
+        higher = info is None or info.higher_is_better  # the verdict reads the metric's direction too
+        better = "higher" if higher else "lower (better)"
         if self.kind == "ci_above_chance":
-            return (f"{self.metric}: lower CI bound ≥ chance + {self.margin:g}")
+            return (f"{self.metric}: lower CI bound ≥ chance + {self.margin:g}" if higher
+                    else f"{self.metric}: upper CI bound ≤ chance − {self.margin:g} (lower is better)")
         if self.kind == "scaled_ci_above":
             return (f"{self.metric}: lower CI bound on the chance (0) → oracle (1) scale ≥ {self.threshold:g}")
         if self.kind == "beats_random":
-            return f"{self.metric}: higher than the random map (p < {self.alpha:g}, corrected)"
+            return f"{self.metric}: {better} than the random map (p < {self.alpha:g}, corrected)"
         if self.kind == "beats_null_model":
-            return f"{self.metric}: higher than on the null (random-label) model (p < {self.alpha:g}, corrected)"
+            return f"{self.metric}: {better} than on the null (random-label) model (p < {self.alpha:g}, corrected)"
         return "maps change under model-parameter randomization"
 
 

@@ -24,6 +24,24 @@ UNREACHABLE = ("criteria unreachable for this model: no method passed the positi
 
 
 
+def _better(metric: str) -> float:
+    """+1 when a higher ``metric`` is better, −1 when lower is (``region_rank``: 1 = best), as
+    the metric registered it. Tests and one-sided criteria run on ``_better(m) · value``, so
+    "better than" reads the same for every metric."""
+    from ..scoring.localization import METRIC_INFO
+
+    info = METRIC_INFO.get(metric)
+    return 1.0 if info is None or info.higher_is_better else -1.0
+
+
+def _best(metric: str) -> float:
+    """The score of a perfect map (the top of the chance → oracle scale without an oracle)."""
+    from ..scoring.localization import METRIC_INFO
+
+    info = METRIC_INFO.get(metric)
+    return 1.0 if info is None else float(info.best)
+
+
 def _vals(df: pd.DataFrame, method: str, metric: str) -> pd.Series:
     sel = df[(df["method"] == method) & (df["metric"] == metric)]
     return sel.set_index("subject_id")["value"].astype(float)
@@ -115,7 +133,7 @@ def _seed_matrices(reps: pd.DataFrame, key: str, met: str, oracle_key: str | Non
     v = _seed_table(reps, key, met)
     ch = _seed_table(reps, key, f"{met}_chance").reindex_like(v)
     o = _seed_table(reps, oracle_key, met)
-    o = o.reindex_like(v) if len(o) else pd.DataFrame(1.0, index=v.index, columns=v.columns)
+    o = o.reindex_like(v) if len(o) else pd.DataFrame(_best(met), index=v.index, columns=v.columns)
     den = (o - ch).where((o - ch).abs() > 1e-12)
     return v.dropna(axis=1), ((v - ch) / den).dropna(axis=1) if len(ch) else pd.DataFrame()
 
@@ -146,11 +164,11 @@ def _f(x) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _scaled(v: pd.Series, ch: pd.Series, oracle: pd.Series | None) -> pd.Series:
-    """Per subject ``(score − chance) / (oracle − chance)``: 0 = chance, 1 = the oracle map. Without
-    an oracle in the protocol the metric's maximum (1) stands in for it."""
+def _scaled(v: pd.Series, ch: pd.Series, oracle: pd.Series | None, best: float = 1.0) -> pd.Series:
+    """Per subject ``(score − chance) / (oracle − chance)``: 0 = chance, 1 = the oracle map, for a
+    metric of either direction. Without an oracle in the protocol the metric's best score stands in."""
     ch = ch.reindex(v.index)
-    o = oracle.reindex(v.index) if oracle is not None and len(oracle) else pd.Series(1.0, index=v.index)
+    o = oracle.reindex(v.index) if oracle is not None and len(oracle) else pd.Series(best, index=v.index)
     den = (o - ch).where((o - ch).abs() > 1e-12)
     return ((v - ch) / den).dropna()
 
@@ -232,7 +250,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                     continue
                 ch = _vals(df, key, f"{met}_chance")
                 ov = _vals(df, oracle_key, met) if oracle_key else None
-                sc = _scaled(v, ch, ov) if len(ch) else None
+                sc = _scaled(v, ch, ov, _best(met)) if len(ch) else None
                 mats = _seed_matrices(reps, key, met, oracle_key) if reps is not None else None
                 rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
                 data[(key, met, "values")] = (v if mats is None else mats[0], ch)
@@ -244,9 +262,10 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                     for comp, bv in baselines:
                         if bv is None or not len(bv):
                             continue
-                        p, n = _paired_p(v, bv, proto)
+                        sgn = _better(met)  # "better than the baseline", whichever way the metric runs
+                        p, n = _paired_p(sgn * v, sgn * bv, proto)
                         rec.comparisons[comp] = Comparison(p=_f(p), n_pairs=n, baseline_mean=_f(bv.mean()))
-                        data[(key, met, comp)] = (v, bv)
+                        data[(key, met, comp)] = (sgn * v, sgn * bv)
                 summaries[met] = rec
             entries.append(MethodResult(task=tid, method=key, name=mspec.name, params=mspec.params,
                                         is_baseline=mspec.name in BASELINES, metrics=summaries,
@@ -453,7 +472,7 @@ def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol
             common = va.index.intersection(vb.index)
             if len(common) < 5:
                 continue
-            p_ab, n = _paired_p(va, vb, proto)
+            p_ab, n = _paired_p(va, vb, proto)  # two-sided below: the direction does not matter
             p_ba, _ = _paired_p(vb, va, proto)
             p = min(1.0, 2 * min(p_ab, p_ba))
             diff = float((va.loc[common] - vb.loc[common]).mean())
@@ -464,7 +483,8 @@ def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol
     adj = _holm(ps) if proto.statistics.correction == "holm" else ps
     for r, pa in zip(out, adj):
         r.p_adjusted = _f(pa)
-        r.reading = f"{r.a if r.mean_difference > 0 else r.b} higher" if pa < 0.05 else "no difference shown"
+        better = r.a if _better(metric) * r.mean_difference > 0 else r.b
+        r.reading = f"{better} better" if pa < 0.05 else "no difference shown"
     return out
 
 
@@ -484,7 +504,7 @@ def _by_class(df: pd.DataFrame, methods: list[str], metric: str, oracle_key: str
         if not len(v):
             continue
         sc = _scaled(v, _vals(df, key, f"{metric}_chance"),
-                     _vals(df, oracle_key, metric) if oracle_key else None)
+                     _vals(df, oracle_key, metric) if oracle_key else None, _best(metric))
         lab = labels.reindex(v.index)
         classes = sorted(int(c) for c in lab.dropna().unique())
         groups = {c: sc[sc.index.isin(lab.index[lab == c])] for c in classes}
@@ -627,10 +647,16 @@ def _criterion(c, e: MethodResult, proto: Protocol, data: dict, *, has_null_mode
             est, lo, hi, thr = rec.scaled_mean, rec.scaled_ci_low, rec.scaled_ci_high, c.threshold
             vals = data.get((e.method, c.metric, "scaled"))
         else:
-            est, lo, hi, thr = rec.mean, rec.ci_low, rec.ci_high, (rec.chance or 0.0) + c.margin
+            # "the CI lies on the better side of chance by the margin": a lower-is-better metric's
+            # upper bound ≤ chance − margin, decided on the negated values
+            sgn = _better(c.metric)
+            est, lo, hi = (None if x is None else sgn * x for x in (rec.mean, rec.ci_low, rec.ci_high))
+            if sgn < 0:
+                lo, hi = hi, lo
+            thr = sgn * (rec.chance or 0.0) + c.margin
             vals = data.get((e.method, c.metric, "values"), (None,))[0]
-        out.observed, out.threshold = lo, thr
-        _ci_decision(out, est, lo, hi, thr, rec.n)
+            vals = None if vals is None else sgn * vals
+        _ci_decision(out, est, lo, hi, thr, rec.n, sign=sgn if c.kind == "ci_above_chance" else 1.0)
         if vals is not None and len(vals):
             out.holds_share = _share_mean_at_least(vals.to_numpy(), thr, proto)
         return out
@@ -669,11 +695,14 @@ def _criterion(c, e: MethodResult, proto: Protocol, data: dict, *, has_null_mode
     return out
 
 
-def _ci_decision(out: Criterion, est, lo, hi, thr: float, n: int) -> None:
+def _ci_decision(out: Criterion, est, lo, hi, thr: float, n: int, sign: float = 1.0) -> None:
     """Decide a "lower CI bound ≥ threshold" criterion: PASS when the lower bound is at or above
     the threshold, FAIL when the whole interval is below it, undecided when the interval
     straddles it (then the n at which the interval's side facing the threshold would shrink to the
-    distance between the estimate and the threshold, the width going as 1/√n)."""
+    distance between the estimate and the threshold, the width going as 1/√n). ``sign`` −1: the
+    values were negated (a lower-is-better metric); observed, threshold and note are written in
+    the metric's own units (its upper bound ≤ the threshold)."""
+    out.observed, out.threshold = _f(sign * lo) if lo is not None else None, _f(sign * thr)
     if lo is None or hi is None or est is None:
         out.decidable = False
         out.n_needed = 2 if n < 2 else None
@@ -692,7 +721,8 @@ def _ci_decision(out: Criterion, est, lo, hi, thr: float, n: int) -> None:
         gap = abs(est - thr)
         half = (hi - est) if est < thr else (est - lo)
         out.n_needed = max(n + 1, int(math.ceil(n * (half / gap) ** 2))) if gap > 1e-12 else None
-        out.note = (f"{out.text}: its interval [{lo:.3g}, {hi:.3g}] contains the threshold {thr:.3g}, so "
+        a, b = sorted((sign * lo, sign * hi))
+        out.note = (f"{out.text}: its interval [{a:.3g}, {b:.3g}] contains the threshold {sign * thr:.3g}, so "
                     f"{n} subjects cannot tell on which side it lies"
                     + (f"; about {out.n_needed} would" if out.n_needed else ""))
 

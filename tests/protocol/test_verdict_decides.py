@@ -296,3 +296,58 @@ def test_scores_per_class_show_a_sign_convention_that_parts_the_classes():
     assert out[("m", 1)].scaled_mean == pytest.approx((0.5 - 0.01) / 0.99)
     assert out[("m", 0)].n == 10 and out[("m", 0)].p_classes_differ < 0.001
     assert out[("flat", 0)].p_classes_differ > 0.3  # an even map: the classes agree
+
+
+# ------------------------------------------------------------------ a lower-is-better criterion
+
+
+def _rank_table(n: int, n_regions: int, seed: int = 0) -> pd.DataFrame:
+    """``region_rank`` per subject: ``on_target`` ranks the true region first (as the oracle),
+    ``elsewhere`` last, the random map anywhere; chance (R + 1) / 2 for every map."""
+    rng = np.random.default_rng(seed)
+    ranks = {"oracle": np.ones(n), "on_target": np.ones(n) + (rng.random(n) < 0.2),
+             "elsewhere": np.full(n, float(n_regions)) - (rng.random(n) < 0.2),
+             "random": rng.integers(1, n_regions + 1, n).astype(float)}
+    rows = []
+    for key, r in ranks.items():
+        for i, v in enumerate(r):
+            rows += [(f"sub-{i:02d}", key, "region_rank", v),
+                     (f"sub-{i:02d}", key, "region_rank_chance", (n_regions + 1) / 2)]
+    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])
+
+
+@pytest.mark.parametrize("kind, margin", [("ci_above_chance", 2.0), ("scaled_ci_above", 0.1), ("beats_random", None)])
+def test_a_lower_is_better_criterion_is_judged_the_right_way(kind, margin):
+    """region_rank (1 = best) as the acceptance criterion: a map on the target PASSes, a map
+    elsewhere FAILs (the old verdict read every metric as higher-is-better: the reverse)."""
+    from types import SimpleNamespace
+
+    from neuroxai.protocol.schema import MethodSpec, MetricSpec
+    from neuroxai.protocol.verdict import assemble_results
+
+    crit = {"kind": kind, "metric": "region_rank"}
+    crit.update({"ci_above_chance": {"margin": margin}, "scaled_ci_above": {"threshold": margin},
+                 "beats_random": {"alpha": 0.01}}[kind])
+    base = _audit_protocol()
+    proto = Protocol.model_validate({**base.model_dump(), "metrics": [{"name": "region_rank"}],
+                                     "methods": [{"name": "random", "params": {"seed": 0}}, {"name": "oracle"},
+                                                 {"name": "gradient", "label": "on_target"},
+                                                 {"name": "gradient", "label": "elsewhere"}],
+                                     "acceptance": [crit]})
+    n = 30
+    task = SimpleNamespace(name="audit", kind="audit", info={}, scorable=np.ones(n, bool),
+                           subject_ids=[f"sub-{i:02d}" for i in range(n)], summary=dict)
+    res = assemble_results(proto, {}, {"t": task}, {"t": SimpleNamespace(metrics={})}, {"t": _rank_table(n, 40)},
+                           {}, data_info={"source": "test", "n_subjects": n}, kind="audit")
+    verdicts = {m.method: m.verdict for m in res.methods}
+    assert verdicts["on_target"] == "PASS" and verdicts["elsewhere"] == "FAIL"
+    assert verdicts["oracle"] == "PASS" and verdicts["random"] == "FAIL"
+    c = res.method("t", "on_target").criteria[0]
+    if kind == "ci_above_chance":  # written in the metric's own units: upper bound ≤ 20.5 − 2
+        assert c.threshold == pytest.approx(18.5) and c.observed < 2 and c.margin > 16
+        assert "upper CI bound ≤ chance − 2" in c.text
+    if kind == "beats_random":
+        assert "lower (better) than the random map" in c.text and c.observed == pytest.approx(1 / 10001)  # the floor
+    # the scaled read-out runs from chance (0) to the oracle (1) whichever way the metric runs
+    rec = res.method("t", "elsewhere").metrics["region_rank"]
+    assert rec.scaled_mean < -0.8 and res.method("t", "oracle").metrics["region_rank"].scaled_mean == 1.0

@@ -12,7 +12,7 @@ import torch
 
 from ..attribution.baselines import BASELINES  # the one list of model-free maps
 from ..report.schema import (SCHEMA_VERSION, AuditInfo, ClassScores, Comparison, Criterion, DataInfo, DistanceProfile,
-                             Finding, FindingEvidence, MethodResult, MetricSummary, ModelPerf, Overall,
+                             Finding, FindingEvidence, MethodResult, MetricFacts, MetricSummary, ModelPerf, Overall,
                              PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
                              main_metric)
 from .schema import Protocol
@@ -308,8 +308,16 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                         n_inconclusive=sum(m.verdict == "INCONCLUSIVE" for m in non_base),
                         exit_code=exit_code,
                         criteria_reachable=reachable, reachability_note=note),
-        findings=published_findings(method_out, task_out),
+        findings=published_findings(method_out, task_out), metric_facts=_metric_facts(metrics),
         scores=scores_df.to_dict(orient="list") if len(scores_df) else {})
+
+
+def _metric_facts(names: list[str]) -> dict[str, MetricFacts]:
+    """The registered facts of the metrics this run used, written into its results."""
+    from ..scoring.localization import METRIC_INFO
+
+    return {n: MetricFacts(higher_is_better=i.higher_is_better, best=i.best, help=i.help, chance=i.chance)
+            for n in names if (i := METRIC_INFO.get(n)) is not None}
 
 
 def _summary(v: pd.Series, ch: pd.Series, norm: pd.Series, ov: pd.Series | None, sc: pd.Series | None,

@@ -37,19 +37,15 @@ SUMMARY_COLUMNS = ["task", "method", "metric", "mean", "ci_low", "ci_high", "cha
                    "median", "n", "p_vs_random", "p_vs_random_adjusted",
                    "p_vs_null_model", "p_vs_null_model_adjusted", "verdict"]
 
-def _metric_help(name: str) -> tuple[str, str]:
-    """The report's "how to read" sentence and chance level, as the metric registered them."""
-    from ..scoring.localization import METRIC_INFO
-
-    info = METRIC_INFO.get(name)
+def _metric_help(results: Results, name: str) -> tuple[str, str]:
+    """The report's "how to read" sentence and chance level, as the run recorded them."""
+    info = results.facts(name)
     return (info.help, info.chance) if info and info.help else ("see the protocol's metric definition",
                                                                 "see summary.csv")
 
 
-def _lower_is_better(name: str) -> bool:
-    from ..scoring.localization import METRIC_INFO
-
-    info = METRIC_INFO.get(name)
+def _lower_is_better(results: Results, name: str) -> bool:
+    info = results.facts(name)
     return info is not None and not info.higher_is_better
 
 
@@ -415,7 +411,7 @@ def inspect_rows(results: Results) -> list[dict]:
         if not idx:
             continue
         # stable order: by value (best first), ties by subject id
-        sign = 1.0 if _lower_is_better(met) else -1.0
+        sign = 1.0 if _lower_is_better(results, met) else -1.0
         idx.sort(key=lambda i: (sign * value[i], str(sid[i])))
         pick = {"best": idx[0], "median": idx[(len(idx) - 1) // 2], "worst": idx[-1]}
         out.append({"task": m.task, "method": m.method, "metric": met,
@@ -435,7 +431,7 @@ def render_html(results: Results, sections: list[dict]) -> str:
             f["src"] = "data:image/png;base64," + base64.b64encode(f["png"]).decode("ascii")
     spec = results.protocol.spec
     used = metric_order(results)
-    help_rows = [(k, *_metric_help(k)) for k in used]
+    help_rows = [(k, *_metric_help(results, k)) for k in used]
     at_chance = [t.id for t in results.tasks if t.model.at_chance]
     vals = [t.validity for t in results.tasks if t.validity is not None]
     n_placements = (vals[0].n_placements or "several") if vals else "several"

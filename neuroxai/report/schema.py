@@ -31,7 +31,8 @@ from ..errors import RunError
 # 1.3: pairwise tests, findings, audit flags and atlas typed; every key written (null when missing)
 # 1.4: correction families (Comparison.family_size), criterion margin / holds_share / decidable /
 #      n_needed, overall exit code 3 (INCONCLUSIVE)
-# 1.5: several model seeds (Results.seeds, MethodResult.seed_verdicts, TaskResult.models_by_seed)
+# 1.5: several model seeds (Results.seeds, MethodResult.seed_verdicts, TaskResult.models_by_seed);
+#      the facts of the metrics a run used (Results.metric_facts), read by the report
 SCHEMA_VERSION = "1.5"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
@@ -271,6 +272,16 @@ class MethodResult(_Closed):
                                               "them together")
 
 
+class MetricFacts(_Closed):
+    """A metric's facts as registered when the run was made (the report reads these, so an old
+    run's report does not change when the code's registry does)."""
+
+    higher_is_better: bool = True
+    best: float = 1.0
+    help: str = ""
+    chance: str = ""
+
+
 class Overall(_Closed):
     verdict: Verdict
     n_pass: int = Field(ge=0)
@@ -361,6 +372,9 @@ class Results(_Closed):
     tasks: list[TaskResult]
     methods: list[MethodResult]
     overall: Overall
+    metric_facts: dict[str, MetricFacts] = Field(default_factory=dict, description="each metric's "
+                                                 "direction, best score, help and chance level, as the run "
+                                                 "registered them")
     seeds: list[int] = Field(default_factory=list, description="the model seeds judged together "
                              "(training.seeds); empty for one model")
     findings: list[Finding] = Field(default_factory=list, description="agreement with the "
@@ -399,6 +413,17 @@ class Results(_Closed):
         return main_metric([a.get("metric") for a in spec.get("acceptance", [])],
                            [m.get("name") for m in spec.get("metrics", [])],
                            None if method is None else list(method.metrics))
+
+    def facts(self, metric: str) -> MetricFacts | None:
+        """The facts of ``metric`` as this run recorded them; for results written before 1.5, the
+        registry's (None for a metric it does not know)."""
+        if metric in self.metric_facts:
+            return self.metric_facts[metric]
+        from ..scoring.localization import METRIC_INFO
+
+        info = METRIC_INFO.get(metric)
+        return None if info is None else MetricFacts(higher_is_better=info.higher_is_better, best=info.best,
+                                                     help=info.help, chance=info.chance)
 
     def task(self, task_id: str) -> TaskResult:
         """The task called ``task_id`` (KeyError naming the known ones if there is none)."""

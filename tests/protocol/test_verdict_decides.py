@@ -340,6 +340,7 @@ def test_a_lower_is_better_criterion_is_judged_the_right_way(kind, margin):
     res = assemble_results(proto, {}, {"t": task}, {"t": SimpleNamespace(metrics={})}, {"t": _rank_table(n, 40)},
                            {}, data_info={"source": "test", "n_subjects": n}, kind="audit")
     verdicts = {m.method: m.verdict for m in res.methods}
+    assert res.metric_facts["region_rank"].higher_is_better is False  # recorded for the report
     assert verdicts["on_target"] == "PASS" and verdicts["elsewhere"] == "FAIL"
     assert verdicts["oracle"] == "PASS" and verdicts["random"] == "FAIL"
     c = res.method("t", "on_target").criteria[0]

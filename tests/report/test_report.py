@@ -414,3 +414,24 @@ def test_results_json_is_one_canonical_text_whichever_serializer_writes_it():
     assert list(back) == sorted(back) and text.endswith("}\n")
     r.provenance.__pydantic_extra__["threads"] = np.int64(2)  # an open part with a NumPy scalar
     assert json.loads(r.to_json())["provenance"]["threads"] == 2
+
+
+def test_the_report_reads_the_metric_facts_the_run_recorded(built):
+    """An old run's report does not change when the registry does: the help text and the
+    direction come from results.metric_facts (a recorded lower-is-better direction flips the
+    best and worst subjects)."""
+    from neuroxai.report.build import inspect_rows
+    from neuroxai.report.schema import MetricFacts
+
+    results = built[0]
+    met = "relevance_mass_accuracy"
+    assert results.facts(met).higher_is_better  # the registry's, for a fixture without recorded facts
+    before = {(r["task"], r["method"]): r for r in inspect_rows(results)}
+    flipped = results.model_copy(update={"metric_facts": {met: MetricFacts(
+        higher_is_better=False, help="HELP AS RECORDED", chance="CHANCE AS RECORDED")}})
+    after = {(r["task"], r["method"]): r for r in inspect_rows(flipped)}
+    k = ("hippocampus_volume", "lrp")
+    assert after[k]["best"] == before[k]["worst"] and after[k]["worst"] == before[k]["best"]
+    from neuroxai.report.build import _metric_help
+
+    assert _metric_help(flipped, met) == ("HELP AS RECORDED", "CHANCE AS RECORDED")

@@ -27,6 +27,7 @@ from .schema import Protocol, load_protocol
 from .stages.attribute import attribute_and_score, profiles
 from .stages.data import data_info, load_store, prepare_data
 from .stages.ground_truth import validity_stage
+from .stages.perturb import fp_perturbation_stage
 from .stages.randomize import model_randomization
 from .stages.tasks import build_tasks
 from .stages.train import train_stage
@@ -87,9 +88,9 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def _models_to_scores(ctx: RunContext, tasks: dict, store, stop_after: str | None):
-    """Train (or load) each task's model, check it, then the validity, attribution + scoring and
-    model-randomization stages: ``(models, validity, scores, sanity)``, or None when the run stops
-    after ``train`` or ``attribute``."""
+    """Train (or load) each task's model, check it, then the validity, attribution + scoring,
+    model-randomization and false-positive perturbation stages: ``(models, validity, scores,
+    sanity, off_target)``, or None when the run stops after ``train`` or ``attribute``."""
     models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
     ctx.models = models
     check_models_fit(ctx, tasks, models, store)  # outputs vs classes, NaN outputs, LRP on TorchScript: named now
@@ -100,7 +101,8 @@ def _models_to_scores(ctx: RunContext, tasks: dict, store, stop_after: str | Non
     if stop_after == "attribute":
         return None
     sanity = rank0_first(ctx, lambda: model_randomization(ctx, tasks, models, store))
-    return models, validity, scores, sanity
+    off_target = rank0_first(ctx, lambda: fp_perturbation_stage(ctx, tasks, models, store))
+    return models, validity, scores, sanity, off_target
 
 
 def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manifest: str | None = None,
@@ -190,7 +192,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     if len(runs) == 1:
         r = runs[0]
         results = assemble_results(proto, prov, tasks, r.models, r.scores, r.sanity, data_info=data_info(ctx),
-                                   validity=r.validity, profiles=profiles(first, tasks))
+                                   validity=r.validity, profiles=profiles(first, tasks), off_target=r.off_target)
     else:
         results = assemble_seeded(proto, prov, tasks, runs, data_info=data_info(ctx),
                                   profiles=profiles(first, tasks))

@@ -183,8 +183,31 @@ class RandomizationSpec(_Strict):
                                   "similarity in (-1, 1]; -1 could never be undercut)")
 
 
+class FPPerturbationSpec(_Strict):
+    """The false-positive perturbation of Siegel et al. 2025 (2026 revision): is a method's
+    off-target relevance used by the model? Its "false positives" (relevance outside the ground
+    truth dilated by ``gt_dilation_mm``, above the ``percentile``-th percentile of the relevance
+    inside it, after smoothing; dilated by ``fp_dilation_mm``) are set to the training images'
+    mean brain intensity, and so, as the control, is the same set mirrored into the other
+    hemisphere. If the model's output moves more for the false positives than for the control
+    (one-sided paired test, p < ``alpha``), they carry information the model uses (suppressors),
+    not artefacts. The study's values on its 1 mm grid: 20, 4, FWHM 4 mm, 99. Millimetres become
+    iterations of a 6-connected dilation at the grid's finest spacing."""
+
+    enabled: bool = False
+    n_subjects: int = Field(32, ge=1, description="scored test subjects per task (the first ones)")
+    methods: Optional[list[str]] = Field(None, description="method keys to check (default: every "
+                                         "method under test)")
+    gt_dilation_mm: float = Field(20.0, ge=0, allow_inf_nan=False)
+    fp_dilation_mm: float = Field(4.0, ge=0, allow_inf_nan=False)
+    smooth_fwhm_mm: float = Field(4.0, ge=0, allow_inf_nan=False)
+    percentile: float = Field(99.0, ge=0, le=100)
+    alpha: float = Field(0.01, gt=0, lt=1)
+
+
 class SanitySpec(_Strict):
     model_randomization: RandomizationSpec = Field(default_factory=RandomizationSpec)
+    fp_perturbation: FPPerturbationSpec = Field(default_factory=FPPerturbationSpec)
 
 
 class ValiditySpec(_Strict):

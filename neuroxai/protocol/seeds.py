@@ -37,6 +37,7 @@ class SeedRun:
     validity: dict
     scores: dict
     sanity: dict
+    off_target: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def assemble_seeded(proto: Protocol, prov: dict, tasks: dict, runs: list[SeedRun
     """The results of a several-seed run: the pooled verdict, with each seed's own verdict and
     model beside it (module doc)."""
     per_seed = [assemble_results(r.ctx.protocol, prov, tasks, r.models, r.scores, r.sanity, data_info=data_info,
-                                 validity=r.validity, profiles=profiles) for r in runs]
+                                 validity=r.validity, profiles=profiles, off_target=r.off_target) for r in runs]
     task_ids = list(runs[0].scores)
     scores = {tid: pd.concat([r.scores[tid].assign(seed=r.seed) for r in runs], ignore_index=True)
               for tid in task_ids}
@@ -102,8 +103,9 @@ def assemble_seeded(proto: Protocol, prov: dict, tasks: dict, runs: list[SeedRun
               for tid in runs[0].models}
     validity = {tid: _pooled_validity([r.validity.get(tid) for r in runs]) for tid in runs[0].validity}
     sanity = {tid: _pooled_sanity([r.sanity.get(tid, {}) for r in runs]) for tid in task_ids}
+    # the false-positive perturbation is shown for the first seed's model (its maps are the figures')
     res = assemble_results(proto, prov, tasks, models, scores, sanity, data_info=data_info, validity=validity,
-                           profiles=profiles)
+                           profiles=profiles, off_target=runs[0].off_target)
     res.seeds = [int(r.seed) for r in runs]
     for m in res.methods:
         m.seed_verdicts = {str(r.seed): one.method(m.task, m.method).verdict for r, one in zip(runs, per_seed)}

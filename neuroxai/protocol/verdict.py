@@ -198,12 +198,13 @@ def ground_truth_text(task) -> str:
 def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, scores: dict,
                      sanity: dict, *, data_info: dict, validity: dict | None = None,
                      profiles: dict | None = None, kind: str = "validate",
-                     audit: AuditInfo | None = None) -> Results:
+                     audit: AuditInfo | None = None, off_target: dict | None = None) -> Results:
     """Build the run's :class:`~neuroxai.report.schema.Results` (what ``results.json`` holds).
 
     ``models[task].metrics``: the test-split performance; ``scores[task]``: the long score table;
     ``sanity``: ``{task: {method: Sanity}}``; ``validity``: ``{task: Validity}``; ``profiles``:
-    ``{task: DistanceProfile}`` (dicts of the same keys are accepted and checked).
+    ``{task: DistanceProfile}`` (dicts of the same keys are accepted and checked); ``off_target``:
+    ``{task: {method: OffTarget}}`` (the false-positive perturbation, descriptive).
 
     Verdict rules, in order: a model at chance, or a task whose ground-truth validity check failed
     (the model does not rely on the ground truth), makes the task's methods INCONCLUSIVE; else a
@@ -270,6 +271,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
             entries.append(MethodResult(task=tid, method=key, name=mspec.name, params=mspec.params,
                                         is_baseline=mspec.name in BASELINES, metrics=summaries,
                                         sanity=sanity.get(tid, {}).get(key), criteria=[],
+                                        off_target=(off_target or {}).get(tid, {}).get(key),
                                         verdict="INCONCLUSIVE"))
         _correct(entries, proto, no_model=kind == "audit")
         for e in entries:

@@ -32,7 +32,8 @@ from ..errors import RunError
 # 1.4: correction families (Comparison.family_size), criterion margin / holds_share / decidable /
 #      n_needed, overall exit code 3 (INCONCLUSIVE)
 # 1.5: several model seeds (Results.seeds, MethodResult.seed_verdicts, TaskResult.models_by_seed);
-#      the facts of the metrics a run used (Results.metric_facts), read by the report
+#      the facts of the metrics a run used (Results.metric_facts), read by the report;
+#      the false-positive perturbation (MethodResult.off_target)
 SCHEMA_VERSION = "1.5"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
@@ -238,6 +239,27 @@ class Sanity(_Closed):
         return self
 
 
+class OffTarget(_Closed):
+    """The false-positive perturbation of one method on one task (Siegel et al. 2025, 2026
+    revision): the model's output change when the map's off-target "false positives" are set to the
+    mean intensity, against the same set mirrored into the other hemisphere."""
+
+    n: int = Field(ge=0, description="subjects checked")
+    n_with_fp: int = Field(ge=0, description="subjects whose map has any false positive")
+    fp_voxels_mean: Num = None
+    overlap_mean: Num = Field(None, description="share of the mirrored set inside the false positives")
+    delta_fp_mean: Num = Field(None, description="mean |output change|, false positives replaced")
+    delta_flip_mean: Num = Field(None, description="mean |output change|, mirrored control replaced")
+    difference_mean: Num = None
+    difference_ci_low: Num = None
+    difference_ci_high: Num = None
+    p: Num = Field(None, description="one-sided paired test: false positives move the output more")
+    alpha: float = 0.01
+    used: Optional[bool] = Field(None, description="True: the off-target relevance is used by the model "
+                                 "(p < alpha); False: not shown; None: no false positives to test")
+    reading: str = ""
+
+
 class Criterion(_Closed):
     kind: Literal["ci_above_chance", "scaled_ci_above", "beats_random", "beats_null_model",
                   "model_randomization"]
@@ -267,6 +289,7 @@ class MethodResult(_Closed):
     criteria: list[Criterion]
     verdict: Verdict
     verdict_reason: str = ""
+    off_target: Optional[OffTarget] = Field(None, description="false-positive perturbation (sanity.fp_perturbation)")
     seed_verdicts: dict[str, Verdict] = Field(default_factory=dict, description="the verdict on each "
                                               "model seed's maps alone (training.seeds); `verdict` judges "
                                               "them together")

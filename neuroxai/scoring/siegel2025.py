@@ -85,6 +85,45 @@ def false_positive(attr, mask, valid, *, spacing=None, gt_dilation: int = 20, pe
 
 # ----------------------------------------------------------------------------------------------
 # regions ranked by a percentile of the relevance inside each
+def false_positive_sets(attr: torch.Tensor, mask: torch.Tensor, brain: torch.Tensor | None, *,
+                        gt_dilation: int = 20, fp_dilation: int = 4, percentile: float = 99.0,
+                        smooth_sigma_vox: float = 1.699, lr_axis: int = 2) -> dict[str, torch.Tensor]:
+    """The voxels of a map's "false positives" and their hemisphere-flipped control, as the false-
+    positive perturbation of Siegel et al. 2025 (2026 revision; ``main_fp_perturb.py:
+    test_step``) builds them, batched. ``attr, mask, brain: (B,1,D,H,W)``.
+
+    ``e`` = ``|attr|`` smoothed with a Gaussian of ``smooth_sigma_vox`` voxels (the study: 1.699,
+    FWHM 4 mm on its 1 mm grid; scipy's ``gaussian_filter``, reflecting borders); ``G`` = the ground
+    truth dilated by ``gt_dilation`` 6-connected iterations; the threshold is the ``percentile``-th
+    percentile of ``e`` inside ``G`` (the whole of ``G``, as the study takes it); the false
+    positives are the voxels above it outside ``G``, dilated by ``fp_dilation`` iterations
+    ("to capture suppressor information broadly"). ``fp``: those voxels in the brain and outside
+    ``G``; ``flip``: the dilated set mirrored along ``lr_axis`` (the array axis of left-right, 2 =
+    the first spatial axis), in the brain and outside ``G`` — a set of about the same size in the
+    other hemisphere. Returns ``{"fp", "flip"}`` bool ``(B,1,D,H,W)`` and ``"overlap"`` ``(B,)``
+    float64, the share of ``flip`` also in ``fp`` (0 without a flipped voxel)."""
+    from .preprocess import gaussian_smooth
+
+    if attr.shape != mask.shape or attr.ndim != 5:
+        raise ScoringError("false-positive sets need a map and a mask of one shape", expected="(B,1,D,H,W) both",
+                           found={"attr": tuple(attr.shape), "mask": tuple(mask.shape)},
+                           fix="pass the map and its ground truth on the same grid")
+    e = attr.abs().to(torch.float64 if attr.dtype == torch.float64 else torch.float32)
+    if smooth_sigma_vox > 0:
+        fwhm_vox = float(smooth_sigma_vox) * 2 * (2 * torch.log(torch.tensor(2.0))).sqrt().item()
+        e = gaussian_smooth(e, fwhm_vox, (1.0, 1.0, 1.0), kernel="nilearn")
+    g = binary_dilation(mask.bool(), int(gt_dilation)) if gt_dilation else mask.bool()
+    thr = _percentile(e, float(percentile), g).to(e.dtype).view(-1, 1, 1, 1, 1)
+    fp = (e > thr) & ~g  # a subject without ground truth has a NaN threshold: no false positive
+    fp = binary_dilation(fp, int(fp_dilation)) if fp_dilation else fp
+    keep = ~g if brain is None else brain.bool() & ~g
+    flip = fp.flip(lr_axis) & keep
+    fp = fp & keep
+    n_flip = flip.flatten(1).sum(1)
+    overlap = torch.where(n_flip > 0, (flip & fp).flatten(1).sum(1).to(_F64) / n_flip.clamp_min(1), 0.0)
+    return {"fp": fp, "flip": flip, "overlap": overlap.to(_F64)}
+
+
 def region_percentiles(attr: torch.Tensor, atlas: torch.Tensor, valid: torch.Tensor, q: float = 99.0,
                        n_labels: int | None = None) -> torch.Tensor:
     """The ``q``-th percentile (numpy's linear) of the relevance inside each atlas label, over

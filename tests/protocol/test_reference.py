@@ -45,6 +45,6 @@ def test_protocols_show_annotates_without_changing_the_protocol():
 def test_protocols_describes_each_shipped_protocol():
     r = CliRunner().invoke(app, ["protocols"])
     assert r.exit_code == 0
-    for line in ("quick v2.1 (validate)", "tasks: hippocampus_volume (region_volume), positive_control",
+    for line in ("quick v2.2 (validate)", "tasks: hippocampus_volume (region_volume), positive_control",
                  "methods: gradcam, lrp, smoothgrad, gradient, random, oracle"):
         assert line in r.output

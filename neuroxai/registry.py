@@ -35,16 +35,25 @@ class Registry(Generic[T]):
         self.error = error
         self._entries: dict[str, T] = {}
         self._params: dict[str, tuple[str, ...] | None] = {}
+        self._facts: dict[str, dict] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, **facts) -> Callable[[T], T]:
+        """Add an entry; ``facts`` are what the rest of neuroxai needs to know about it, given
+        once here (a method's ``role`` and ``needs``, …), read back with :meth:`facts`."""
         def deco(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
             self._params[name] = _config_params(obj, self.inputs) if callable(obj) else None
+            self._facts[name] = dict(facts)
             return obj
 
         return deco
+
+    def facts(self, name: str) -> dict:
+        """The facts ``name`` was registered with (a copy; ``{}`` when none)."""
+        self[name]  # unknown name → its registry's error
+        return dict(self._facts[name])
 
     def params(self, name: str) -> tuple[str, ...] | None:
         """The parameters ``name`` accepts from a config (its API), or ``None`` when it takes

@@ -64,3 +64,24 @@ def test_a_registry_reads_each_entry_once():
     assert "['k', 'm']" in str(e.value)
     with pytest.raises(ConfigError, match="unknown thing 'c'"):
         r.params("c")
+
+
+def test_registrations_carry_their_facts():
+    """Method roles and needs, and task facts, are read from the registration, not from names."""
+    from neuroxai.attribution import METHODS
+    from neuroxai.attribution.baselines import BASELINES, is_baseline, needs, role
+    from neuroxai.registry import Registry
+    from neuroxai.tasks import TASKS
+
+    r = Registry("thing")
+    r.register("a", role="ceiling", needs=("mask",))(lambda: None)
+    r.register("b")(lambda: None)
+    assert r.facts("a") == {"role": "ceiling", "needs": ("mask",)} and r.facts("b") == {}
+    r.facts("a")["role"] = "changed"  # a copy: the registration cannot be edited through it
+    assert r.facts("a")["role"] == "ceiling"
+    assert {n: role(n) for n in BASELINES} == {"random": "chance", "edge_detector": "floor", "oracle": "ceiling"}
+    assert needs("oracle") == ("mask",) and needs("gradient") == ()
+    assert not is_baseline("gradient") and not is_baseline("a_prior_studys_folder")
+    assert all(role(n) == "under_test" for n in METHODS if n not in BASELINES)
+    assert TASKS.facts("positive_control")["control"] == "positive"
+    assert "inserted" in TASKS.facts("positive_control")["ground_truth"]({"regions": ["X"]})

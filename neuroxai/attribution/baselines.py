@@ -12,12 +12,35 @@ import torch
 from .base import METHODS
 
 
-#: The model-free maps (registered below): floors and a ceiling a method is judged against, never
-#: candidates themselves. The one list of them: the runner, the verdict and the report read it.
-BASELINES = ("random", "edge_detector", "oracle")
+#: A method's ``role`` (its registration fact): ``under_test`` (the default: a candidate), or a
+#: model-free map it is judged against — ``chance`` (the chance level of every metric: the paired
+#: "beats the random map" criterion compares with it), ``floor`` (a map that looks plausible but
+#: ignores the model) or ``ceiling`` (the best any map can do). ``needs: ("mask",)``: the runner
+#: passes the task's ground truth as ``mask=``.
+ROLES = ("under_test", "chance", "floor", "ceiling")
 
 
-@METHODS.register("random")
+def role(name: str) -> str:
+    """The registered role of method ``name`` (``under_test`` unless registered otherwise; a prior
+    study's saved maps, named by their folder, are under test)."""
+    return _facts(name).get("role", "under_test")
+
+
+def is_baseline(name: str) -> bool:
+    """A model-free map a method is judged against, never a candidate itself."""
+    return role(name) != "under_test"
+
+
+def needs(name: str) -> tuple[str, ...]:
+    """What method ``name`` needs beyond the model, the input and the target (``"mask"``)."""
+    return tuple(_facts(name).get("needs", ()))
+
+
+def _facts(name: str) -> dict:
+    return METHODS.facts(name) if name in METHODS else {}
+
+
+@METHODS.register("random", role="chance")
 def random(model, x, target, *, seed: int = 0) -> torch.Tensor:
     """Uniform noise in [0, 1) from ``torch.Generator(device=x.device)`` seeded with ``seed``.
     Ignores the model, the input values and the target. Returns ``(B, 1, D, H, W)``, x's dtype."""
@@ -32,7 +55,7 @@ def _neighbours(t: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]
     return p.narrow(axis, 2, n), p.narrow(axis, 0, n)
 
 
-@METHODS.register("edge_detector")
+@METHODS.register("edge_detector", role="floor")
 def edge_detector(model, x, target) -> torch.Tensor:
     """3-D Sobel gradient magnitude ``sqrt(Gd² + Gh² + Gw²)`` of the input (edge-replicated border),
     per input channel. Ignores the model and the target. Returns ``(B, 1, D, H, W)``, x's dtype;
@@ -55,7 +78,7 @@ def edge_detector(model, x, target) -> torch.Tensor:
     return out.sqrt()
 
 
-@METHODS.register("oracle")
+@METHODS.register("oracle", role="ceiling", needs=("mask",))
 def oracle(model, x, target, *, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The ground truth itself as a map (1 inside ``mask``, 0 outside): the ceiling of every
     localization metric (rank and mass accuracy, AUROC and AP are 1). The protocol runner passes the
@@ -66,3 +89,8 @@ def oracle(model, x, target, *, mask: torch.Tensor | None = None) -> torch.Tenso
         raise AttributionError("the oracle map needs the ground truth", expected="mask=(B,1,D,H,W) bool",
                                found="mask=None", fix="pass the task's ground-truth mask as mask=")
     return mask.to(device=x.device, dtype=x.dtype)
+
+
+#: The registered model-free maps (kept for callers of the tuple; :func:`is_baseline` also knows
+#: maps registered later).
+BASELINES = tuple(n for n in METHODS if is_baseline(n))

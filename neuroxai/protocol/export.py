@@ -22,7 +22,8 @@ from ..errors import ManifestError, RunError
 from ..outdir import claim_dir
 from ..safepath import inside, own_dir, safe_name
 from .audit import bids_label, saliency_name
-from .stages.attribute import BASELINE_METHODS, attribute_key
+from ..attribution.baselines import is_baseline
+from .stages.attribute import attribute_key
 from .stages.tasks import is_null, scored_subjects
 
 
@@ -55,7 +56,7 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
                                 _file(deriv, "brain", n, f"{n}_desc-brain_mask.nii.gz"), np.uint8)
         affines = {s: store.affines[store.index[s]].numpy() for s in ids}
         for mspec in ctx.protocol.methods:
-            if mspec.name in BASELINE_METHODS:
+            if is_baseline(mspec.name):
                 continue
             d = ctx.rd.stage("attribute", attribute_key(ctx, tid, task, mspec, ctx.models[tid]))
             for f in sorted(d.glob("chunk_*.npz")):

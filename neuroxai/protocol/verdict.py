@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attribution.baselines import BASELINES  # the one list of model-free maps
+from ..attribution.baselines import is_baseline, role
 from ..report.schema import (SCHEMA_VERSION, AuditInfo, ClassScores, Comparison, Criterion, DataInfo, DistanceProfile,
                              Finding, FindingEvidence, MethodResult, MetricFacts, MetricSummary, ModelPerf, Overall,
                              PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
@@ -25,7 +25,7 @@ UNREACHABLE = ("criteria unreachable for this model: no method passed the positi
 
 
 def _better(metric: str) -> float:
-    """+1 when a higher ``metric`` is better, −1 when lower is (``region_rank``: 1 = best), as
+    """+1 when a higher ``metric`` is better, −1 when lower is (a rank where 1 = best), as
     the metric registered it. Tests and one-sided criteria run on ``_better(m) · value``, so
     "better than" reads the same for every metric."""
     from ..scoring.localization import METRIC_INFO
@@ -173,22 +173,23 @@ def _scaled(v: pd.Series, ch: pd.Series, oracle: pd.Series | None, best: float =
     return ((v - ch) / den).dropna()
 
 
+def _task_facts(task) -> dict:
+    """The facts the task's type was registered with (``{}`` for an audit's given masks)."""
+    from ..tasks import TASKS
+
+    return TASKS.facts(task.name) if task.name in TASKS else {}
+
+
+def _is_positive_control(task) -> bool:
+    return _task_facts(task).get("control") == "positive"
+
+
 def ground_truth_text(task) -> str:
-    """The ground truth of a task in words (for the report)."""
+    """The ground truth of a task in words (for the report): its registration's ``ground_truth``."""
     info = task.info
-    if task.name in ("region_volume", "null_control") and info.get("ground_truth"):
-        regions = ", ".join(info.get("regions", []))
-        m = info.get("margin_mm", 0) or 0
-        if info["ground_truth"] == "signal_support":
-            base = (f"signal support of {regions}: the voxels where a 1-SD change of the latent that "
-                    f"drives the volume moves tissue by > 0.5 mm (the region's boundary zone, both sides)")
-        else:
-            base = f"the segmented region ({regions})"
-        return base + (f", dilated by {m:g} mm" if m else "")
-    if task.name == "positive_control":
-        return f"the region where the signal was inserted ({', '.join(info.get('regions', []))})"
-    if task.name == "lesion":
-        return "each subject's lesion mask"
+    describe = _task_facts(task).get("ground_truth")
+    if describe is not None:
+        return describe(info)
     if task.name == "audit":
         kind = "label values of a segmentation" if info.get("mask_kind") == "dseg" else "mask files"
         return f"each subject's ground truth as given to the audit ({kind})"
@@ -220,7 +221,8 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
     sanity = {t: {k: Sanity.model_validate(v) for k, v in per.items()} for t, per in (sanity or {}).items()}
     metrics = [m.name for m in proto.metrics]
     main = _main_metric(proto)
-    random_key, oracle_key = _method_key(proto, "random"), _method_key(proto, "oracle")
+    # the maps the criteria compare with, by their registered role
+    random_key, oracle_key = _role_key(proto, "chance"), _role_key(proto, "ceiling")
     task_out: list[TaskResult] = []
     method_out: list[MethodResult] = []
     all_rows = []
@@ -256,9 +258,9 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                 rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
                 data[(key, met, "values")] = (v if mats is None else mats[0], ch)
                 data[(key, met, "scaled")] = sc if mats is None else mats[1]
-                if mspec.name != "random":
+                if role(mspec.name) != "chance":
                     baselines = [("random", _vals(df, random_key, met) if random_key else None)]
-                    if null_df is not None and len(null_df) and mspec.name not in BASELINES:
+                    if null_df is not None and len(null_df) and not is_baseline(mspec.name):
                         baselines.append(("null_model", _vals(null_df, key, met)))
                     for comp, bv in baselines:
                         if bv is None or not len(bv):
@@ -269,7 +271,8 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                         data[(key, met, comp)] = (sgn * v, sgn * bv)
                 summaries[met] = rec
             entries.append(MethodResult(task=tid, method=key, name=mspec.name, params=mspec.params,
-                                        is_baseline=mspec.name in BASELINES, metrics=summaries,
+                                        is_baseline=is_baseline(mspec.name), role=role(mspec.name),
+                                        metrics=summaries,
                                         sanity=sanity.get(tid, {}).get(key), criteria=[],
                                         off_target=(off_target or {}).get(tid, {}).get(key),
                                         verdict="INCONCLUSIVE"))
@@ -433,7 +436,7 @@ def _whose_fault(m: MethodResult, tasks: dict, validity: dict, reachable: bool |
                  kind: str) -> tuple[str, str]:
     """A FAIL of a method under test, with whose fault it is; INCONCLUSIVE when the criteria were
     shown unreachable (no method passed a valid positive control)."""
-    if reachable is False and tasks[m.task].name != "positive_control":
+    if reachable is False and not _is_positive_control(tasks[m.task]):
         return "INCONCLUSIVE", UNREACHABLE + " (" + m.verdict_reason + ")"
     if kind == "audit":
         return "FAIL", m.verdict_reason + (" — at fault: the saved maps (no model, so its use of the "
@@ -613,7 +616,7 @@ def _reachability(tasks: dict, method_out: list[MethodResult], validity: dict,
     """Whether the acceptance criteria are shown reachable: some method under test passes a
     positive control on which the model is above chance and valid. ``None`` with a note when the
     protocol has no positive control or it cannot tell."""
-    pcs = [tid for tid, t in tasks.items() if t.name == "positive_control" and not is_null(tid)]
+    pcs = [tid for tid, t in tasks.items() if _is_positive_control(t) and not is_null(tid)]
     if not pcs:
         return None, "no positive control in this protocol: reachability of the criteria is not shown"
     passed_on = sorted({m.method for m in method_out if m.task in pcs and not m.is_baseline
@@ -627,9 +630,9 @@ def _reachability(tasks: dict, method_out: list[MethodResult], validity: dict,
     return False, UNREACHABLE
 
 
-def _method_key(proto: Protocol, name: str) -> str | None:
-    """The key (label or name) of the protocol's first method called ``name``, if any."""
-    return next((m.key for m in proto.methods if m.name == name), None)
+def _role_key(proto: Protocol, role_: str) -> str | None:
+    """The key (label or name) of the protocol's first method registered with ``role_``, if any."""
+    return next((m.key for m in proto.methods if role(m.name) == role_), None)
 
 
 def _criterion(c, e: MethodResult, proto: Protocol, data: dict, *, has_null_model: bool = True,
@@ -671,7 +674,7 @@ def _criterion(c, e: MethodResult, proto: Protocol, data: dict, *, has_null_mode
             out.holds_share = _share_mean_at_least(vals.to_numpy(), thr, proto)
         return out
     comp = _COMPARED_WITH[c.kind]
-    if e.name == "random" and comp == "random":
+    if role(e.name) == "chance" and comp == "random":
         out.passed, out.threshold = False, c.alpha
         out.text += " (the random map cannot beat itself)"
         return out

@@ -170,7 +170,7 @@ def verdict_rows(results: Results) -> list[dict]:
                               f"{'pass' if s.passed else 'fail'} ({fmt(s.final_similarity)} vs {fmt(s.threshold)})",
                     "reason": m.verdict_reason, "baseline": m.is_baseline,
                     "role": ("under test" if not m.is_baseline else
-                             "baseline (ceiling)" if m.name == "oracle" else "baseline (floor)")})
+                             f"baseline ({'ceiling' if m.role == 'ceiling' else 'floor'})")})
     return out
 
 
@@ -338,6 +338,7 @@ def _figure_sections(results: Results, figures: dict) -> list[dict]:
                                    "kept. Dashed: chance. No attribution is involved.",
                         "png": figs.validity_bars(tres.validity, f"{tid} — ground-truth validity")})
         prof = tres.distance_profile if tres is not None else None
+        ceilings = {m.method for m in results.methods if m.task == tid and m.role == "ceiling"}
         if prof is not None and prof.methods and prof.volume_share:
             out.append({"name": f"{tid}_distance_profile", "alt": f"relevance by distance on {tid}",
                         "caption": "Where the relevance goes: the cohort-mean share of each method's "
@@ -350,7 +351,7 @@ def _figure_sections(results: Results, figures: dict) -> list[dict]:
                             prof.distances_mm,
                             {k: np.asarray([np.nan if x is None else x for x in v], float)
                              for k, v in list(prof.methods.items())[:MAX_FIGURE_METHODS]
-                             if k != "oracle"},  # the oracle is 1 at every distance
+                             if k not in ceilings},  # the ground truth as a map is 1 at every distance
                             np.asarray(prof.volume_share, float), f"{tid} — relevance by distance")})
         out += _distribution_figures(results, tid)
         curves = {m.method: m.sanity for m in results.methods if m.task == tid and m.sanity}

@@ -284,6 +284,8 @@ class MethodResult(_Closed):
     name: str = Field(description="METHODS registry key")
     params: dict[str, Any] = Field(default_factory=dict)
     is_baseline: bool
+    role: str = Field("", description="the method's registered role: under_test, or the baseline it is "
+                      "(chance, floor, ceiling)")
     metrics: dict[str, MetricSummary]
     sanity: Optional[Sanity] = None
     criteria: list[Criterion]

@@ -27,6 +27,7 @@ from ..data.transforms import dilate_mm
 from ..errors import ConfigError, TaskError
 from .base import (TASKS, TaskData, build_task, confound_check, covariate_frame, make_split,
                    quantile_bins, residualize)
+from . import describe
 from .regions import label_table, resolve_regions
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def _classes(adj: np.ndarray, train: np.ndarray, quantiles: Sequence[float]) -> 
     return np.where(adj <= lo, 0, np.where(adj >= hi, 1, -1))
 
 
-@TASKS.register("region_volume")
+@TASKS.register("region_volume", ground_truth=describe.region_truth)
 def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
                   regions: Sequence[str | int] = ("Hippocampus_L", "Hippocampus_R"),
                   target: str = "classification", quantiles: Sequence[float] = (1 / 3, 2 / 3),
@@ -166,7 +167,7 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
     return task
 
 
-@TASKS.register("lesion")
+@TASKS.register("lesion", ground_truth=describe.lesion_truth)
 def lesion(manifest: pd.DataFrame, *, seed: int = 0, target: str = "presence",
            min_volume_ml: float = 0.0, covariates: Sequence[str] | None = None,
            split: Sequence[float] = (0.6, 0.15, 0.25)) -> TaskData:
@@ -207,7 +208,7 @@ def lesion(manifest: pd.DataFrame, *, seed: int = 0, target: str = "presence",
     return task
 
 
-@TASKS.register("positive_control")
+@TASKS.register("positive_control", control="positive", ground_truth=describe.inserted_truth)
 def positive_control(manifest: pd.DataFrame, *, seed: int = 0,
                      region: Sequence[str | int] = ("Hippocampus_L", "Hippocampus_R"),
                      strength: float = 0.5, labels_tsv: str | None = None,
@@ -237,7 +238,7 @@ def positive_control(manifest: pd.DataFrame, *, seed: int = 0,
                           "note": "the only task that alters images"})
 
 
-@TASKS.register("null_control")
+@TASKS.register("null_control", control="null", ground_truth=describe.region_truth)
 def null_control(manifest: pd.DataFrame, *, seed: int = 0, base: str = "region_volume",
                  permutation_seed: int = 1, **params) -> TaskData:
     """The ``base`` task with its labels permuted (seeded) within each split: any model trained on

@@ -24,7 +24,7 @@ from ..context import RunContext, chunks
 from ..distributed import barrier
 from ..rundir import atomic_savez, stable_hash
 from ..store import SubjectStore
-from ...attribution.baselines import BASELINES as BASELINE_METHODS  # the one list of model-free maps
+from ...attribution.baselines import BASELINES as BASELINE_METHODS, is_baseline, needs  # noqa: F401 (re-exported)
 from .tasks import explained, is_null, predictions, scored_subjects
 
 #: Bump when what an attribute chunk holds changes, so stale chunks are never mixed in.
@@ -57,7 +57,7 @@ def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: Subje
         frames = []
         preds: dict = {}  # the model's prediction per subject: one forward per task, not per method
         for mspec in ctx.protocol.methods:
-            if is_null(task_id) and mspec.name in BASELINE_METHODS:
+            if is_null(task_id) and is_baseline(mspec.name):
                 continue  # a model-free map is the same on both models
             key = attribute_key(ctx, task_id, task, mspec, tm)
             d = ctx.rd.stage("attribute", key)
@@ -102,7 +102,7 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
         preds.update(zip(sids, predictions(tm.model, x, task.kind)))
     target, record = explained(task, sids, np.asarray([preds[s] for s in sids]), p.run.target, ctx.device)
     gt = task.ground_truth(b)
-    params = {**mspec.params, "mask": gt} if mspec.name == "oracle" else mspec.params
+    params = {**mspec.params, "mask": gt} if "mask" in needs(mspec.name) else mspec.params
     t_a = _now(ctx.device)
     attr = attribute(tm.model, x, target, mspec.name, **params).float()
     t_s = _now(ctx.device)

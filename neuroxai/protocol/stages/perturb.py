@@ -42,7 +42,7 @@ def lr_axis(affine: np.ndarray) -> int:
 def fp_perturbation_stage(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
     """``{task_id: {method_key: OffTarget}}`` for the non-null tasks and the methods under test
     that ``sanity.fp_perturbation`` names (``{}`` when disabled)."""
-    from ...attribution.baselines import BASELINES
+    from ...attribution.baselines import is_baseline
 
     spec = ctx.protocol.sanity.fp_perturbation
     if not spec.enabled:
@@ -54,7 +54,7 @@ def fp_perturbation_stage(ctx: RunContext, tasks: dict, models: dict, store: Sub
         tm = models[tid]
         ids = scored_subjects(ctx, task)[:spec.n_subjects]
         for mspec in ctx.protocol.methods:
-            if mspec.name in BASELINES or (spec.methods is not None and mspec.key not in spec.methods):
+            if is_baseline(mspec.name) or (spec.methods is not None and mspec.key not in spec.methods):
                 continue
             key = stable_hash([tid, task.summary(), tm.fingerprint, mspec.model_dump(), ids, spec.model_dump(),
                                ctx.manifest_hash, ctx.grid, ctx.protocol.run.target, ctx.protocol.run.batch_size])

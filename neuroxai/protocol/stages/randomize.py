@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..context import RunContext
 from ..rundir import atomic_write_json, read_json, stable_hash
 from ..store import SubjectStore
-from ...attribution.baselines import BASELINES as BASELINE_METHODS
+from ...attribution.baselines import is_baseline
 from .tasks import explained, is_null, predictions, scored_subjects
 
 
@@ -51,7 +51,7 @@ def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: Subje
                                   ctx.device)
             brain = b.get("brain_mask")
             res: dict = {}
-            methods = [m for m in ctx.protocol.methods if m.name not in BASELINE_METHODS]
+            methods = [m for m in ctx.protocol.methods if not is_baseline(m.name)]
             gen = (cascading_randomization if spec.mode == "cascading" else independent_randomization)
             n_steps = len(weight_layers(tm.model))
             # The maps are compared with the sign convention they are scored with (scoring.polarity).

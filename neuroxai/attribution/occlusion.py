@@ -100,3 +100,51 @@ def occlusion(model, x, target, *, patch=4, stride=2, baseline: float = 0.0, uni
     total = torch.einsum("ijkb,id,jh,kw->bdhw", drops.view(ni, nj, nk, B), *f)
     count = torch.einsum("d,h,w->dhw", *(a.sum(0) for a in f))
     return (total / count).unsqueeze(1).expand(B, C, *shape).contiguous()
+
+
+@METHODS.register("atlas_occlusion", needs=("atlas", "mean_image"))
+@torch.no_grad()
+def atlas_occlusion(model, x, target, *, atlas: torch.Tensor | None = None, mean_image: torch.Tensor | None = None,
+                    batch_regions: int | None = None) -> torch.Tensor:
+    """AtlasOcclusion (Siegel et al. 2025, ``3-compute_explanations/xai_methods.py``): a causal
+    reference map. For each atlas region ``r`` (label > 0) the region is set to the mean of
+    ``mean_image`` over it, and every voxel of ``r`` gets ``|f(x) − f(x with r replaced)| / |r|``
+    — the output change per voxel of the region, so large regions are not favoured.
+
+    ``atlas: (B or 1, 1, D, H, W)`` integer labels on ``x``'s grid (0 = background); ``mean_image``:
+    ``(1, 1, D, H, W)`` (the training-split mean image: the runner passes it) or a number. The
+    study takes the replacement from its MNI atlas on the mean image, one value per region; with a
+    per-subject atlas here it is the mean image's mean over that subject's region (the same when
+    the atlas is shared). ``f``: the target's logit (the study's regression output). Voxels in no
+    region get 0. ``batch_regions`` occluded copies (× B) per forward (``None``: the chunk
+    planner). No autograd. Cost: ``n_regions × B`` forward-only volumes. Returns ``(B, 1, D, H, W)``.
+    """
+    if atlas is None or mean_image is None:
+        raise AttributionError("atlas_occlusion needs an atlas and the mean image",
+                               expected="atlas=(B,1,D,H,W) int labels, mean_image=(1,1,D,H,W) or a number",
+                               found={"atlas": None if atlas is None else tuple(atlas.shape),
+                                      "mean_image": None if mean_image is None else "given"},
+                               fix="run it from a protocol (the runner passes both), or pass them")
+    B, C, *shape = x.shape
+    lab = atlas.to(x.device).long()
+    if lab.ndim != 5 or tuple(lab.shape[2:]) != tuple(shape) or lab.shape[0] not in (1, B):
+        raise AttributionError("atlas_occlusion's atlas must be on the input's grid",
+                               expected=f"(1 or {B}, 1, {', '.join(map(str, shape))})", found=tuple(lab.shape),
+                               fix="resample the atlas to the model grid (nearest neighbour)")
+    lab = lab.expand(B, 1, *shape)
+    fill = torch.as_tensor(mean_image, dtype=x.dtype, device=x.device).expand(B, 1, *shape)
+    regions = torch.unique(lab)
+    regions = regions[regions > 0]
+    ref = select(model(x), target)
+    out = torch.zeros((B, 1, *shape), dtype=x.dtype, device=x.device)
+    for s, m in chunks(int(regions.numel()), B, x, batch_regions):
+        r = regions[s:s + m]
+        masks = lab.unsqueeze(0) == r.view(m, 1, 1, 1, 1, 1)  # (m, B, 1, D, H, W)
+        size = masks.flatten(2).sum(2).to(x.dtype)  # (m, B)
+        value = (fill.unsqueeze(0) * masks).flatten(2).sum(2) / size.clamp_min(1)
+        xs = torch.where(masks, value.view(m, B, 1, 1, 1, 1), x.unsqueeze(0))
+        tgt = None if target is None else target.repeat(m)
+        delta = (ref.unsqueeze(0) - select(model(xs.view(m * B, C, *shape)), tgt).view(m, B)).abs()
+        per_voxel = torch.where(size > 0, delta / size.clamp_min(1), 0.0)
+        out += (masks * per_voxel.view(m, B, 1, 1, 1, 1)).sum(0)
+    return out.expand(B, C, *shape).contiguous() if C != 1 else out

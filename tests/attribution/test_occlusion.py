@@ -86,3 +86,64 @@ def test_occlusion_errors():
         attribute(m, x, 0, "occlusion", window=3)
     with pytest.raises(AttributionError, match="border"):
         attribute(m, x, 0, "occlusion", border="wrap")
+
+
+# ---------------------------------------------------------------- AtlasOcclusion (Siegel et al. 2025)
+
+
+class _Linear(torch.nn.Module):
+    """Two logits ±w·x: occluding a region changes the class-1 logit by w·(x − fill) over it."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        v = (x * self.w).flatten(1).sum(1, keepdim=True)
+        return torch.cat([-v, v], 1)
+
+
+def test_atlas_occlusion_is_the_output_change_per_region_voxel():
+    from neuroxai.attribution import attribute
+
+    g = torch.Generator().manual_seed(0)
+    B, shape = 3, (10, 9, 8)
+    x = torch.randn(B, 1, *shape, generator=g, dtype=torch.float64)
+    w = torch.randn(1, 1, *shape, generator=g, dtype=torch.float64)
+    mean_image = torch.randn(1, 1, *shape, generator=g, dtype=torch.float64)
+    atlas = torch.randint(0, 6, (B, 1, *shape), generator=g)  # per-subject labels, 0 = background
+    out = attribute(_Linear(w), x, torch.tensor([1, 1, 1]), "atlas_occlusion", atlas=atlas, mean_image=mean_image)
+    for b in range(B):
+        for r in range(1, 6):
+            m = atlas[b, 0] == r
+            fill = mean_image[0, 0][m].mean()
+            want = (w[0, 0][m] * (x[b, 0][m] - fill)).sum().abs() / m.sum()
+            assert torch.allclose(out[b, 0][m], want.expand(int(m.sum())), atol=1e-12)
+        assert (out[b, 0][atlas[b, 0] == 0] == 0).all()
+    # chunking the regions changes nothing
+    again = attribute(_Linear(w), x, torch.tensor([1, 1, 1]), "atlas_occlusion", atlas=atlas, mean_image=mean_image,
+                      batch_regions=1)
+    assert torch.allclose(out, again, atol=1e-12)
+
+
+def test_atlas_occlusion_ranks_first_the_region_the_model_reads():
+    from neuroxai.attribution import attribute
+
+    shape = (1, 1, 8, 8, 8)
+    atlas = torch.zeros(shape, dtype=torch.long)
+    atlas[..., :4, :, :], atlas[..., 4:, :4, :], atlas[..., 4:, 4:, :] = 1, 2, 3
+    w = torch.zeros(shape)
+    w[..., 6, 6, 0] = 1.0  # the model reads one voxel of region 3
+    out = attribute(_Linear(w), torch.ones(shape), torch.tensor([1]), "atlas_occlusion", atlas=atlas,
+                    mean_image=0.0)
+    per_region = {r: float(out[atlas == r].mean()) for r in (1, 2, 3)}
+    assert max(per_region, key=per_region.get) == 3 and per_region[1] == per_region[2] == 0.0
+    assert per_region[3] == pytest.approx(1.0 / (4 * 4 * 8))
+
+
+def test_atlas_occlusion_without_its_inputs_says_what_it_needs():
+    from neuroxai.attribution import attribute
+    from neuroxai.errors import AttributionError
+
+    with pytest.raises(AttributionError, match="atlas and the mean image"):
+        attribute(_Linear(torch.ones(1, 1, 4, 4, 4)), torch.ones(1, 1, 4, 4, 4), torch.tensor([1]), "atlas_occlusion")

@@ -18,9 +18,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..data.bids import (ANAT_SUFFIX, BRAIN_MASK_DESC, bids_label, discover_maps, discover_masks,  # noqa: F401
-                         per_subject, read_labels, saliency_name)
-from ..data.spaces import read_transform  # noqa: F401  (re-exported: the CLI's and the tests' name)
+from ..data.bids import ANAT_SUFFIX, BRAIN_MASK_DESC, discover_maps, discover_masks, per_subject, read_labels
+from ..data.spaces import read_transform
 from ..errors import ConfigError, ManifestError, ScoringError
 from .saved_maps import AuditInputs, NoModel, SavedMapsTask, score_saved_maps
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from neuroxai.cli import app
 from neuroxai.errors import ConfigError, ManifestError, ScoringError
-from neuroxai.protocol.audit import read_transform, run_audit
+from neuroxai.data.spaces import read_transform
+from neuroxai.protocol.audit import run_audit
 from neuroxai.report.schema import SCHEMA_VERSION, read_results
 
 runner = CliRunner()
@@ -358,7 +359,7 @@ def test_saved_nifti_maps_of_a_label_with_an_underscore_audit_as_that_method(tmp
     characters a BIDS label cannot hold (``lrp_eps``) becomes ``desc-lrpeps``, not an unmatched file."""
     import torch
 
-    from neuroxai.protocol.audit import discover_maps
+    from neuroxai.data.bids import discover_maps
     from neuroxai.protocol.stages.attribute import save_nifti_maps
 
     d = tmp_path / "derivatives" / "xai" / "sub-01" / "anat"

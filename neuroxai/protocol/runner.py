@@ -29,8 +29,9 @@ from .stages.randomize import model_randomization
 from .stages.tasks import build_tasks
 from .stages.train import train_stage
 from .fit import check_methods_fit_model_file, check_models_fit
-from .conclude import conclude
+from .conclude import write_results
 from .figures_input import figure_inputs
+from .verdict import assemble_results
 
 # Re-exported: older code and the tests import these from the runner.
 from .stages.attribute import BASELINE_METHODS, save_nifti_maps as _save_nifti_maps  # noqa: F401
@@ -181,10 +182,12 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     ctx.timings["total_s"] = time.perf_counter() - t0
     prov["finished"] = now()
     prov["timings_s"] = ctx.timings
-    # rank 0 writes the results and the report
-    res = conclude(ctx.rd.root, proto, prov, tasks, models, scores, sanity, report=report, write=rank == 0,
-                   figures=lambda: figure_inputs(ctx, tasks, store, scores),
-                   data_info=data_info(ctx), validity=validity, profiles=profiles(ctx, tasks))
+    results = assemble_results(proto, prov, tasks, models, scores, sanity,
+                               data_info=data_info(ctx), validity=validity,
+                               profiles=profiles(ctx, tasks))
+    # the tail the audit shares: results.json and the report, written by rank 0
+    res = write_results(ctx.rd.root, results, report=report, write=rank == 0,
+                        figures=lambda: figure_inputs(ctx, tasks, store, scores))
     if export is not None and rank == 0:
         from .export import export_run
 

@@ -263,8 +263,9 @@ def audit(maps: Path = typer.Option(..., "--maps", help="maps: one folder per me
           grid_check: bool = typer.Option(True, "--grid-check/--no-grid-check", help="when maps and masks are on "
                                           "different grids, also score on the other grid and report the method "
                                           "order on both (twice the scoring time)"),
-          mask_threshold: float = typer.Option(0.5, "--mask-threshold", min=0.0,
-                                               help="mask voxels > this are in the mask (probabilistic masks)"),
+          mask_threshold: Optional[float] = typer.Option(None, "--mask-threshold", min=0.0,
+                                                         help="mask voxels > this are in the mask (probabilistic "
+                                                         "masks; default: the protocol's data.mask_threshold)"),
           mask_desc: Optional[str] = typer.Option(None, "--mask-desc", help="which desc-<label>_mask to use"),
           atlas: Optional[Path] = typer.Option(None, "--atlas", help="atlas label image in the masks' space (one file "
                                                "or a folder per subject): adds the region-rank read-out"),

@@ -107,7 +107,7 @@ def test_save_maps_nifti_writes_inside_its_folder_for_any_id(tmp_path_factory, s
 @given(sids=st.lists(ids, min_size=1, max_size=3, unique=True), task=ids, method=ids)
 def test_export_writes_inside_the_export_folder_for_any_id(tmp_path_factory, sids, task, method):
     from neuroxai.data.volume import save_volume
-    from neuroxai.protocol.audit import bids_label, saliency_name
+    from neuroxai.data.bids import bids_label, saliency_name
     from neuroxai.protocol.export import _file, subject_names
 
     deriv = tmp_path_factory.mktemp("export") / "derivatives"
@@ -537,7 +537,7 @@ def test_a_failed_write_is_still_an_oserror_and_names_the_fix(tmp_path, monkeypa
      "'one'"),
     ("#Insight Transform File V1.0\nTransform: AffineTransform_double_3_3\nFixedParameters: 0 0 0\n", "Parameters:")])
 def test_an_itk_transform_with_a_word_that_is_not_a_number(tmp_path, text, needle):
-    from neuroxai.protocol.audit import read_transform
+    from neuroxai.data.spaces import read_transform
 
     p = tmp_path / "t.txt"
     p.write_text(text)

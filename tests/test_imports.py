@@ -123,3 +123,87 @@ def test_graph_holds_the_package_s_real_edges():
         <= g["neuroxai.protocol.runner"]
     assert "neuroxai.data.volume" in g["neuroxai.data.transforms"]
     assert "neuroxai.tasks" in g["neuroxai.protocol.stages.tasks"]  # imported inside build_tasks
+
+
+# ---------------------------------------------------------------------------------- layering
+#: The layers of the pipeline, lowest first (CONVENTIONS.md "Layout"): a module may import its own
+#: layer and the ones below, never one above. ``protocol`` is on top: the only place that knows
+#: the whole order.
+LAYERS = ("data", "tasks", "models", "attribution", "scoring", "report", "protocol")
+#: Modules under every layer (errors, atomic writes, safe paths, the registry class, limits,
+#: progress): they import no layer, except ``data`` (``limits`` reads a volume's header size).
+FOUNDATION = ("errors", "atomic", "safepath", "registry", "limits", "progress", "_memory", "outdir", "safe_yaml")
+#: Entry points above everything: nothing in the package imports them (but each other).
+ENTRY = ("cli", "bench")
+#: Siblings that stay apart although the order would allow the import: scoring takes any map and
+#: mask (a prior study's too), so it imports neither the models nor the attribution methods; the
+#: report reads results, never a stage of the runner.
+FORBIDDEN = (("neuroxai.scoring", "neuroxai.models"), ("neuroxai.scoring", "neuroxai.attribution"),
+             ("neuroxai.report", "neuroxai.protocol.stages"))
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _under(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that breaks the layering above, as ``"a -> b (why)"``."""
+    out = []
+    for a in sorted(graph):
+        la = _layer(a)
+        for b in sorted(graph[a]):
+            lb = _layer(b)
+            if lb in ENTRY and la not in ENTRY:
+                out.append(f"{a} -> {b} (an entry point is imported)")
+            elif la in FOUNDATION + ("",) and lb not in FOUNDATION + ("", "data"):
+                out.append(f"{a} -> {b} (a foundation module imports the {lb} layer)")
+            elif la in LAYERS and lb in LAYERS and LAYERS.index(lb) > LAYERS.index(la):
+                out.append(f"{a} -> {b} ({la} is below {lb})")
+            for lo, hi in FORBIDDEN:
+                if _under(a, lo) and _under(b, hi):
+                    out.append(f"{a} -> {b} ({lo} never imports {hi})")
+    return out
+
+
+def test_layering_check_catches_each_kind_of_breach():
+    g = {"neuroxai.data.volume": {"neuroxai.protocol.schema"},        # data -> protocol
+         "neuroxai.scoring.localization": {"neuroxai.models.nets",    # scoring -> models (sibling)
+                                           "neuroxai.data.transforms"},  # allowed: down
+         "neuroxai.report.build": {"neuroxai.protocol.stages.attribute", "neuroxai.scoring"},
+         "neuroxai.errors": {"neuroxai.tasks"},                        # foundation -> a layer
+         "neuroxai.models.nets": {"neuroxai.cli"},                     # an entry point
+         "neuroxai.protocol.runner": {"neuroxai.report", "neuroxai.data", "neuroxai.errors"}}  # allowed
+    got = layering_violations(g)
+    assert got == ["neuroxai.data.volume -> neuroxai.protocol.schema (data is below protocol)",
+                   "neuroxai.errors -> neuroxai.tasks (a foundation module imports the tasks layer)",
+                   "neuroxai.models.nets -> neuroxai.cli (an entry point is imported)",
+                   "neuroxai.report.build -> neuroxai.protocol.stages.attribute (report is below protocol)",
+                   "neuroxai.report.build -> neuroxai.protocol.stages.attribute "
+                   "(neuroxai.report never imports neuroxai.protocol.stages)",
+                   "neuroxai.scoring.localization -> neuroxai.models.nets (neuroxai.scoring never imports "
+                   "neuroxai.models)"]
+
+
+def test_every_module_of_the_package_is_in_a_known_layer():
+    # a new top-level folder or module must be placed in the layering, or the checks skip it
+    known = set(LAYERS) | set(FOUNDATION) | set(ENTRY) | {""}
+    assert sorted({_layer(m) for m in import_graph()} - known) == []
+
+
+def test_the_package_keeps_its_layering():
+    """data -> tasks -> models -> attribution -> scoring -> report, protocol on top: data and
+    scoring never import protocol or report, scoring neither models nor attribution, the report no
+    stage; the audit is an input source, so neither the stages nor the export import it."""
+    g = import_graph()
+    bad = layering_violations(g)
+    assert bad == [], "imports against the layering:\n" + "\n".join("  " + b for b in bad)
+    audit = "neuroxai.protocol.audit"
+    users = sorted(m for m in g if audit in g[m] and (_under(m, "neuroxai.protocol.stages")
+                                                       or m == "neuroxai.protocol.export"))
+    assert users == [], f"the stages and the export must not import the audit: {users}"
+    assert {"neuroxai.data.bids", "neuroxai.protocol.saved_maps"} <= g[audit]  # the check sees real edges

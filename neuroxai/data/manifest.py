@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_write
+from .bids import anat_images, derivative_files
 from ..safepath import describe_special
 from ..errors import ConfigError, ManifestError, MaskError
 
@@ -371,15 +372,8 @@ def discover_bids(root: str | Path, *, check_files: bool = True) -> pd.DataFrame
         raise ManifestError("BIDS folder not found", path=root, expected="a folder with sub-*/anat/",
                             found="no such folder")
     rows = []
-    for img in sorted(root.glob("sub-*/anat/*_T1w.nii*")) + sorted(root.glob("sub-*/ses-*/anat/*_T1w.nii*")):
-        if img.name.startswith("."):  # hidden: a file being written, or macOS "._" metadata, not a scan
-            continue
-        rel = img.relative_to(root)
-        sub = rel.parts[0]
-        ses = rel.parts[1] if rel.parts[1].startswith("ses-") else None
-        sid = f"{sub}_{ses}" if ses else sub
-        sub_dir = Path(sub, ses) if ses else Path(sub)
-        deriv = [p for p in root.glob(f"derivatives/*/{sub_dir}/anat/*.nii*") if not p.name.startswith(".")]
+    for img, sid, sub, sub_dir in anat_images(root):  # BIDS naming: data.bids, shared with the audit
+        deriv = derivative_files(root, sub_dir)
         rows.append({"subject_id": sid, "participant_id": sub, "image": str(img),
                      "segmentation": _first([p for p in deriv if "_dseg." in p.name]),
                      "lesion_mask": _first([p for p in deriv if "lesion" in p.name and "_mask." in p.name]),

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.bids import bids_label, saliency_name
 from ..data.volume import save_volume
 from ..errors import ManifestError, RunError
 from ..outdir import claim_dir
 from ..safepath import inside, own_dir, safe_name
-from .audit import bids_label, saliency_name
 from ..attribution.baselines import is_baseline
 from .stages.attribute import attribute_key
 from .stages.tasks import is_null, scored_subjects

@@ -21,7 +21,6 @@ from ..progress import Progress
 from .context import RunContext, RunResult
 from .distributed import init_distributed, rank0_first
 from .provenance import now, provenance
-from ..atomic import atomic_write
 from .rundir import RunDir, atomic_write_json, read_json
 from .schema import Protocol, load_protocol
 from .stages.attribute import attribute_and_score, profiles
@@ -33,6 +32,8 @@ from .stages.tasks import build_tasks
 from .stages.train import train_stage
 from .fit import check_methods_fit_model_file, check_models_fit
 from .seeds import SeedRun, assemble_seeded
+from .conclude import write_results
+from .figures_input import figure_inputs
 from .verdict import assemble_results
 
 # Re-exported: older code and the tests import these from the runner.
@@ -105,6 +106,37 @@ def _models_to_scores(ctx: RunContext, tasks: dict, store, stop_after: str | Non
     return models, validity, scores, sanity, off_target
 
 
+def _validation_protocol(protocol: Protocol | str | Path) -> Protocol:
+    """The protocol to validate with, its settings checked; an audit protocol is refused."""
+    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+    if isinstance(protocol, Protocol):  # built in Python: its settings are checked here, before any data
+        from .settings import check_settings
+
+        check_settings(proto)
+    if proto.kind == "audit":
+        raise ConfigError(f"{proto.id!r} is an audit protocol (criteria for saved maps, no tasks)",
+                          expected="a validation protocol", found=f"kind: {proto.kind}",
+                          fix=f"use it with `neuroxai audit --protocol {proto.id} --maps ... --masks ...`")
+    return proto
+
+
+def _overridden(proto: Protocol, *, manifest, checkpoint, weights, model_kwargs, epochs,
+                max_test_subjects) -> Protocol:
+    """``proto`` with the command line's overrides (see :func:`run_protocol`)."""
+    if epochs is not None:
+        proto = proto.model_copy(update={"model": proto.model.model_copy(update={
+            "training": {**proto.model.training, "epochs": int(epochs)}})})
+    if max_test_subjects is not None:
+        proto = proto.model_copy(update={"run": proto.run.model_copy(update={"n_test_subjects": int(max_test_subjects)})})
+    if manifest:
+        src = "bids" if Path(manifest).is_dir() else "manifest"
+        proto = proto.model_copy(update={"data": proto.data.model_copy(update={"source": src, "manifest": str(manifest)})})
+    if checkpoint:
+        proto = proto.model_copy(update={"model": proto.model.model_copy(update={
+            "checkpoint": str(checkpoint), "weights": weights, "kwargs": model_kwargs})})
+    return proto
+
+
 def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manifest: str | None = None,
                  checkpoint: str | None = None, weights: str | None = None, model_kwargs: str | None = None,
                  device: str | None = None, trust_modules: tuple[str, ...] | list[str] = (),
@@ -130,28 +162,11 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
         export: also write the maps and ground-truth masks as NIfTI in a prior study's layout
             (BIDS derivatives, :mod:`neuroxai.protocol.export`) into this folder, for ``neuroxai audit``.
     """
-    proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
-    if isinstance(protocol, Protocol):  # built in Python: its settings are checked here, before any data
-        from .settings import check_settings
-
-        check_settings(proto)
-    if proto.kind == "audit":
-        raise ConfigError(f"{proto.id!r} is an audit protocol (criteria for saved maps, no tasks)",
-                          expected="a validation protocol", found=f"kind: {proto.kind}",
-                          fix=f"use it with `neuroxai audit --protocol {proto.id} --maps ... --masks ...`")
+    proto = _validation_protocol(protocol)
     if not checkpoint:
         _check_trusted(proto, trust_modules)
-    if epochs is not None:
-        proto = proto.model_copy(update={"model": proto.model.model_copy(update={
-            "training": {**proto.model.training, "epochs": int(epochs)}})})
-    if max_test_subjects is not None:
-        proto = proto.model_copy(update={"run": proto.run.model_copy(update={"n_test_subjects": int(max_test_subjects)})})
-    if manifest:
-        src = "bids" if Path(manifest).is_dir() else "manifest"
-        proto = proto.model_copy(update={"data": proto.data.model_copy(update={"source": src, "manifest": str(manifest)})})
-    if checkpoint:
-        proto = proto.model_copy(update={"model": proto.model.model_copy(update={
-            "checkpoint": str(checkpoint), "weights": weights, "kwargs": model_kwargs})})
+    proto = _overridden(proto, manifest=manifest, checkpoint=checkpoint, weights=weights, model_kwargs=model_kwargs,
+                        epochs=epochs, max_test_subjects=max_test_subjects)
     check_methods_fit_model_file(proto)  # LRP on a TorchScript file: named before any data is read
     dev = resolve_device(device or proto.run.device)
     rank, world = init_distributed(dev)
@@ -196,18 +211,11 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     else:
         results = assemble_seeded(proto, prov, tasks, runs, data_info=data_info(ctx),
                                   profiles=profiles(first, tasks))
-    report_dir = None
-    if rank != 0:  # rank 0 writes the results and the report
-        return RunResult(ctx.rd.root, None, results, results.overall.exit_code)
-    atomic_write(ctx.rd.root / "results.json", results.to_json())
-    if report:
-        from .figures_input import figure_inputs
-        from ..report import build_report
-
-        report_dir = ctx.rd.root / "report"
-        build_report(results, figure_inputs(first, tasks, store, runs[0].scores), report_dir)
-    if export is not None:
+    # the tail the audit shares: results.json and the report, written by rank 0
+    res = write_results(ctx.rd.root, results, report=report, write=rank == 0,
+                        figures=lambda: figure_inputs(first, tasks, store, runs[0].scores))
+    if export is not None and rank == 0:
         from .export import export_run
 
         export_run(first, tasks, store, export)
-    return RunResult(ctx.rd.root, report_dir, results, results.overall.exit_code)
+    return res

@@ -180,7 +180,7 @@ def _task_facts(task) -> dict:
     return TASKS.facts(task.name) if task.name in TASKS else {}
 
 
-def _is_positive_control(task) -> bool:
+def _controls_positive(task) -> bool:
     return _task_facts(task).get("control") == "positive"
 
 
@@ -436,7 +436,7 @@ def _whose_fault(m: MethodResult, tasks: dict, validity: dict, reachable: bool |
                  kind: str) -> tuple[str, str]:
     """A FAIL of a method under test, with whose fault it is; INCONCLUSIVE when the criteria were
     shown unreachable (no method passed a valid positive control)."""
-    if reachable is False and not _is_positive_control(tasks[m.task]):
+    if reachable is False and not _controls_positive(tasks[m.task]):
         return "INCONCLUSIVE", UNREACHABLE + " (" + m.verdict_reason + ")"
     if kind == "audit":
         return "FAIL", m.verdict_reason + (" — at fault: the saved maps (no model, so its use of the "
@@ -616,7 +616,7 @@ def _reachability(tasks: dict, method_out: list[MethodResult], validity: dict,
     """Whether the acceptance criteria are shown reachable: some method under test passes a
     positive control on which the model is above chance and valid. ``None`` with a note when the
     protocol has no positive control or it cannot tell."""
-    pcs = [tid for tid, t in tasks.items() if _is_positive_control(t) and not is_null(tid)]
+    pcs = [tid for tid, t in tasks.items() if _controls_positive(t) and not is_null(tid)]
     if not pcs:
         return None, "no positive control in this protocol: reachability of the criteria is not shown"
     passed_on = sorted({m.method for m in method_out if m.task in pcs and not m.is_baseline

@@ -163,7 +163,7 @@ def verdict_rows(results: Results) -> list[dict]:
             f"{fmt(x.scaled_mean)} [{fmt(x.scaled_ci_low)}, {fmt(x.scaled_ci_high)}]")
         out.append({"task": m.task, "method": m.method, "verdict": m.verdict,
                     "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.chance if x else None),
-                    "scaled": sc, "oracle": fmt(x.oracle_mean if x else None),
+                    "scaled": sc, "ceiling": fmt(x.oracle_mean if x else None),
                     "p_random": fmt_p(_p_used(cmp.get("random"))),
                     "p_null": "n/a (no model)" if no_model else fmt_p(_p_used(cmp.get("null_model"))),
                     "sanity": "n/a (no model)" if no_model else "—" if s is None else

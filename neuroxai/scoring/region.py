@@ -37,6 +37,10 @@ def region_means(attr: torch.Tensor, atlas: torch.Tensor, valid: torch.Tensor, n
     return means
 
 
+#: The region-level read-out an audit adds when it is given an atlas.
+REGION_METRIC = "region_rank"
+
+
 @metric("region_rank", higher_is_better=False, needs=("atlas",),
         help="rank of the true atlas region among all regions by mean relevance (1 = best; lower is better)",
         chance="(R + 1) / 2 for R regions")

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from neuroxai.cli import app
 from neuroxai.errors import ConfigError, ManifestError, ScoringError
-from neuroxai.protocol.audit import read_transform, run_audit
+from neuroxai.data.spaces import read_transform
+from neuroxai.protocol.audit import run_audit
 from neuroxai.report.schema import SCHEMA_VERSION, read_results
 
 runner = CliRunner()
@@ -247,7 +248,7 @@ def test_audit_report_is_the_validate_report_with_no_model_parts(study, tmp_path
            if k == "relevance_rank_accuracy"}
     subs = sorted({s for s, _ in val})
     x, y = (np.array([val[(s, m)] for s in subs]) for m in ("good", "noise"))
-    assert (pw.a, pw.b, pw.reading) == ("good", "noise", "good higher")
+    assert (pw.a, pw.b, pw.reading) == ("good", "noise", "good better")
     assert pw.p == pytest.approx(wilcoxon(x, y, alternative="two-sided").pvalue, rel=1e-6)
     assert pw.mean_difference == pytest.approx(float((x - y).mean()))
     assert 'id="pairwise-audit"' in html
@@ -358,10 +359,80 @@ def test_saved_nifti_maps_of_a_label_with_an_underscore_audit_as_that_method(tmp
     characters a BIDS label cannot hold (``lrp_eps``) becomes ``desc-lrpeps``, not an unmatched file."""
     import torch
 
-    from neuroxai.protocol.audit import discover_maps
+    from neuroxai.data.bids import discover_maps
     from neuroxai.protocol.stages.attribute import save_nifti_maps
 
     d = tmp_path / "derivatives" / "xai" / "sub-01" / "anat"
     save_nifti_maps(d, ["sub-01"], torch.rand(1, 1, 4, 4, 4), torch.eye(4)[None], "lrp_eps")
     layout, maps = discover_maps(tmp_path / "derivatives" / "xai")
     assert layout == "bids" and list(maps) == ["lrpeps"] and list(maps["lrpeps"]) == ["sub-01"]
+
+
+def _prob_and_core(study, tmp_path):
+    """Probabilistic masks (0.4 on the mask, 0.9 in its core) and the core alone as binary masks."""
+    for f in (study / "masks").iterdir():
+        m = np.asarray(nib.load(f).dataobj).astype(np.float32)
+        core = np.zeros_like(m)
+        core[tuple(slice(int(a.min()) + 2, int(a.max()) - 1) for a in np.nonzero(m))] = 1
+        _save((0.4 * m + 0.5 * core).astype(np.float32), A1, tmp_path / "prob" / f.name)
+        _save(core.astype(np.uint8), A1, tmp_path / "core" / f.name)
+    return tmp_path / "prob", tmp_path / "core"
+
+
+def test_an_audit_honours_the_protocol_s_mask_threshold_and_the_flag_overrides_it(study, tmp_path):
+    prob, core = _prob_and_core(study, tmp_path)  # 0.4 on the mask, 0.9 in its core
+    full = {k: v for k, v in _scores(run_audit(study / "maps", study / "masks", tmp_path / "m", protocol=FAST,
+                                               report=False)).items() if k[1] in ("good", "noise")}
+    only_core = {k: v for k, v in _scores(run_audit(study / "maps", core, tmp_path / "c", protocol=FAST,
+                                                    report=False)).items() if k[1] in ("good", "noise")}
+    assert full != pytest.approx(only_core)  # the two thresholds below give different ground truths
+    at_03 = FAST.model_copy(update={"data": FAST.data.model_copy(update={"mask_threshold": 0.3})})
+    res = run_audit(study / "maps", prob, tmp_path / "p", protocol=at_03, report=False)
+    assert {k: v for k, v in _scores(res).items() if k[1] in ("good", "noise")} == pytest.approx(full)
+    assert res.results.data.grid["mask_threshold"] == 0.3  # not the default 0.5 (the core only)
+    # the same protocol as a file, through the command line; --mask-threshold overrides it
+    y = tmp_path / "audit03.yaml"
+    y.write_text((Path(__import__("neuroxai").__file__).parent / "protocols" / "audit.yaml").read_text()
+                 + "data: {mask_threshold: 0.3}\n")
+    for flag, out, want in (([], "cli_p", full), (["--mask-threshold", "0.6"], "cli_o", only_core)):
+        runner.invoke(app, ["audit", "--maps", str(study / "maps"), "--masks", str(prob), "--protocol", str(y),
+                            "--out", str(tmp_path / out), "--quiet", *flag])
+        r = read_results(tmp_path / out / "results.json")
+        got = {(s, m, k): v for s, m, k, v in zip(*(r.scores[c] for c in ("subject_id", "method", "metric", "value")))
+               if m in ("good", "noise")}
+        assert r.data.grid["mask_threshold"] == (0.6 if flag else 0.3)
+        assert got == pytest.approx(want)
+
+
+def test_contralateral_in_an_audit_adds_the_paired_region_named_in_the_labels_table(tmp_path):
+    """``scoring.contralateral`` with an atlas whose labels table names left and right: the ground
+    truth is the subject's mask plus the counterpart region (as the validate path builds it from the
+    segmentation's labels), equal to auditing masks that hold both regions."""
+    aff = np.eye(4)
+    atlas = np.full((16, 16, 16), 3, np.int16)
+    atlas[2:7, 4:12, 4:12] = 1     # Hippocampus_L
+    atlas[9:14, 4:12, 4:12] = 2    # Hippocampus_R
+    _save(atlas, aff, tmp_path / "atlas.nii.gz")
+    (tmp_path / "labels.tsv").write_text("index\tname\n1\tHippocampus_L\n2\tHippocampus_R\n3\tRest\n")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        m = np.zeros((16, 16, 16), np.uint8)
+        m[3:6, 5 + i % 3:9 + i % 3, 6:10] = 1  # inside the left region
+        _save(m, aff, tmp_path / "masks" / f"sub-{i:02d}_mask.nii.gz")
+        _save(m | (atlas == 2), aff, tmp_path / "both" / f"sub-{i:02d}_mask.nii.gz")
+        _save(((atlas == 2) + 0.01 * rng.random(atlas.shape)).astype(np.float32), aff,
+              tmp_path / "maps" / "right" / f"sub-{i:02d}_map.nii.gz")
+        _save(rng.random(atlas.shape).astype(np.float32), aff, tmp_path / "maps" / "noise" / f"sub-{i:02d}_map.nii.gz")
+    contra = FAST.model_copy(update={"scoring": FAST.scoring.model_copy(update={"contralateral": True})})
+    kw = dict(atlas=tmp_path / "atlas.nii.gz", atlas_labels=tmp_path / "labels.tsv", report=False)
+    on = run_audit(tmp_path / "maps", tmp_path / "masks", tmp_path / "on", protocol=contra, **kw)
+    off = run_audit(tmp_path / "maps", tmp_path / "masks", tmp_path / "off", protocol=FAST, **kw)
+    hand = run_audit(tmp_path / "maps", tmp_path / "both", tmp_path / "hand", protocol=FAST, report=False)
+    m_on = {x.method: x.metrics for x in on.results.methods}
+    m_off = {x.method: x.metrics for x in off.results.methods}
+    # a map on the right region: all its mass in the ground truth with contralateral, almost none without
+    assert m_on["right"]["relevance_mass_accuracy"].mean > 0.9
+    assert m_off["right"]["relevance_mass_accuracy"].mean < 0.1
+    a, b = _scores(on), _scores(hand)
+    keys = [k for k in b if k[1] in ("right", "noise", "random")]
+    assert len(keys) >= 3 * 8 * 4 and {k: a[k] for k in keys} == pytest.approx({k: b[k] for k in keys}, abs=1e-6)

@@ -92,3 +92,34 @@ def test_misspelt_metric_param_is_rejected_at_load_not_mid_run(tmp_path):
     assert "metrics.3.params" in msg and "top_k" in msg and "['k']" in msg
     ok, _ = _broken(tmp_path, "  - name: auroc\n", "  - name: auroc\n  - name: top_k_intersection\n    params: {k: 0.1}\n")
     assert load_protocol(ok).metrics[3].params == {"k": 0.1}
+
+
+class _CohortReached(Exception):
+    pass
+
+
+@pytest.mark.parametrize("old,new,key", [
+    ("split: [0.5, 0.1, 0.4]}", "split: [0.5, 0.1, 0.4], margn_mm: 2}", "margn_mm"),   # a task parameter
+    ("params: {channels: [4, 8]}", "params: {chanels: [4, 8]}", "chanels"),            # a model parameter
+])
+def test_a_misspelt_task_or_model_parameter_is_refused_before_the_cohort_is_generated(tmp_path, monkeypatch,
+                                                                                     old, new, key):
+    import neuroxai.data.cohort as cohort
+    from neuroxai.protocol.runner import run_protocol
+
+    def reached(*a, **k):
+        raise _CohortReached
+
+    monkeypatch.setattr(cohort, "generate_cohort", reached)
+    from tests.test_hostile_input import SMALL
+
+    assert old in SMALL
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(SMALL)
+    bad.write_text(SMALL.replace(old, new, 1))
+    with pytest.raises(_CohortReached):  # spelt right, the run gets as far as generating the cohort
+        run_protocol(good, tmp_path / "run_good")
+    with pytest.raises(ConfigError) as e:  # misspelt: refused at load, the cohort never started
+        run_protocol(bad, tmp_path / "run_bad")
+    assert key in str(e.value) and str(bad) in str(e.value)
+    assert not (tmp_path / "run_bad").exists()

@@ -92,7 +92,7 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
     """Attribute, score and write one chunk to ``f`` (its tensors are freed on return).
     ``preds``: ``{subject: prediction}`` of the task's model, filled as chunks need it."""
     from ...attribution import attribute
-    from ...scoring import distance_profile, score
+    from ...scoring.chunk import score_chunk
 
     p = ctx.protocol
     b = store.batch(sids, ctx.device)
@@ -107,20 +107,16 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
     attr = attribute(tm.model, x, target, mspec.name, **params).float()
     t_s = _now(ctx.device)
     kw = _metric_kwargs(ctx, store, b, task)
-    brain = b.get("brain_mask") if p.scoring.restrict_to_brain else None
-    s = score(attr, gt, kw.pop("metrics"), brain_mask=brain, **kw)
-    rel, vol = distance_profile(attr, gt, brain, spacing=store.spacing,
-                                distances_mm=p.scoring.profile_distances_mm, polarity=p.scoring.polarity)
+    sc = score_chunk(attr, gt, kw.pop("metrics"), p.scoring, brain=b.get("brain_mask"), **kw)
     t_e = _now(ctx.device)
     # the split the issue's "scoring < 5 % of attribution" is checked against
     ctx.timings["attribution_s"] = ctx.timings.get("attribution_s", 0.0) + t_s - t_a
     ctx.timings["scoring_s"] = ctx.timings.get("scoring_s", 0.0) + t_e - t_s
-    arrays = {f"score__{k}": v.detach().cpu().double().numpy() for k, v in s.items()}
+    arrays = {f"score__{k}": v.detach().cpu().double().numpy() for k, v in sc.scores.items()}
     arrays.update({f"subject__{k}": v for k, v in record.items()})  # label, prediction, target
-    arrays["profile_relevance"] = rel.cpu().numpy()
-    arrays["profile_volume"] = vol.cpu().numpy()
-    norm_attr = _normalize_map(p.scoring.evidence(attr), b.get("brain_mask"))
-    arrays["mean_map_sum"] = norm_attr.sum(0)[0].cpu().numpy().astype(np.float32)
+    arrays["profile_relevance"] = sc.profile_relevance.cpu().numpy()
+    arrays["profile_volume"] = sc.profile_volume.cpu().numpy()
+    arrays["mean_map_sum"] = sc.mean_map_sum.cpu().numpy().astype(np.float32)
     if p.run.save_maps == "npz16":
         arrays["maps"] = attr[:, 0].cpu().numpy().astype(np.float16)
     elif p.run.save_maps == "nifti":
@@ -129,7 +125,7 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
 
 
 def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> dict:
-    """score()'s keyword arguments: the metrics' parameters from their registered facts (an atlas
+    """score_chunk()'s keyword arguments: the metrics' parameters from their registered facts (an atlas
     need is met by the segmentation and the task's regions, else that metric is skipped)."""
     from ...scoring.localization import metric_params
 
@@ -138,7 +134,7 @@ def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> d
     pairs = _lateral_pairs(ctx) if atlas is not None and true else None
     metrics = metric_params({m.name: m.params for m in ctx.protocol.metrics}, sc,
                             atlas=atlas, true_region=true, lateral_pairs=pairs)
-    return {"metrics": metrics, "spacing": store.spacing, **sc.score_options(),
+    return {"metrics": metrics, "spacing": store.spacing,
             "atlas": None if atlas is None else atlas.long(), "true_region": true, "lateral_pairs": pairs}
 
 
@@ -157,22 +153,12 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _normalize_map(attr: torch.Tensor, brain: torch.Tensor | None) -> torch.Tensor:
-    """Per-subject map (already read with the scoring's sign convention) scaled to unit positive
-    mass (for the cohort-mean figure)."""
-    a = attr.clamp_min(0)
-    if brain is not None:
-        a = a * brain
-    s = a.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1, 1)
-    return a / s
-
-
 def save_nifti_maps(folder: Path, sids: list[str], attr: torch.Tensor, affines: torch.Tensor, method: str) -> None:
     """One float32 NIfTI per subject on the model grid, each written atomically, under the
-    BIDS-derivatives name ``neuroxai audit`` reads (:func:`~neuroxai.protocol.audit.saliency_name`)."""
+    BIDS-derivatives name ``neuroxai audit`` reads (:func:`~neuroxai.data.bids.saliency_name`)."""
+    from ...data.bids import saliency_name
     from ...data.volume import save_volume
     from ...safepath import inside
-    from ..audit import saliency_name
 
     for i, sid in enumerate(sids):
         save_volume(attr[i, 0], affines[i].cpu().numpy(), inside(folder, saliency_name(sid, method)))

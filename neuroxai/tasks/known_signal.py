@@ -281,5 +281,6 @@ def null_control(manifest: pd.DataFrame, *, seed: int = 0, base: str = "region_v
     out = TaskData("null_control", list(t.subject_ids), labels, t.split.copy(), t.kind, t.n_classes,
                    t.scorable.copy(), t.required_keys, t.gt_fn, t.image_fn, t.region_ids,
                    list(t.covariates), {"note": "labels permuted"}, {**t.info, "base": base,
-                                                                     "permutation_seed": permutation_seed})
+                                                                     "permutation_seed": permutation_seed},
+                   dict(t.metric_params))
     return out

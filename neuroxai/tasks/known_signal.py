@@ -149,13 +149,13 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
         beta = np.zeros(0)
     else:
         adj, beta = residualize(vol, cov.to_numpy(float), train)
-        corr = {"pca_components": 0}
     info = {"regions": [str(r) for r in (regions if not isinstance(regions, str) else [regions])],
             "volume_ml_mean": float(vol.mean()), "volume_ml_sd": float(vol.std()),
             "residualization": {"covariates": list(cov.columns), "coef": beta.tolist(),
                                 "fitted_on": "train split only"},
-            "margin_mm": margin_mm, "ground_truth": ground_truth, "target": target,
-            "correction": corr}
+            "margin_mm": margin_mm, "ground_truth": ground_truth, "target": target}
+    if k:  # absent at k = 0, so an uncorrected task's summary (and its stage keys) stay as before
+        info["correction"] = corr
     ids_all = manifest["subject_id"].astype(str).to_numpy()
     if target == "classification":
         cls = _classes(adj, train, quantiles)

@@ -107,6 +107,7 @@ def test_region_volume_correction_option(manifest):
     k0 = build_task("region_volume", manifest, seed=0, target="regression", correction={"pca_components": 0})
     k3 = build_task("region_volume", manifest, seed=0, target="regression", correction={"pca_components": 3})
     assert np.array_equal(base.labels, k0.labels)  # k = 0 is the uncorrected task
+    assert k0.summary() == base.summary()  # stage keys of uncorrected tasks unchanged
     assert not np.allclose(base.labels, k3.labels)
     c = k3.info["correction"]
     assert c["pca_components"] == 3 and c["left_out_labels"] == [41, 42]

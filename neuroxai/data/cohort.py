@@ -253,12 +253,71 @@ class CohortParams:
     noise: float = 0.03          # Rician noise SD as a fraction of the WM intensity
     margin_mm: float = 10.0      # field of view: brain bounding box + margin
     signal_tol_mm: float = 0.5   # signal support: where a 1-SD latent moves tissue by more than this
+    # A second group of regions whose volume follows its own latent (independent of the first and
+    # of age), for tasks built from two regional measures (the "artificial diseases").
+    second_regions: tuple[str, ...] = ()
+    # Known aging: region name → volume change per decade of age (a fraction: -0.05 = 5 % smaller
+    # per decade, +0.12 = 12 % larger), about age 50. Names are AAL3 names or the derived labels
+    # ``Lateral_Ventricle_L/R`` and ``Thalamus_L/R`` (:data:`DERIVED_LABELS`).
+    age_effects: dict = None  # type: ignore[assignment]
+
+    def __post_init__(self):
+        object.__setattr__(self, "second_regions", tuple(self.second_regions))
+        object.__setattr__(self, "age_effects", dict(self.age_effects or {}))
 
     def as_dict(self) -> dict:
         d = self.__dict__.copy()
         d["regions"] = list(self.regions)
         d["version"] = COHORT_VERSION
+        # Absent when unused, so the parameters (and the reuse check) of every cohort written
+        # before these options existed stay the same.
+        for k in ("second_regions", "age_effects"):
+            if d[k]:
+                d[k] = list(d[k]) if k == "second_regions" else {str(n): float(v) for n, v in d[k].items()}
+            else:
+                d.pop(k)
         return d
+
+
+#: Labels the cohort adds to AAL3 when an age effect names them: AAL3 has no ventricles, and its
+#: thalamus is split into nuclei (its ``Thalamus_L/R`` values are empty); the nuclei are merged
+#: into them (``Thalamus_L`` = 81, ``Thalamus_R`` = 82).
+DERIVED_LABELS = {"Lateral_Ventricle_L": 171, "Lateral_Ventricle_R": 172, "Thalamus_L": 81, "Thalamus_R": 82}
+
+
+def cohort_labels(age_effects: dict | None = None) -> dict[str, int]:
+    """The label table of a cohort: AAL3, plus :data:`DERIVED_LABELS` when ``age_effects`` names
+    one of them (the ventricles added; the thalamic nuclei then merged into ``Thalamus_L/R``)."""
+    labels = dict(atlas_labels())
+    if any(n in DERIVED_LABELS for n in (age_effects or {})):
+        labels = {n: v for n, v in labels.items() if not n.startswith("Thal_")}
+        labels.update(DERIVED_LABELS)
+    return labels
+
+
+def aging_atlas(tpl: "Template") -> torch.Tensor:
+    """The template atlas with the derived labels: ``(1, X, Y, Z)`` float labels. Lateral
+    ventricles: the largest connected CSF component (T1 < 100 of 255, unlabelled by AAL3, inside
+    the brain, in a box about the midline: |x| < 30, −50 < y < 30, −5 < z < 35 mm) of each
+    hemisphere, 5.5 and 6.1 ml; thalamus: the union of each side's AAL3 nuclei."""
+    from scipy import ndimage
+
+    at = tpl.atlas[0].clone()
+    lab = atlas_labels()
+    for side, value in (("L", 81), ("R", 82)):
+        for n, v in lab.items():
+            if n.startswith("Thal_") and n.endswith(f"_{side}"):
+                at[at == v] = value
+    pts = _grid_points(tpl.shape, tpl.affine)
+    x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
+    csf = ((tpl.linear[2] > 0.5) & (at == 0) & (tpl.linear[0] < 100) & (x.abs() < 30)
+           & (y > -50) & (y < 30) & (z > -5) & (z < 35))
+    for side, value, sel in (("L", 171, x < 0), ("R", 172, x > 0)):
+        comp, n = ndimage.label((csf & sel).numpy())
+        if n:
+            big = int(np.argmax(np.bincount(comp.ravel())[1:])) + 1
+            at[torch.from_numpy(comp == big)] = value
+    return at[None]
 
 
 class _Generator:
@@ -266,6 +325,9 @@ class _Generator:
         self.p = p
         self.tpl = load_template(p.spacing)
         tpl = self.tpl
+        derived = any(n in DERIVED_LABELS for n in p.age_effects)
+        self.atlas = aging_atlas(tpl) if derived else tpl.atlas
+        self.labels = cohort_labels(p.age_effects)
         # Output field of view: the brain's bounding box + margin, at the requested spacing.
         brain = tpl.linear[2] > 0.5
         nz = torch.nonzero(brain)
@@ -285,14 +347,36 @@ class _Generator:
         self.coarse_aff[:3, 3] = w_lo
         self._build_regional()
 
+    def _label_ids(self, names) -> list[int]:
+        out = []
+        for n in names:
+            if n in DERIVED_LABELS and n in self.labels:
+                out.append(self.labels[n])
+            else:
+                out += region_ids([n])
+        return out
+
     def _build_regional(self) -> None:
-        """Unit radial velocity field about each region's centroid, on a 2 mm box around them."""
+        """Unit radial velocity field about each region's centroid, on a 2 mm box around them:
+        one for the latent's regions, one for the second group's, one per aging region."""
         tpl = self.tpl
         ids = region_ids(list(self.p.regions))
         self.region_ids = ids
-        atlas = tpl.atlas[0]
+        ids_b = self._label_ids(self.p.second_regions)
+        age = [(self._label_ids([n])[0], float(r)) for n, r in self.p.age_effects.items()]
+        for n, r in self.p.age_effects.items():
+            if not -0.5 < float(r) < 1.0:
+                raise ConfigError(f"age effect of {n!r} out of range", path="cohort.age_effects",
+                                  expected="a volume change per decade in (-0.5, 1.0), e.g. -0.05",
+                                  found=r)
+        atlas = self.atlas[0]
         mask_all = torch.zeros_like(atlas, dtype=torch.bool)
-        for i in ids:
+        for i in [*ids, *ids_b, *(a for a, _ in age)]:
+            if not bool((atlas == i).any()):
+                raise ConfigError("a chosen region is empty in the atlas", path="cohort",
+                                  expected="AAL3 regions with voxels (Thalamus_L/R, Cingulate_Ant_L/R "
+                                           "are empty in AAL3 unless an age effect names Thalamus_*)",
+                                  found=i)
             mask_all |= atlas == i
         nz = torch.nonzero(mask_all)
         if len(nz) == 0:
@@ -307,16 +391,26 @@ class _Generator:
         box_aff[:3, :3] = tpl.affine[:3, :3] * step
         box_aff[:3, 3] = tpl.affine[:3, :3] @ lo.numpy() + tpl.affine[:3, 3]
         pts = _grid_points(atlas[sl].shape, box_aff)
-        u = torch.zeros(3, *atlas[sl].shape)
-        for i in ids:
-            ind = (atlas[sl] == i).float()
-            c = pts[ind > 0].mean(0)
-            # Weight ≈ 1 inside the region, falling to 0 within ~6 mm (σ = 2 mm blur of a 1-voxel
-            # dilation): the change is confined to the region plus a margin.
-            w = _gauss_blur(F.max_pool3d(ind[None, None], 3, 1, 1)[0], (1.0, 1.0, 1.0))[0]
-            w = (w / 0.5).clamp(max=1.0)
-            u += w * (pts - c).permute(3, 0, 1, 2)
+
+        def unit(labels) -> torch.Tensor:
+            u = torch.zeros(3, *atlas[sl].shape)
+            for i in labels:
+                ind = (atlas[sl] == i).float()
+                c = pts[ind > 0].mean(0)
+                # Weight ≈ 1 inside the region, falling to 0 within ~6 mm (σ = 2 mm blur of a
+                # 1-voxel dilation): the change is confined to the region plus a margin.
+                w = _gauss_blur(F.max_pool3d(ind[None, None], 3, 1, 1)[0], (1.0, 1.0, 1.0))[0]
+                w = (w / 0.5).clamp(max=1.0)
+                u += w * (pts - c).permute(3, 0, 1, 2)
+            return u
+
+        u = unit(ids)
+        self.box_u_b = unit(ids_b) if ids_b else None
+        # Volume ≈ exp(3a) for v = −a·u: a per decade of age = log(1 + rate) / 3.
+        self.age_u = [(unit([i]), math.log1p(r) / 3.0) for i, r in age]
         self.box_u, self.box_aff = u, box_aff
+        if self.box_u_b is not None:  # the signal support covers both latents' regions
+            u = u + self.box_u_b
         # How far a latent of ±1 SD moves each point of the box (mm): the subject's signal support
         # is where this exceeds signal_tol_mm (see ``signal_support``).
         a1 = self.p.effect / 3.0
@@ -340,6 +434,9 @@ class _Generator:
         sex = int(rng.integers(0, 2))
         age_z = (age - 50) / 17.3
         z = float(-p.confound * age_z + math.sqrt(1 - p.confound ** 2) * rng.standard_normal())
+        # The second group's latent: its own stream, so the first group's draws stay the same.
+        z_b = (float(np.random.default_rng(np.random.SeedSequence([p.seed, i, 1])).standard_normal())
+               if self.box_u_b is not None else 0.0)
         # Global SVF (smooth noise, max displacement deform_mm) → displacement at the output grid.
         v = _smooth_noise(gen, (4, 5, 4), self.coarse_shape, 3) * p.deform_mm
         d_glob = _integrate_svf(v, self.coarse_aff)
@@ -348,7 +445,12 @@ class _Generator:
         y = self.centre + (y - self.centre) / scale
         # Regional SVF: v = −a·u (pulling the template inwards enlarges the region), volume ≈ e^{3a}.
         a = p.effect * z / 3.0
-        d_reg = _integrate_svf(-a * self.box_u, self.box_aff)
+        v_reg = -a * self.box_u
+        if self.box_u_b is not None:
+            v_reg = v_reg - (p.effect * z_b / 3.0) * self.box_u_b
+        for u_r, a_dec in self.age_u:  # known aging: per decade from age 50
+            v_reg = v_reg - (a_dec * (age - 50.0) / 10.0) * u_r
+        d_reg = _integrate_svf(v_reg, self.box_aff)
         sl = self.box_slices  # the regional field is zero outside its box: sample only there
         signal = torch.zeros(self.grid.shape, dtype=torch.bool)
         signal[sl] = _sample(self.box_reach, self.box_aff, y[sl])[0] > p.signal_tol_mm
@@ -360,7 +462,7 @@ class _Generator:
         # the latent alters the image only where the regional field moves tissue.
         wm_pre = lin[1].clone()
         wm_pre[sl] = _sample(self.tpl.linear[1:2], self.tpl.affine, y_box)[0]
-        seg = _sample(self.tpl.atlas, self.tpl.affine, y, mode="nearest", grid=grid)[0].round()
+        seg = _sample(self.atlas, self.tpl.affine, y, mode="nearest", grid=grid)[0].round()
         t1, brain = lin[0], lin[2] > 0.5
         seg = torch.where(brain, seg, torch.zeros_like(seg))
         signal &= brain
@@ -390,7 +492,7 @@ class _Generator:
         t1 = torch.sqrt((t1 + n1) ** 2 + n2 ** 2)
         vox_ml = p.spacing ** 3 / 1000.0
         return {"t1": t1, "seg": seg, "brain": brain, "lesion": lesion, "signal": signal, "age": age, "sex": sex,
-                "latent": z, "tiv_ml": float(brain.sum()) * vox_ml, "n_lesions": n_les,
+                "latent": z, "latent_b": z_b, "tiv_ml": float(brain.sum()) * vox_ml, "n_lesions": n_les,
                 "lesion_ml": float(lesion.sum()) * vox_ml}
 
 
@@ -426,6 +528,8 @@ def _write_subject(job) -> tuple[str, dict, dict]:
     _save(s["brain"].float(), g.grid.affine, files["brain_mask"], np.uint8)
     _save(s["signal"].float(), g.grid.affine, files["signal_mask"], np.uint8)
     info = {k: s[k] for k in ("age", "sex", "latent", "tiv_ml", "n_lesions", "lesion_ml")}
+    if g.box_u_b is not None:
+        info["latent_b"] = s["latent_b"]
     atomic_write(side, json.dumps(info))
     return sid, files, info
 
@@ -504,9 +608,9 @@ def generate_cohort(out_dir: str | Path, n: int = 200, spacing: float = 2.0, see
         rows.append({"subject_id": sid, **{k: str(v) for k, v in files.items()},
                      "age": round(info["age"], 2), "sex": info["sex"], "tiv": round(info["tiv_ml"], 3)})
         latent.append({"participant_id": sid, "latent": info["latent"], "n_lesions": info["n_lesions"],
-                       "lesion_ml": info["lesion_ml"]})
+                       "lesion_ml": info["lesion_ml"], **({"latent_b": info["latent_b"]} if "latent_b" in info else {})})
     df = pd.DataFrame(rows)
-    labels = atlas_labels()
+    labels = g.labels
     for path, table in ((out / "participants.tsv", {"participant_id": df.subject_id, "age": df.age, "sex": df.sex}),
                         (deriv / "latent.tsv", latent),
                         (deriv / "dseg.tsv", {"index": list(labels.values()), "name": list(labels)})):

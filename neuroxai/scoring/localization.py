@@ -47,8 +47,9 @@ class MetricInfo:
 
     ``higher_is_better``: the direction (``region_rank``: 1 = best). ``help``: one sentence for the
     report. ``chance``: its chance level in words. ``needs``: inputs beyond map, mask and brain
-    (``"atlas"``: an integer label map plus the true region(s)); a metric whose needs a task cannot
-    meet is skipped for that task. ``scoring_defaults``: parameter → ``scoring:`` key of the
+    (``"atlas"``: an integer label map plus the true region(s); ``"reference"``: a reference
+    ranking, given by the protocol or the task); a metric whose needs a task cannot meet is skipped
+    for that task. ``scoring_defaults``: parameter → ``scoring:`` key of the
     protocol it defaults to (e.g. the pointing game's tolerance). ``own_dilation``: the metric
     dilates the ground truth itself (``false_positive``'s ``gt_dilation``), so :func:`score` hands
     it the mask before the scoring's dilation (the contralateral region already added).
@@ -98,6 +99,8 @@ def metric_params(specs: Mapping[str, Mapping], scoring=None, *, atlas: torch.Te
             if atlas is None or not true_region:
                 continue
             p.update(atlas=atlas.long(), true_region=list(true_region))
+            if "reference" in info.needs and not p.get("reference"):
+                continue
             if lateral_pairs is not None and "lateral_pairs" in (METRICS.params(name) or ()):
                 p.setdefault("lateral_pairs", dict(lateral_pairs))
         out[name] = p

@@ -351,7 +351,7 @@ def rank_biased_overlap(s: Sequence, t: Sequence, p: float = 1.0, ext: bool = Fa
                                            torch.tensor([index[x] for x in t[:k]]), p, ext)[0])
 
 
-@metric("rank_biased_overlap", needs=("atlas",),
+@metric("rank_biased_overlap", needs=("atlas", "reference"),
         help=("rank-biased overlap of the regions ranked by 99th-percentile relevance (left/right "
               "merged) with a reference ranking (Webber et al. 2010; Siegel et al. 2025)"),
         chance="the expected overlap of a random region ranking")

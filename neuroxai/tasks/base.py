@@ -33,6 +33,8 @@ class TaskData:
             on scorable test subjects; the others still train the model).
         required_keys: manifest columns the task needs on the model grid.
         gt_fn: ``batch → (B,1,D,H,W) bool`` ground truth; ``image_fn``: ``batch → image``.
+        metric_params: ``{metric: params}`` the task gives its metrics over the protocol's (the
+            brain-age task's true ordering as ``rank_biased_overlap``'s ``reference``).
     """
 
     name: str
@@ -49,6 +51,7 @@ class TaskData:
     covariates: list[str] = field(default_factory=list)
     confound: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    metric_params: dict = field(default_factory=dict)
 
     def ground_truth(self, batch: dict) -> torch.Tensor:
         """``(B,1,D,H,W)`` bool mask of where the label's signal lives, on the batch's device."""

@@ -24,3 +24,21 @@ def inserted_truth(info: dict) -> str:
 
 def lesion_truth(info: dict) -> str:
     return "each subject's lesion mask"
+
+
+def two_measure_truth(info: dict) -> str:
+    """``artificial_disease``: both measures' regions with their other hemispheres."""
+    if info.get("ground_truth") == "signal_support":
+        return "the signal support of both measures' regions and their other hemispheres"
+    regions = ", ".join([*info.get("high_regions", []), *info.get("low_regions", [])])
+    m = info.get("margin_mm", 0) or 0
+    return (f"both measures' regions ({regions}) and their other hemispheres"
+            + (f", dilated by {m:g} mm" if m else ""))
+
+
+def aging_truth(info: dict) -> str:
+    """``brain_age``: the regions given an aging effect, ranked by its size."""
+    m = info.get("margin_mm", 0) or 0
+    order = info.get("true_ordering", [])
+    return (f"the regions with an aging effect ({', '.join(order)}, largest effect first)"
+            + (f", dilated by {m:g} mm" if m else ""))

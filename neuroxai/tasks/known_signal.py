@@ -28,7 +28,8 @@ from ..errors import ConfigError, TaskError
 from .base import (TASKS, TaskData, build_task, confound_check, covariate_frame, make_split,
                    quantile_bins, residualize)
 from . import describe
-from .regions import label_table, resolve_regions
+from .cidp import label_volumes, parse_correction, pca_correct, same_structure
+from .regions import label_table, lateral_pairs, resolve_regions
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
                   regions: Sequence[str | int] = ("Hippocampus_L", "Hippocampus_R"),
                   target: str = "classification", quantiles: Sequence[float] = (1 / 3, 2 / 3),
                   covariates: Sequence[str] | None = None, margin_mm: float = 0.0,
-                  ground_truth: str = "region",
+                  ground_truth: str = "region", correction: dict | None = None,
                   labels_tsv: str | None = None, split: Sequence[float] = (0.6, 0.15, 0.25)) -> TaskData:
     """Label = the regions' volume, adjusted for covariates; ground truth = the regions.
 
@@ -114,6 +115,10 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
         ground_truth: ``"region"`` (the segmented region, + ``margin_mm``) or ``"signal_support"``
             (the manifest's ``signal_mask``: where the latent variable moved tissue; the embedded
             cohort writes it; + ``margin_mm``).
+        correction: ``{pca_components: k}``: the corrected measure (cIDP) of Siegel et al. 2025
+            (:mod:`neuroxai.tasks.cidp`): the volume is also regressed on the first ``k``
+            principal components of every other label's volume (the regions' other hemisphere
+            left out), fitted on the training split. ``k = 0`` (default) is the uncorrected task.
     """
     if target not in ("classification", "regression"):
         raise ConfigError("unknown target", expected=["classification", "regression"], found=target)
@@ -129,7 +134,9 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
                             found="no signal_mask column" if "signal_mask" not in manifest.columns
                             else "rows without one",
                             fix="use ground_truth: region with a margin_mm on your own data")
-    ids = resolve_regions(regions, label_table(manifest, labels_tsv))
+    k = parse_correction(correction)
+    table = label_table(manifest, labels_tsv)
+    ids = resolve_regions(regions, table)
     vol = measure_volumes(manifest["segmentation"].tolist(), ids)
     if (vol == 0).any():
         bad = manifest["subject_id"][vol == 0].tolist()[:10]
@@ -138,12 +145,18 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
     cov = covariate_frame(manifest, None if covariates is None else list(covariates))
     sp = make_split(quantile_bins(vol, 3), seed=seed, fractions=tuple(split))
     train = sp == "train"
-    adj, beta = residualize(vol, cov.to_numpy(float), train)
+    if k:
+        adj, corr = corrected_volume(manifest, vol, ids, table, train, k, cov.to_numpy(float))
+        beta = np.zeros(0)
+    else:
+        adj, beta = residualize(vol, cov.to_numpy(float), train)
     info = {"regions": [str(r) for r in (regions if not isinstance(regions, str) else [regions])],
             "volume_ml_mean": float(vol.mean()), "volume_ml_sd": float(vol.std()),
             "residualization": {"covariates": list(cov.columns), "coef": beta.tolist(),
                                 "fitted_on": "train split only"},
             "margin_mm": margin_mm, "ground_truth": ground_truth, "target": target}
+    if k:  # absent at k = 0, so an uncorrected task's summary (and its stage keys) stay as before
+        info["correction"] = corr
     ids_all = manifest["subject_id"].astype(str).to_numpy()
     if target == "classification":
         cls = _classes(adj, train, quantiles)
@@ -165,6 +178,20 @@ def region_volume(manifest: pd.DataFrame, *, seed: int = 0,
     task.confound = confound_check(labels_cov, labels, sp[keep], kind)
     task.info["raw_volume_ml"] = dict(zip(ids_all.tolist(), vol.round(4).tolist()))
     return task
+
+
+def corrected_volume(manifest: pd.DataFrame, vol: np.ndarray, ids: Sequence[int], table: dict[str, int],
+                     train: np.ndarray, k: int, covs: np.ndarray) -> tuple[np.ndarray, dict]:
+    """``vol`` corrected on the first ``k`` principal components of every other label's volume
+    (the labels ``ids`` and their other hemisphere left out) and ``covs``, fitted on ``train``:
+    ``(corrected values, info)`` (:func:`neuroxai.tasks.cidp.pca_correct`)."""
+    labs, vols = label_volumes(manifest["segmentation"].tolist())
+    left_out = same_structure(ids, lateral_pairs(table))
+    others = vols[:, ~np.isin(labs, sorted(left_out))]
+    adj, info = pca_correct(vol, others, train, k, covs)
+    info["left_out_labels"] = sorted(int(x) for x in left_out if x in set(labs.tolist()))
+    info["fitted_on"] = "train split only"
+    return adj, info
 
 
 @TASKS.register("lesion", ground_truth=describe.lesion_truth)
@@ -255,5 +282,6 @@ def null_control(manifest: pd.DataFrame, *, seed: int = 0, base: str = "region_v
     out = TaskData("null_control", list(t.subject_ids), labels, t.split.copy(), t.kind, t.n_classes,
                    t.scorable.copy(), t.required_keys, t.gt_fn, t.image_fn, t.region_ids,
                    list(t.covariates), {"note": "labels permuted"}, {**t.info, "base": base,
-                                                                     "permutation_seed": permutation_seed})
+                                                                     "permutation_seed": permutation_seed},
+                   dict(t.metric_params))
     return out

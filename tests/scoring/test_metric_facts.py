@@ -59,3 +59,17 @@ def test_metric_params_meet_needs_and_defaults_from_the_registered_facts():
     assert "region_rank" not in metric_params(specs, sc)                            # no atlas
     assert "region_rank" not in metric_params(specs, sc, atlas=seg, true_region=None)  # a lesion task
     assert metric_params({"pointing_game": {"tolerance_mm": 1.0}}, sc)["pointing_game"] == {"tolerance_mm": 1.0}
+
+
+def test_a_metric_needing_a_reference_is_skipped_without_one():
+    """rank_biased_overlap needs a reference ranking (the brain-age task gives its true ordering):
+    a task without one (artificial disease, lesions) leaves the metric out instead of failing."""
+    import torch
+
+    from neuroxai.scoring.localization import metric_params
+
+    atlas = torch.ones(1, 1, 4, 4, 4, dtype=torch.long)
+    specs = {"rank_biased_overlap": {}, "relevance_rank_accuracy": {}}
+    assert set(metric_params(specs, atlas=atlas, true_region=[1])) == {"relevance_rank_accuracy"}
+    got = metric_params({"rank_biased_overlap": {"reference": [1]}}, atlas=atlas, true_region=[1])
+    assert got["rank_biased_overlap"]["reference"] == [1]

@@ -117,3 +117,22 @@ def test_region_volume_ground_truth_choice(manifest):
         build_task("region_volume", manifest, ground_truth="blob")
     with pytest.raises(TaskError, match="signal_mask"):
         build_task("region_volume", manifest.drop(columns="signal_mask"), ground_truth="signal_support")
+
+
+def test_lesion_load_is_a_regression_scored_on_the_undilated_mask(manifest):
+    """White-matter lesion load (Siegel et al. 2025): log(1 + ml) as a regression target; ground
+    truth each subject's own lesion mask, not dilated; lesion-free subjects are not scored."""
+    import nibabel as nib
+
+    t = build_task("lesion", manifest, seed=0, target="load")
+    assert t.kind == "regression" and t.n_classes == 1
+    ml = []
+    for p in manifest["lesion_mask"]:
+        img = nib.load(p)
+        ml.append((np.asarray(img.dataobj) > 0.5).sum() * abs(np.linalg.det(img.affine[:3, :3])) / 1000)
+    assert np.allclose(t.labels, np.log1p(ml), atol=1e-6)
+    assert np.array_equal(t.scorable, np.asarray(ml) > 0)
+    m = torch.zeros(1, 1, 6, 6, 6)
+    m[0, 0, 2, 2, 2] = 1.0
+    gt = t.ground_truth({"lesion_mask": m, "spacing": (6.0, 6.0, 6.0)})
+    assert gt.dtype == torch.bool and gt.sum() == 1 and gt[0, 0, 2, 2, 2]

@@ -132,7 +132,8 @@ def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> d
     sc = ctx.protocol.scoring
     atlas, true = batch.get("segmentation"), getattr(task, "region_ids", None)
     pairs = _lateral_pairs(ctx) if atlas is not None and true else None
-    metrics = metric_params({m.name: m.params for m in ctx.protocol.metrics}, sc,
+    own = getattr(task, "metric_params", {}) or {}  # the task's (brain age: the true ordering)
+    metrics = metric_params({m.name: {**m.params, **own.get(m.name, {})} for m in ctx.protocol.metrics}, sc,
                             atlas=atlas, true_region=true, lateral_pairs=pairs)
     return {"metrics": metrics, "spacing": store.spacing,
             "atlas": None if atlas is None else atlas.long(), "true_region": true, "lateral_pairs": pairs}

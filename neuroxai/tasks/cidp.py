@@ -26,13 +26,12 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import ConfigError, TaskError
+from .regions import check_integer_labels
 
 
 def label_volumes(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Volume in ml of every label > 0 of each label map: ``(labels (L,), volumes (N, L))``, the
     labels sorted, a label absent from a subject 0 ml there."""
-    from .known_signal import check_integer_labels
-
     counts, vox = [], []
     for p in paths:
         img = nib.load(p)

@@ -29,7 +29,7 @@ from .base import (TASKS, TaskData, build_task, confound_check, covariate_frame,
                    quantile_bins, residualize)
 from . import describe
 from .cidp import label_volumes, parse_correction, pca_correct, same_structure
-from .regions import label_table, lateral_pairs, resolve_regions
+from .regions import check_integer_labels, label_table, lateral_pairs, resolve_regions
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +42,6 @@ def _need(manifest: pd.DataFrame, col: str, task: str) -> None:
                         fix=f"add the {col} column (paths to NIfTI files) or drop those subjects")
 
 
-def check_integer_labels(data: np.ndarray, path) -> None:
-    """A label map must hold integer labels: one resampled with trilinear interpolation (labels
-    + 0.6) would be rounded to the neighbouring label, so another region silently becomes the
-    ground truth. Refused, naming the file."""
-    if np.issubdtype(data.dtype, np.integer):
-        return
-    frac = np.abs(data - np.round(data))
-    bad = frac > 1e-3
-    if bad.any():
-        v = float(data[bad].flat[0])
-        raise TaskError("the label map is not integer-valued", path=path,
-                        expected="integer labels (a segmentation resampled with nearest-neighbour interpolation)",
-                        found=f"{int(bad.sum())} voxels with fractional labels, e.g. {v:g}",
-                        fix="resample the segmentation with nearest-neighbour interpolation (or give the "
-                            "original), never trilinear")
 
 
 def measure_volumes(paths: Sequence[str], values: Sequence[int]) -> np.ndarray:

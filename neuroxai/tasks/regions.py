@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TaskError
 
 # FreeSurfer / FastSurfer aseg labels most used for volume tasks (FreeSurferColorLUT.txt).
 ASEG = {"Left-Lateral-Ventricle": 4, "Left-Thalamus": 10, "Left-Caudate": 11, "Left-Putamen": 12,
@@ -77,3 +78,19 @@ def lateral_pairs(table: dict[str, int]) -> dict[int, int]:
                 out[int(value)] = int(table[other])
                 break
     return out
+
+def check_integer_labels(data: np.ndarray, path) -> None:
+    """A label map must hold integer labels: one resampled with trilinear interpolation (labels
+    + 0.6) would be rounded to the neighbouring label, so another region silently becomes the
+    ground truth. Refused, naming the file."""
+    if np.issubdtype(data.dtype, np.integer):
+        return
+    frac = np.abs(data - np.round(data))
+    bad = frac > 1e-3
+    if bad.any():
+        v = float(data[bad].flat[0])
+        raise TaskError("the label map is not integer-valued", path=path,
+                        expected="integer labels (a segmentation resampled with nearest-neighbour interpolation)",
+                        found=f"{int(bad.sum())} voxels with fractional labels, e.g. {v:g}",
+                        fix="resample the segmentation with nearest-neighbour interpolation (or give the "
+                            "original), never trilinear")

@@ -24,11 +24,13 @@ def new_metric():
     METRIC_INFO.pop("test_distance_to_peak")
 
 
-def test_a_registered_metric_reaches_scoring_report_and_direction():
+def test_a_registered_metric_reaches_scoring_report_and_direction(small_results):
+    r = small_results({}, acceptance=[], metrics=[])  # results without recorded facts: the registry's
     assert METRIC_INFO["test_distance_to_peak"].scoring_defaults == (("tolerance_mm", "pointing_tolerance_mm"),)
-    assert _metric_help("test_distance_to_peak") == ("distance of the peak to the mask (test)", "half the brain's extent")
-    assert _lower_is_better("test_distance_to_peak") and _lower_is_better("region_rank")
-    assert not _lower_is_better("auroc")
+    assert _metric_help(r, "test_distance_to_peak") == ("distance of the peak to the mask (test)",
+                                                        "half the brain's extent")
+    assert _lower_is_better(r, "test_distance_to_peak") and _lower_is_better(r, "region_rank")
+    assert not _lower_is_better(r, "auroc")
     x = torch.rand(2, 1, 6, 6, 6)
     m = torch.zeros_like(x, dtype=torch.bool)
     m[:, :, 2:4, 2:4, 2:4] = True

@@ -163,7 +163,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
     validity = {k: Validity.model_validate(v) for k, v in (validity or {}).items() if v is not None}
     profiles = {k: DistanceProfile.model_validate(v) for k, v in (profiles or {}).items() if v is not None}
     sanity = {t: {k: Sanity.model_validate(v) for k, v in per.items()} for t, per in (sanity or {}).items()}
-    metrics = [m.name for m in proto.metrics]
+    metrics = [m.key for m in proto.metrics]  # a labelled entry's rows carry its label
     main = _main_metric(proto)
     random_key, oracle_key = _method_key(proto, "random"), _method_key(proto, "oracle")
     task_out: list[TaskResult] = []
@@ -392,7 +392,7 @@ PUBLISHED = (
 
 def _main_metric(proto: Protocol) -> str:
     """The metric of the verdict tables (:func:`neuroxai.report.schema.main_metric`)."""
-    return main_metric([c.metric for c in proto.acceptance], [m.name for m in proto.metrics])
+    return main_metric([c.metric for c in proto.acceptance], [m.key for m in proto.metrics])
 
 
 def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol) -> list[PairwiseTest]:

@@ -37,13 +37,31 @@ SUMMARY_COLUMNS = ["task", "method", "metric", "mean", "ci_low", "ci_high", "cha
                    "median", "n", "p_vs_random", "p_vs_random_adjusted",
                    "p_vs_null_model", "p_vs_null_model_adjusted", "verdict"]
 
-def _metric_help(name: str) -> tuple[str, str]:
-    """The report's "how to read" sentence and chance level, as the metric registered them."""
+def metric_entry(results: Results, key: str) -> tuple[str, dict | None]:
+    """The registered metric behind a score key and the entry's own scoring (None: the protocol's):
+    a labelled entry's key is its label (``rma_ours`` → ``relevance_mass_accuracy``), an extra key
+    its label plus the metric's suffix (``rm_weak`` → ``region_match_weak``)."""
+    for m in results.protocol.spec.get("metrics", []):
+        lab, name = m.get("label"), m.get("name")
+        if lab and (key == lab or key.startswith(lab + "_")):
+            return name + key[len(lab):], m.get("scoring")
+        if not lab and key == name:
+            return name, m.get("scoring")
+    return key, None
+
+
+def _metric_help(name: str, scoring: dict | None = None) -> tuple[str, str]:
+    """The report's "how to read" sentence and chance level, as the metric registered them (and,
+    for an entry with its own scoring, that scoring)."""
     from ..scoring.localization import METRIC_INFO
 
     info = METRIC_INFO.get(name)
-    return (info.help, info.chance) if info and info.help else ("see the protocol's metric definition",
-                                                                "see summary.csv")
+    text, chance = (info.help, info.chance) if info and info.help else ("see the protocol's metric definition",
+                                                                        "see summary.csv")
+    if scoring:
+        steps = {k: v for k, v in scoring.items() if v not in (None, False, 0, 0.0) and k != "profile_distances_mm"}
+        text += f" — {name}, scored under its own scoring " + ", ".join(f"{k}: {v}" for k, v in steps.items())
+    return text, chance
 
 
 def _lower_is_better(name: str) -> bool:
@@ -125,7 +143,7 @@ def canonical(results: Results | dict) -> tuple[Results, str]:
 
 def metric_order(results: Results) -> list[str]:
     """Metric names in the protocol's order, then any others alphabetically."""
-    names = [m.get("name") for m in results.protocol.spec.get("metrics", [])]
+    names = [m.get("label") or m.get("name") for m in results.protocol.spec.get("metrics", [])]
     rest = sorted({k for m in results.methods for k in m.metrics} - set(names))
     return [n for n in names if n] + rest
 
@@ -263,7 +281,9 @@ def methods_paragraph(results: Results) -> str:
     tasks = ", ".join(f"{t.id} ({t.type}, {t.kind})" for t in results.tasks) or "none"
     meths = "; ".join(f"{m['name']}" + (f" ({_params(m.get('params', {}))})" if m.get("params") else "")
                       for m in spec.get("methods", [])) or "none"
-    metrics = ", ".join(m["name"] for m in spec.get("metrics", [])) or "none"
+    metrics = ", ".join(m["name"] + (f" (as {m['label']})" if m.get("label") else "")
+                        + (" under its own scoring" if m.get("scoring") else "")
+                        for m in spec.get("metrics", [])) or "none"
     src = "a checkpoint" if model.get("checkpoint") else f"a {model.get('architecture', 'CNN')} trained for each task"
     parts = [
         f"Protocol {results.protocol.id} v{results.protocol.version} "
@@ -415,7 +435,7 @@ def inspect_rows(results: Results) -> list[dict]:
         if not idx:
             continue
         # stable order: by value (best first), ties by subject id
-        sign = 1.0 if _lower_is_better(met) else -1.0
+        sign = 1.0 if _lower_is_better(metric_entry(results, met)[0]) else -1.0
         idx.sort(key=lambda i: (sign * value[i], str(sid[i])))
         pick = {"best": idx[0], "median": idx[(len(idx) - 1) // 2], "worst": idx[-1]}
         out.append({"task": m.task, "method": m.method, "metric": met,
@@ -435,7 +455,7 @@ def render_html(results: Results, sections: list[dict]) -> str:
             f["src"] = "data:image/png;base64," + base64.b64encode(f["png"]).decode("ascii")
     spec = results.protocol.spec
     used = metric_order(results)
-    help_rows = [(k, *_metric_help(k)) for k in used]
+    help_rows = [(k, *_metric_help(*metric_entry(results, k))) for k in used]
     at_chance = [t.id for t in results.tasks if t.model.at_chance]
     vals = [t.validity for t in results.tasks if t.validity is not None]
     n_placements = (vals[0].n_placements or "several") if vals else "several"

@@ -12,7 +12,7 @@ import torch
 
 from ..attribution.baselines import BASELINES  # the one list of model-free maps
 from ..report.schema import (SCHEMA_VERSION, AuditInfo, ClassScores, Comparison, Criterion, DataInfo, DistanceProfile,
-                             Finding, FindingEvidence, MethodResult, MetricSummary, ModelPerf, Overall,
+                             Finding, FindingEvidence, FindingReading, MethodResult, MetricSummary, ModelPerf, Overall,
                              PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
                              main_metric)
 from .schema import Protocol
@@ -247,7 +247,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                         n_inconclusive=sum(m.verdict == "INCONCLUSIVE" for m in non_base),
                         exit_code=exit_code,
                         criteria_reachable=reachable, reachability_note=note),
-        findings=published_findings(method_out, task_out),
+        findings=published_findings(method_out, task_out, proto),
         scores=scores_df.to_dict(orient="list") if len(scores_df) else {})
 
 
@@ -460,7 +460,8 @@ def _far_share(task: TaskResult | None, method: str) -> float | None:
     return None if not v or v[-1] is None else 1.0 - float(v[-1])
 
 
-def published_findings(method_out: list[MethodResult], task_out: list[TaskResult]) -> list[Finding]:
+def published_findings(method_out: list[MethodResult], task_out: list[TaskResult],
+                       proto: Protocol | None = None) -> list[Finding]:
     """Whether this run agrees with each finding of Siegel et al. 2025 (GradCAM fails to localize,
     LRP is extensive and artifactual, SmoothGrad is consistently accurate), from the verdicts on the
     tasks whose model uses its ground truth. Empty unless GradCAM, LRP and SmoothGrad all ran.
@@ -468,11 +469,17 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
     Agreement per judged task (``evidence[i].agrees``): GradCAM — it FAILs; LRP — it FAILs and
     puts more of its relevance far from the ground truth (beyond the profile's largest distance)
     than SmoothGrad; SmoothGrad — it PASSes. ``agree`` is True when every judged task agrees, None
-    when none could be judged; ``level`` says yes / partly (k of n tasks) / no / cannot tell."""
+    when none could be judged; ``level`` says yes / partly (k of n tasks) / no / cannot tell.
+
+    With ``proto``, each task × method is also read under the study's scoring and under ours
+    (``evidence[i].study`` / ``.ours``, :func:`_readings`), with ``scorings_note`` saying where and
+    why the two disagree, and ``agree_study`` / ``agree_ours`` over the tasks."""
     names = {m.name for m in method_out}
     if not {"gradcam", "lrp", "smoothgrad"} <= names:
         return []
     tmap = {t.id: t for t in task_out}
+    keys = _finding_metrics(proto) if proto is not None else {}
+    sg = {m.task: m for m in method_out if m.name == "smoothgrad"}
     out = []
     for name, claim in PUBLISHED:
         rows = [m for m in method_out if m.name == name]
@@ -482,7 +489,7 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
             task = tmap.get(m.task)
             prof = task.distance_profile if task is not None else None
             vol = prof.volume_share if prof is not None and prof.volume_share else [None]
-            e = FindingEvidence(task=m.task, verdict=m.verdict,
+            e = FindingEvidence(task=m.task, method=m.method, verdict=m.verdict,
                                 scaled_mean=x.scaled_mean if x else None,
                                 scaled_ci_low=x.scaled_ci_low if x else None,
                                 scaled_ci_high=x.scaled_ci_high if x else None,
@@ -499,13 +506,162 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
                             and e.far_share > e.far_share_smoothgrad)
             if e.agrees is False:
                 e.note = _disagreement_note(name, e, task)
+            if keys:
+                e.study, e.ours = _readings(name, m, sg.get(m.task), e, keys)
+                e.scorings_note = _scorings_note(name, e, m, keys, task)
             ev.append(e)
         votes = [e.agrees for e in ev if e.agrees is not None]
-        level = ("cannot tell" if not votes else "yes" if all(votes) else "no" if not any(votes)
-                 else f"partly ({sum(votes)} of {len(votes)} tasks)")
-        out.append(Finding(method=name, finding=claim, agree=None if not votes else all(votes), level=level,
-                           n_tasks_judged=sum(m.verdict in ("PASS", "FAIL") for m in rows), evidence=ev))
+        f = Finding(method=name, finding=claim, agree=None if not votes else all(votes), level=_level(votes),
+                    n_tasks_judged=sum(m.verdict in ("PASS", "FAIL") for m in rows), evidence=ev)
+        if keys.get("study"):
+            v = [e.study.agrees for e in ev if e.study is not None and e.study.agrees is not None]
+            f.agree_study, f.level_study = (None if not v else all(v)), _level(v, "task × method readings")
+        if keys.get("ours"):
+            v = [e.ours.agrees for e in ev if e.ours is not None and e.ours.agrees is not None]
+            f.agree_ours, f.level_ours = (None if not v else all(v)), _level(v, "task × method readings")
+        out.append(f)
     return out
+
+
+def _level(votes: list[bool], unit: str = "tasks") -> str:
+    return ("cannot tell" if not votes else "yes" if all(votes) else "no" if not any(votes)
+            else f"partly ({sum(votes)} of {len(votes)} {unit})")
+
+
+#: the chance (0) → oracle (1) scale value a map must reach, with its CI, to "localize" (the
+#: shipped protocols' scaled_ci_above threshold), unless the protocol's criterion says otherwise
+LOCALIZES_AT = 0.1
+
+
+def _finding_metrics(proto: Protocol) -> dict:
+    """The score keys each scoring reads the findings with: the study's (the entries scored under
+    ``preset: siegel2025``: RMA, the false-positive test, region match) and ours (the verdict's
+    metric, or relevance rank accuracy, scored without a preset; RMA without a preset as the
+    bridge between the two), the threshold of "localizes", and each side's scoring in words."""
+    def pick(name, preset):
+        return next((m.key for m in proto.metrics if m.name == name
+                     and (m.scoring_of(proto.scoring).preset == "siegel2025") == preset), None)
+
+    def words(key):
+        m = next((m for m in proto.metrics if m.key == key), None)
+        if m is None:
+            return ""
+        sc = m.scoring_of(proto.scoring)
+        if sc.preset:
+            return f"preset {sc.preset}"
+        return f"|map|" if (sc.sign == "abs" or (not sc.sign and sc.polarity == "absolute")) else \
+            (f"sign {sc.sign}" if sc.sign else f"polarity {sc.polarity}")
+
+    main = _main_metric(proto)
+    main_m = next((m for m in proto.metrics if m.key == main), None)
+    ours = main if main_m is not None and main_m.scoring_of(proto.scoring).preset is None else \
+        pick("relevance_rank_accuracy", False)
+    thr = next((c.threshold for c in proto.acceptance if c.kind == "scaled_ci_above" and c.metric == ours),
+               LOCALIZES_AT)
+    study = pick("relevance_mass_accuracy", True)
+    return {"study": study, "false_positive": pick("false_positive", True), "region_match": pick("region_match", True),
+            "ours": ours, "rma_plain": pick("relevance_mass_accuracy", False), "threshold": float(thr),
+            "study_text": words(study), "ours_text": words(ours)}
+
+
+def _localizes(rec: MetricSummary | None, thr: float) -> bool | None:
+    """True when the scaled CI lies at or above ``thr``, False when wholly below, None between."""
+    if rec is None or rec.scaled_ci_low is None or rec.scaled_ci_high is None:
+        return None
+    return True if rec.scaled_ci_low >= thr else False if rec.scaled_ci_high < thr else None
+
+
+def _readings(name: str, m: MethodResult, sg: MethodResult | None, e: FindingEvidence,
+              keys: dict) -> tuple[FindingReading | None, FindingReading | None]:
+    """One method on one task under the study's scoring and under ours.
+
+    GradCAM ("fails to localize") and SmoothGrad ("consistently accurate"): the chance → oracle
+    scale of the study's RMA under its preset, and of our metric; it localizes when the CI lies at
+    or above the threshold (``_localizes``). LRP ("extensive, artifactual relevance"): the study's
+    per-subject false-positive test, as a rate, against SmoothGrad's rate on the same task (agrees
+    when LRP's CI lies above it, disagrees when wholly at or below); ours: the share of relevance
+    beyond the distance profile's last distance against SmoothGrad's (agrees when larger)."""
+    thr = keys["threshold"]
+    study = ours = None
+    if name in ("gradcam", "smoothgrad"):
+        want = name == "smoothgrad"  # the finding: SmoothGrad localizes, GradCAM does not
+        for side, key in (("study", keys.get("study")), ("ours", keys.get("ours"))):
+            rec = m.metrics.get(key) if key else None
+            if rec is None:
+                continue
+            loc = _localizes(rec, thr)
+            r = FindingReading(scoring=side, scoring_text=keys[f"{side}_text"], metric=key,
+                               statistic="mean on the chance (0) → oracle (1) scale",
+                               value=rec.scaled_mean, ci_low=rec.scaled_ci_low, ci_high=rec.scaled_ci_high,
+                               reference=thr, reference_text=f"localizes: CI ≥ {thr:g}",
+                               agrees=None if loc is None else loc == want)
+            if side == "study" and keys.get("region_match") in m.metrics:
+                r.extra["region_match"] = m.metrics[keys["region_match"]].mean
+            if side == "study":
+                study = r
+            else:
+                ours = r
+        return study, ours
+    fp = keys.get("false_positive")
+    rec = m.metrics.get(fp) if fp else None
+    ref = sg.metrics.get(fp) if fp and sg is not None else None
+    if rec is not None:
+        base = ref.mean if ref is not None else None
+        # every subject alike (all 0 or all 1) has no bootstrap interval: the rate itself is exact
+        lo, hi = (rec.ci_low, rec.ci_high) if rec.ci_low is not None else ((rec.mean, rec.mean) if rec.n > 1
+                                                                          else (None, None))
+        agrees = None
+        if base is not None and lo is not None and hi is not None:
+            agrees = True if lo > base else False if hi <= base else None
+        study = FindingReading(scoring="study", scoring_text=keys["study_text"] or "preset siegel2025", metric=fp,
+                               statistic="false-positive rate (share of subjects)", value=rec.mean,
+                               ci_low=rec.ci_low, ci_high=rec.ci_high, reference=base,
+                               reference_text="SmoothGrad's rate", agrees=agrees)
+        if keys.get("study") in m.metrics:
+            study.extra["relevance_mass_accuracy_scaled"] = m.metrics[keys["study"]].scaled_mean
+    if e.far_share is not None:
+        ours = FindingReading(scoring="ours", scoring_text="|map|, distance profile", metric="distance_profile",
+                              statistic="share of relevance beyond the profile's last distance", value=e.far_share,
+                              reference=e.far_share_smoothgrad, reference_text="SmoothGrad's share",
+                              agrees=None if e.far_share_smoothgrad is None else e.far_share > e.far_share_smoothgrad)
+        if e.far_share_random is not None:
+            ours.extra["random"] = e.far_share_random
+    return study, ours
+
+
+def _scorings_note(name: str, e: FindingEvidence, m: MethodResult, keys: dict, task: TaskResult | None) -> str:
+    """Where and why the study's reading and ours disagree on one task and method ('' when they
+    agree or either cannot tell)."""
+    st, ou = e.study, e.ours
+    if st is None or ou is None or st.agrees is None or ou.agrees is None or st.agrees == ou.agrees:
+        return ""
+    if name in ("gradcam", "smoothgrad"):
+        plain = m.metrics.get(keys.get("rma_plain") or "")
+        side = "the study's" if st.agrees else "ours"
+        why = (f"under the study's scoring RMA is {_fmt3(st.value)} [{_fmt3(st.ci_low)}, {_fmt3(st.ci_high)}] on "
+               f"the chance → oracle scale, under ours {ou.metric} {_fmt3(ou.value)} [{_fmt3(ou.ci_low)}, "
+               f"{_fmt3(ou.ci_high)}]; only {side} agrees with the finding")
+        if plain is not None and plain.scaled_mean is not None:
+            loc = _localizes(plain, keys["threshold"])
+            pre = loc is not None and (loc == (name == "smoothgrad")) == ou.agrees
+            why += (f". RMA without the preset's steps is {_fmt3(plain.scaled_mean)} [{_fmt3(plain.scaled_ci_low)}, "
+                    f"{_fmt3(plain.scaled_ci_high)}]: " + (
+                        "the preset's steps make the difference — smoothing, keeping the top 1 % of the map and "
+                        "widening the ground truth (contralateral region, dilation) count a peak near the region "
+                        "as inside it" if pre else
+                        "the metric makes the difference — mass (a few strong voxels inside) against rank (how "
+                        "many of the region-sized top voxels lie inside)"))
+        return why
+    fp_rate, sg_rate = st.value, st.reference
+    return (f"false-positive rate {_fmt3(fp_rate)} [{_fmt3(st.ci_low)}, {_fmt3(st.ci_high)}] vs SmoothGrad "
+            f"{_fmt3(sg_rate)}, far share {_fmt3(ou.value)} vs SmoothGrad {_fmt3(ou.reference)}: the study's test "
+            "asks whether any single voxel beyond the dilated ground truth outranks the 99th percentile inside "
+            "it (a few isolated far peaks suffice), the far share how much of the relevance mass lies far "
+            "away (diffuse far relevance counts, single peaks hardly)")
+
+
+def _fmt3(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
 
 
 def _disagreement_note(name: str, e: FindingEvidence, task: TaskResult | None) -> str:

@@ -108,6 +108,7 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
     t_s = _now(ctx.device)
     s = score_metrics(attr, gt, p.metrics, p.scoring, brain_mask=b.get("brain_mask"), spacing=store.spacing,
                       **_atlas_kwargs(ctx, b, task))
+    brain = b.get("brain_mask") if p.scoring.restrict_to_brain else None
     rel, vol = distance_profile(attr, gt, brain, spacing=store.spacing,
                                 distances_mm=p.scoring.profile_distances_mm, polarity=p.scoring.polarity)
     t_e = _now(ctx.device)

@@ -593,7 +593,7 @@ def _readings(name: str, m: MethodResult, sg: MethodResult | None, e: FindingEvi
             r = FindingReading(scoring=side, scoring_text=keys[f"{side}_text"], metric=key,
                                statistic="mean on the chance (0) → oracle (1) scale",
                                value=rec.scaled_mean, ci_low=rec.scaled_ci_low, ci_high=rec.scaled_ci_high,
-                               reference=thr, reference_text=f"localizes: CI ≥ {thr:g}",
+                               reference=thr, reference_text="the threshold",
                                agrees=None if loc is None else loc == want)
             if side == "study" and keys.get("region_match") in m.metrics:
                 r.extra["region_match"] = m.metrics[keys["region_match"]].mean

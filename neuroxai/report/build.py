@@ -59,8 +59,11 @@ def _metric_help(name: str, scoring: dict | None = None) -> tuple[str, str]:
     text, chance = (info.help, info.chance) if info and info.help else ("see the protocol's metric definition",
                                                                         "see summary.csv")
     if scoring:
-        steps = {k: v for k, v in scoring.items() if v not in (None, False, 0, 0.0) and k != "profile_distances_mm"}
-        text += f" — {name}, scored under its own scoring " + ", ".join(f"{k}: {v}" for k, v in steps.items())
+        # the steps that act (a step off, or a default that changes nothing, is left out)
+        quiet = {"percentile_over": "volume", "smooth_kernel": "zero_pad", "restrict_to_brain": True}
+        steps = {k: v for k, v in scoring.items() if v not in (None, False, 0, 0.0)
+                 and k != "profile_distances_mm" and quiet.get(k, object()) != v}
+        text += f" — {name}, scored under its own scoring: " + ", ".join(f"{k}: {v}" for k, v in steps.items())
     return text, chance
 
 

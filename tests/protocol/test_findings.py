@@ -124,3 +124,26 @@ def test_a_1_4_findings_entry_is_still_read():
     f = Finding.model_validate(old)
     assert f.evidence[0].study is None and f.level_study == ""
     assert {"study", "ours", "scorings_note", "method"} <= set(fs[0].evidence[0].model_dump())
+
+
+def test_the_report_shows_both_readings_and_the_note():
+    import importlib.util
+    from pathlib import Path
+
+    from neuroxai.report.build import render_html
+
+    spec = importlib.util.spec_from_file_location(
+        "neuroxai_test_report_fixtures", Path(__file__).resolve().parents[1] / "report" / "_fixtures.py")
+    fx = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fx)
+    results = fx.make_results()
+    results.findings = published_findings(_methods(), _tasks(), PROTO)
+    html = render_html(results, [])
+    table = html[html.index('id="findings-scorings"'):]
+    table = table[:table.index("</table>")]
+    assert "relevance_mass_accuracy: 0.450 [0.300, 0.600] vs the threshold 0.200; region_match 0.700 — differs" in table
+    assert "false_positive: 1.000 vs SmoothGrad&#39;s rate 0.500" in table
+    assert "the preset&#39;s steps make the difference" in table
+    assert "the study's scoring: no; ours: yes" in table
+    results.findings = published_findings(_methods(), _tasks())  # no protocol: no second table
+    assert 'id="findings-scorings"' not in render_html(results, [])

@@ -31,10 +31,11 @@ from ..errors import RunError
 # 1.3: pairwise tests, findings, audit flags and atlas typed; every key written (null when missing)
 # 1.4: correction families (Comparison.family_size), criterion margin / holds_share / decidable /
 #      n_needed, overall exit code 3 (INCONCLUSIVE)
-# 1.5: each published finding read under the study's scoring and under ours (FindingReading;
+# 1.6: each published finding read under the study's scoring and under ours (FindingReading;
 #      FindingEvidence.method / study / ours / scorings_note, Finding.agree_study / level_study /
-#      agree_ours / level_ours), all optional
-SCHEMA_VERSION = "1.5"
+#      agree_ours / level_ours), all optional (numbered after main's 1.5: seeds, metric_facts,
+#      off_target)
+SCHEMA_VERSION = "1.6"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 

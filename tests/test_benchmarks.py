@@ -46,8 +46,8 @@ def test_scoring_benchmark_quick_matches_quantus(capsys):
 
 
 def test_attribution_benchmark_quick_times_the_study_methods_beside_their_references(capsys):
-    only = ["deeplift", "input_x_gradient", "guided_backprop", "guided_gradcam", "hirescam", "eigencam",
-            "lrp:epsilon_alpha2_beta1_flat"]
+    only = ["deeplift", "deeplift_mean", "input_x_gradient", "guided_backprop", "guided_gradcam", "gradcam_block",
+            "hirescam", "eigencam", "lrp:epsilon_alpha2_beta1_flat", "lrp_densenet", "lrp_resnet"]
     assert _main("bench_attribution")(["--quick", "--only", *only]) == 0
     out = capsys.readouterr().out
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
@@ -55,7 +55,10 @@ def test_attribution_benchmark_quick_times_the_study_methods_beside_their_refere
     impls = {(r[0], r[1]) for r in rows}
     for method, peer in [("deeplift zeros", "Captum DeepLift"), ("input_x_gradient", "Captum InputXGradient"),
                          ("guided_backprop", "Captum GuidedBackprop"), ("guided_gradcam", "Captum GuidedGradCam"),
-                         ("lrp epsilon_alpha2_beta1_flat", "Zennit epsilon_alpha2_beta1_flat")]:
+                         ("lrp epsilon_alpha2_beta1_flat", "Zennit epsilon_alpha2_beta1_flat"),
+                         ("deeplift mean image", "Captum DeepLift"), ("gradcam layer 4", "Captum LayerGradCam"),
+                         ("lrp epsilon_plus_flat DenseNet (toy)", "Zennit EpsilonPlusFlat + canonizer"),
+                         ("lrp epsilon_plus_flat torchvision-style ResNet", "Zennit EpsilonPlusFlat + canonizer")]:
         assert (method, "neuroxai") in impls and (method, peer) in impls, method
     assert ("hirescam", "neuroxai") in impls and ("eigencam", "neuroxai") in impls
     for method, impl, sec, x_floor, vols, x_ours, rel in rows:
@@ -66,3 +69,8 @@ def test_attribution_benchmark_quick_times_the_study_methods_beside_their_refere
     # DeepLift's note: ours sums to f(x) − f(x'), whatever Captum's hook order does
     ours_gap = float(re.search(r"summation-to-delta error \(\|Σmap − Δf\| / \|Δf\|\) ours ([0-9.e+-]+)", out).group(1))
     assert ours_gap < 1e-4
+    mean_gap = float(re.search(r"deeplift mean image: .*summation-to-delta error ours ([0-9.e+-]+)", out).group(1))
+    assert mean_gap < 1e-4
+    # the LRP-through-architecture rows are compared with Zennit (a diff is printed) on their own floor
+    assert {r[0] for r in rows if r[6]} >= {"lrp epsilon_plus_flat DenseNet (toy)",
+                                           "lrp epsilon_plus_flat torchvision-style ResNet", "gradcam layer 4"}

@@ -131,9 +131,15 @@ def deeplift(model, x, target, *, baseline="zeros") -> torch.Tensor:
     """DeepLIFT (Rescale rule): ``(x − x') ⊙ m`` with Rescale multipliers ``m`` (see the module
     docstring); sums to ``f(x) − f(x')`` per volume.
 
-    ``baseline`` (the reference ``x'``): ``"zeros"`` (the study's ``DeepLift``), ``"mean"`` (each
-    volume's mean intensity), ``"blurred"``, a number, or a tensor broadcastable to ``x`` — e.g. the
-    training cohort's mean image, the study's ``DeepLift_mean_img`` (as for integrated gradients).
+    ``baseline`` (the reference ``x'``): ``"zeros"`` (the study's ``DeepLift``); ``"train_mean"``,
+    the *mean image*: the voxel-wise mean of the task's training-split subjects' model inputs
+    (normalized, on the model grid, after the task's image modification), the study's
+    ``DeepLift_mean_img`` — a protocol's ``baseline: train_mean`` is resolved to that
+    ``(1,1,D,H,W)`` tensor by the attribute stage (``protocol.stages.attribute.train_mean_image``);
+    called directly, pass the tensor; ``"mean"`` (each volume's own mean intensity, a constant
+    image — not the mean image), ``"blurred"``, a number, or a tensor broadcastable to ``x``
+    (as for integrated gradients). Checked against Captum with the same baseline tensor in
+    ``tests/protocol/test_metric_scoring.py``.
 
     Equal to Captum ``DeepLift(model).attribute(x, baselines, target)`` (same multipliers for
     ReLU, ELU, LeakyReLU, Sigmoid, Tanh, Softplus, Softmax and max-pooling *modules*; functional

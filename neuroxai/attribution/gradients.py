@@ -18,7 +18,7 @@ from .base import METHODS
 
 log = logging.getLogger(__name__)
 
-IG_BASELINES = ("zeros", "blurred", "mean", "a number", "a tensor broadcastable to x")
+IG_BASELINES = ("zeros", "blurred", "mean", "train_mean", "a number", "a tensor broadcastable to x")
 IG_RULES = ("gausslegendre", "riemann_trapezoid")
 
 
@@ -47,7 +47,10 @@ def input_x_gradient(model, x, target) -> torch.Tensor:
 
 
 def ig_baseline(x: torch.Tensor, baseline) -> torch.Tensor:
-    """The IG reference input ``x'``: ``"zeros"``; ``"mean"`` (each volume's mean intensity);
+    """The IG reference input ``x'``: ``"zeros"``; ``"mean"`` (each volume's own mean intensity,
+    a constant image); ``"train_mean"`` (in a protocol: the task's training-split mean image, the
+    voxel-wise mean of the training subjects' model inputs on the model grid, resolved by
+    ``protocol.stages.attribute.method_params``; here: an error, pass the tensor);
     ``"blurred"`` (separable box blur, kernel ≈ ¼ of the smallest side — Sturmfels et al. 2020,
     "Visualizing the impact of feature attribution baselines", Distill); a number; or a tensor
     broadcastable to ``x``. Returns ``(B, 1, D, H, W)``."""
@@ -64,6 +67,13 @@ def ig_baseline(x: torch.Tensor, baseline) -> torch.Tensor:
         return torch.zeros_like(x)
     if baseline == "mean":
         return x.mean(dim=(2, 3, 4), keepdim=True).expand_as(x)
+    if baseline == "train_mean":
+        # the training split is the protocol's, not the method's: the runner passes the image
+        raise AttributionError("baseline 'train_mean' is the task's training-split mean image, which only a "
+                               "protocol run knows", expected="a tensor broadcastable to x (the mean image)",
+                               found="'train_mean' outside a protocol run",
+                               fix="pass the mean image tensor as baseline (in a protocol, `baseline: train_mean` "
+                                   "is resolved by the attribute stage)")
     if baseline == "blurred":
         k = max(3, (min(x.shape[2:]) // 4) | 1)
         b = x
@@ -73,7 +83,7 @@ def ig_baseline(x: torch.Tensor, baseline) -> torch.Tensor:
             b = F.avg_pool3d(b, tuple(size), stride=1, padding=tuple(s // 2 for s in size), count_include_pad=False)
         return b
     raise AttributionError("unknown integrated_gradients baseline", expected=list(IG_BASELINES), found=repr(baseline),
-                           fix="use baseline: zeros | blurred | mean | <number>")
+                           fix="use baseline: zeros | blurred | mean | train_mean | <number>")
 
 
 def ig_nodes(steps: int, rule: str, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,6 +37,9 @@ class RunContext:
     models: dict = field(default_factory=dict)
     #: {task: {method: (relevance_share (N,K), volume_share (N,K))}}, read with the chunks' scores
     profiles: dict = field(default_factory=dict)
+    #: {task: its training-split mean image (1,1,D,H,W)}: the ``baseline: train_mean`` of DeepLift
+    #: and integrated gradients (``stages.attribute.train_mean_image``)
+    train_means: dict = field(default_factory=dict)
 
 
 def chunks(ids: list[str], size: int) -> list[list[str]]:

@@ -93,11 +93,6 @@ class MethodSpec(_Strict):
         return self.label or self.name
 
 
-class MetricSpec(_Strict):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
 class ScoringSpec(_Strict):
     polarity: Literal["positive", "absolute", "negative"] = Field(
         "absolute", description="which sign of relevance is evidence: absolute = |map| (the published study's "
@@ -154,6 +149,39 @@ class ScoringSpec(_Strict):
                 "percentile_over": self.percentile_over, "post_smooth_fwhm_vox": self.post_smooth_fwhm_vox,
                 "gt_dilation": self.gt_dilation, "gt_dilation_mm": self.gt_dilation_mm,
                 "contralateral": self.contralateral}
+
+
+class MetricSpec(_Strict):
+    """One metric of the protocol. ``scoring`` scores this metric under its own scoring steps
+    instead of the protocol's ``scoring:`` (a whole :class:`ScoringSpec`: keys not given take their
+    defaults, not the protocol's), so one run can read a metric under a published study's preset
+    and under ours; each map is preprocessed once per distinct scoring. ``label`` names the
+    entry's rows (scores.csv's ``metric`` column, the summaries, acceptance criteria's ``metric``);
+    two entries of the same metric need distinct labels."""
+
+    name: str
+    label: Optional[str] = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64,
+                                 description="the name of this entry's rows (letters, digits, _); default: name")
+    params: dict[str, Any] = Field(default_factory=dict)
+    scoring: Optional[ScoringSpec] = Field(
+        None, description="this metric's own scoring steps, replacing the protocol's `scoring:` for it "
+        "(e.g. {polarity: absolute} beside a protocol scored with {preset: siegel2025}); its "
+        "profile_distances_mm is not used (the distance profile is the run's)")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    def scoring_of(self, protocol_scoring: ScoringSpec) -> ScoringSpec:
+        """The scoring this metric is computed under."""
+        return self.scoring if self.scoring is not None else protocol_scoring
+
+    @model_validator(mode="after")
+    def _own_scoring(self):
+        if self.scoring is not None and "profile_distances_mm" in self.scoring.model_fields_set:
+            raise ValueError("scoring.profile_distances_mm is the run's distance profile, not a metric's: "
+                             "set it in the protocol's `scoring:`")
+        return self
 
 
 class StatisticsSpec(_Strict):
@@ -362,11 +390,19 @@ class Protocol(_Strict):
             for i, m in enumerate(items):
                 _check_name(names[section], m.name, f"{section}.{i}.name")
         # parameters (names, types, values): neuroxai.protocol.settings.check_settings, at load
-        metric_names = {m.name for m in self.metrics}
+        metric_names = [m.key for m in self.metrics]
+        if len(set(metric_names)) != len(metric_names):
+            raise ValueError(f"metric labels must be unique, found {metric_names}; give repeated metrics "
+                             "a 'label' (e.g. the same metric under two scorings)")
         for i, c in enumerate(self.acceptance):
             if c.metric and c.metric not in metric_names:
                 raise ValueError(f"acceptance.{i}.metric {c.metric!r} is not among the protocol's "
-                                 f"metrics {sorted(metric_names)}")
+                                 f"metrics {sorted(metric_names)} (a labelled metric is named by its label)")
+        if self.kind == "audit":
+            own = [m.key for m in self.metrics if m.scoring is not None]
+            if own:
+                raise ValueError(f"metrics {own}: a metric's own `scoring` is for validation protocols; an "
+                                 "audit scores every metric under the protocol's `scoring:`")
         keys = [m.key for m in self.methods]
         if len(set(keys)) != len(keys):
             raise ValueError(f"method labels must be unique, found {keys}; give repeated methods a 'label'")

@@ -12,7 +12,8 @@ import torch
 
 from ..attribution.baselines import is_baseline, role
 from ..report.schema import (SCHEMA_VERSION, AuditInfo, ClassScores, Comparison, Criterion, DataInfo, DistanceProfile,
-                             Finding, FindingEvidence, MethodResult, MetricFacts, MetricSummary, ModelPerf, Overall,
+                             Finding, FindingEvidence, FindingReading, MethodResult, MetricFacts, MetricSummary,
+                             ModelPerf, Overall,
                              PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
                              main_metric)
 from .schema import Protocol
@@ -22,6 +23,16 @@ UNREACHABLE = ("criteria unreachable for this model: no method passed the positi
                "FAIL here would not tell a bad method from criteria that nothing can meet")
 
 
+
+
+def registered_name(proto: Protocol | None, key: str) -> str:
+    """The registered metric behind a score key: a labelled entry's key is its label
+    (``rma_ours`` → ``relevance_mass_accuracy``), an extra key its label plus the metric's suffix
+    (``rm_weak`` → ``region_match_weak``)."""
+    for m in (proto.metrics if proto is not None else ()):
+        if m.label and (key == m.label or key.startswith(m.label + "_")):
+            return m.name + key[len(m.label):]
+    return key
 
 
 def _better(metric: str) -> float:
@@ -127,13 +138,13 @@ def _seed_table(reps: pd.DataFrame, method: str | None, metric: str) -> pd.DataF
     return sel.pivot_table(index="seed", columns="subject_id", values="value", aggfunc="mean")
 
 
-def _seed_matrices(reps: pd.DataFrame, key: str, met: str, oracle_key: str | None) -> tuple:
+def _seed_matrices(reps: pd.DataFrame, key: str, met: str, oracle_key: str | None, best: float = 1.0) -> tuple:
     """The ``seed × subject`` tables of a method's raw and chance → oracle scaled values (as
     :func:`_scaled`, cell by cell), subjects with a missing or undefined cell left out."""
     v = _seed_table(reps, key, met)
     ch = _seed_table(reps, key, f"{met}_chance").reindex_like(v)
     o = _seed_table(reps, oracle_key, met)
-    o = o.reindex_like(v) if len(o) else pd.DataFrame(_best(met), index=v.index, columns=v.columns)
+    o = o.reindex_like(v) if len(o) else pd.DataFrame(best, index=v.index, columns=v.columns)
     den = (o - ch).where((o - ch).abs() > 1e-12)
     return v.dropna(axis=1), ((v - ch) / den).dropna(axis=1) if len(ch) else pd.DataFrame()
 
@@ -219,7 +230,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
     validity = {k: Validity.model_validate(v) for k, v in (validity or {}).items() if v is not None}
     profiles = {k: DistanceProfile.model_validate(v) for k, v in (profiles or {}).items() if v is not None}
     sanity = {t: {k: Sanity.model_validate(v) for k, v in per.items()} for t, per in (sanity or {}).items()}
-    metrics = [m.name for m in proto.metrics]
+    metrics = [m.key for m in proto.metrics]  # a labelled entry's rows carry its label
     main = _main_metric(proto)
     # the maps the criteria compare with, by their registered role
     random_key, oracle_key = _role_key(proto, "chance"), _role_key(proto, "ceiling")
@@ -253,8 +264,9 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                     continue
                 ch = _vals(df, key, f"{met}_chance")
                 ov = _vals(df, oracle_key, met) if oracle_key else None
-                sc = _scaled(v, ch, ov, _best(met)) if len(ch) else None
-                mats = _seed_matrices(reps, key, met, oracle_key) if reps is not None else None
+                reg = registered_name(proto, met)
+                sc = _scaled(v, ch, ov, _best(reg)) if len(ch) else None
+                mats = _seed_matrices(reps, key, met, oracle_key, _best(reg)) if reps is not None else None
                 rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
                 data[(key, met, "values")] = (v if mats is None else mats[0], ch)
                 data[(key, met, "scaled")] = sc if mats is None else mats[1]
@@ -265,7 +277,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                     for comp, bv in baselines:
                         if bv is None or not len(bv):
                             continue
-                        sgn = _better(met)  # "better than the baseline", whichever way the metric runs
+                        sgn = _better(reg)  # "better than the baseline", whichever way the metric runs
                         p, n = _paired_p(sgn * v, sgn * bv, proto)
                         rec.comparisons[comp] = Comparison(p=_f(p), n_pairs=n, baseline_mean=_f(bv.mean()))
                         data[(key, met, comp)] = (sgn * v, sgn * bv)
@@ -292,7 +304,8 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
             confound=getattr(task, "confound", {}) or {}, model=perf,
             null_model=ModelPerf.model_validate(models[null_id].metrics) if null_id in models else None,
             pairwise=_pairwise(df, [e.method for e in entries if not e.is_baseline], main, proto),
-            by_class=_by_class(df, [e.method for e in entries], main, oracle_key) if task.kind == "classification" else []))
+            by_class=(_by_class(df, [e.method for e in entries], main, oracle_key, _best(registered_name(proto, main)))
+                      if task.kind == "classification" else [])))
     reachable, note = _reachability(tasks, method_out, validity, models)
     for m in method_out:
         if not m.is_baseline and m.verdict == "FAIL":
@@ -313,16 +326,17 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                         n_inconclusive=sum(m.verdict == "INCONCLUSIVE" for m in non_base),
                         exit_code=exit_code,
                         criteria_reachable=reachable, reachability_note=note),
-        findings=published_findings(method_out, task_out), metric_facts=_metric_facts(metrics),
+        findings=published_findings(method_out, task_out, proto), metric_facts=_metric_facts(proto),
         scores=scores_df.to_dict(orient="list") if len(scores_df) else {})
 
 
-def _metric_facts(names: list[str]) -> dict[str, MetricFacts]:
-    """The registered facts of the metrics this run used, written into its results."""
+def _metric_facts(proto: Protocol) -> dict[str, MetricFacts]:
+    """The registered facts of the metrics this run used, by score key (a labelled entry's label),
+    written into its results."""
     from ..scoring.localization import METRIC_INFO
 
-    return {n: MetricFacts(higher_is_better=i.higher_is_better, best=i.best, help=i.help, chance=i.chance)
-            for n in names if (i := METRIC_INFO.get(n)) is not None}
+    return {m.key: MetricFacts(higher_is_better=i.higher_is_better, best=i.best, help=i.help, chance=i.chance)
+            for m in proto.metrics if (i := METRIC_INFO.get(m.name)) is not None}
 
 
 def _summary(v: pd.Series, ch: pd.Series, norm: pd.Series, ov: pd.Series | None, sc: pd.Series | None,
@@ -472,7 +486,7 @@ PUBLISHED = (
 
 def _main_metric(proto: Protocol) -> str:
     """The metric of the verdict tables (:func:`neuroxai.report.schema.main_metric`)."""
-    return main_metric([c.metric for c in proto.acceptance], [m.name for m in proto.metrics])
+    return main_metric([c.metric for c in proto.acceptance], [m.key for m in proto.metrics])
 
 
 def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol) -> list[PairwiseTest]:
@@ -496,12 +510,13 @@ def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol
     adj = _holm(ps) if proto.statistics.correction == "holm" else ps
     for r, pa in zip(out, adj):
         r.p_adjusted = _f(pa)
-        better = r.a if _better(metric) * r.mean_difference > 0 else r.b
+        better = r.a if _better(registered_name(proto, metric)) * r.mean_difference > 0 else r.b
         r.reading = f"{better} better" if pa < 0.05 else "no difference shown"
     return out
 
 
-def _by_class(df: pd.DataFrame, methods: list[str], metric: str, oracle_key: str | None) -> list[ClassScores]:
+def _by_class(df: pd.DataFrame, methods: list[str], metric: str, oracle_key: str | None,
+              best: float = 1.0) -> list[ClassScores]:
     """Each method's ``metric`` per class (raw and on the chance → oracle scale) and a two-sided
     Mann–Whitney p between the classes (descriptive): a sign convention or an explained output that
     treats the classes differently shows here."""
@@ -517,7 +532,7 @@ def _by_class(df: pd.DataFrame, methods: list[str], metric: str, oracle_key: str
         if not len(v):
             continue
         sc = _scaled(v, _vals(df, key, f"{metric}_chance"),
-                     _vals(df, oracle_key, metric) if oracle_key else None, _best(metric))
+                     _vals(df, oracle_key, metric) if oracle_key else None, best)
         lab = labels.reindex(v.index)
         classes = sorted(int(c) for c in lab.dropna().unique())
         groups = {c: sc[sc.index.isin(lab.index[lab == c])] for c in classes}
@@ -541,7 +556,8 @@ def _far_share(task: TaskResult | None, method: str) -> float | None:
     return None if not v or v[-1] is None else 1.0 - float(v[-1])
 
 
-def published_findings(method_out: list[MethodResult], task_out: list[TaskResult]) -> list[Finding]:
+def published_findings(method_out: list[MethodResult], task_out: list[TaskResult],
+                       proto: Protocol | None = None) -> list[Finding]:
     """Whether this run agrees with each finding of Siegel et al. 2025 (GradCAM fails to localize,
     LRP is extensive and artifactual, SmoothGrad is consistently accurate), from the verdicts on the
     tasks whose model uses its ground truth. Empty unless GradCAM, LRP and SmoothGrad all ran.
@@ -549,11 +565,17 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
     Agreement per judged task (``evidence[i].agrees``): GradCAM — it FAILs; LRP — it FAILs and
     puts more of its relevance far from the ground truth (beyond the profile's largest distance)
     than SmoothGrad; SmoothGrad — it PASSes. ``agree`` is True when every judged task agrees, None
-    when none could be judged; ``level`` says yes / partly (k of n tasks) / no / cannot tell."""
+    when none could be judged; ``level`` says yes / partly (k of n tasks) / no / cannot tell.
+
+    With ``proto``, each task × method is also read under the study's scoring and under ours
+    (``evidence[i].study`` / ``.ours``, :func:`_readings`), with ``scorings_note`` saying where and
+    why the two disagree, and ``agree_study`` / ``agree_ours`` over the tasks."""
     names = {m.name for m in method_out}
     if not {"gradcam", "lrp", "smoothgrad"} <= names:
         return []
     tmap = {t.id: t for t in task_out}
+    keys = _finding_metrics(proto) if proto is not None else {}
+    sg = {m.task: m for m in method_out if m.name == "smoothgrad"}
     out = []
     for name, claim in PUBLISHED:
         rows = [m for m in method_out if m.name == name]
@@ -563,7 +585,7 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
             task = tmap.get(m.task)
             prof = task.distance_profile if task is not None else None
             vol = prof.volume_share if prof is not None and prof.volume_share else [None]
-            e = FindingEvidence(task=m.task, verdict=m.verdict,
+            e = FindingEvidence(task=m.task, method=m.method, verdict=m.verdict,
                                 scaled_mean=x.scaled_mean if x else None,
                                 scaled_ci_low=x.scaled_ci_low if x else None,
                                 scaled_ci_high=x.scaled_ci_high if x else None,
@@ -580,13 +602,162 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
                             and e.far_share > e.far_share_smoothgrad)
             if e.agrees is False:
                 e.note = _disagreement_note(name, e, task)
+            if keys:
+                e.study, e.ours = _readings(name, m, sg.get(m.task), e, keys)
+                e.scorings_note = _scorings_note(name, e, m, keys, task)
             ev.append(e)
         votes = [e.agrees for e in ev if e.agrees is not None]
-        level = ("cannot tell" if not votes else "yes" if all(votes) else "no" if not any(votes)
-                 else f"partly ({sum(votes)} of {len(votes)} tasks)")
-        out.append(Finding(method=name, finding=claim, agree=None if not votes else all(votes), level=level,
-                           n_tasks_judged=sum(m.verdict in ("PASS", "FAIL") for m in rows), evidence=ev))
+        f = Finding(method=name, finding=claim, agree=None if not votes else all(votes), level=_level(votes),
+                    n_tasks_judged=sum(m.verdict in ("PASS", "FAIL") for m in rows), evidence=ev)
+        if keys.get("study"):
+            v = [e.study.agrees for e in ev if e.study is not None and e.study.agrees is not None]
+            f.agree_study, f.level_study = (None if not v else all(v)), _level(v, "task × method readings")
+        if keys.get("ours"):
+            v = [e.ours.agrees for e in ev if e.ours is not None and e.ours.agrees is not None]
+            f.agree_ours, f.level_ours = (None if not v else all(v)), _level(v, "task × method readings")
+        out.append(f)
     return out
+
+
+def _level(votes: list[bool], unit: str = "tasks") -> str:
+    return ("cannot tell" if not votes else "yes" if all(votes) else "no" if not any(votes)
+            else f"partly ({sum(votes)} of {len(votes)} {unit})")
+
+
+#: the chance (0) → oracle (1) scale value a map must reach, with its CI, to "localize" (the
+#: shipped protocols' scaled_ci_above threshold), unless the protocol's criterion says otherwise
+LOCALIZES_AT = 0.1
+
+
+def _finding_metrics(proto: Protocol) -> dict:
+    """The score keys each scoring reads the findings with: the study's (the entries scored under
+    ``preset: siegel2025``: RMA, the false-positive test, region match) and ours (the verdict's
+    metric, or relevance rank accuracy, scored without a preset; RMA without a preset as the
+    bridge between the two), the threshold of "localizes", and each side's scoring in words."""
+    def pick(name, preset):
+        return next((m.key for m in proto.metrics if m.name == name
+                     and (m.scoring_of(proto.scoring).preset == "siegel2025") == preset), None)
+
+    def words(key):
+        m = next((m for m in proto.metrics if m.key == key), None)
+        if m is None:
+            return ""
+        sc = m.scoring_of(proto.scoring)
+        if sc.preset:
+            return f"preset {sc.preset}"
+        return f"|map|" if (sc.sign == "abs" or (not sc.sign and sc.polarity == "absolute")) else \
+            (f"sign {sc.sign}" if sc.sign else f"polarity {sc.polarity}")
+
+    main = _main_metric(proto)
+    main_m = next((m for m in proto.metrics if m.key == main), None)
+    ours = main if main_m is not None and main_m.scoring_of(proto.scoring).preset is None else \
+        pick("relevance_rank_accuracy", False)
+    thr = next((c.threshold for c in proto.acceptance if c.kind == "scaled_ci_above" and c.metric == ours),
+               LOCALIZES_AT)
+    study = pick("relevance_mass_accuracy", True)
+    return {"study": study, "false_positive": pick("false_positive", True), "region_match": pick("region_match", True),
+            "ours": ours, "rma_plain": pick("relevance_mass_accuracy", False), "threshold": float(thr),
+            "study_text": words(study), "ours_text": words(ours)}
+
+
+def _localizes(rec: MetricSummary | None, thr: float) -> bool | None:
+    """True when the scaled CI lies at or above ``thr``, False when wholly below, None between."""
+    if rec is None or rec.scaled_ci_low is None or rec.scaled_ci_high is None:
+        return None
+    return True if rec.scaled_ci_low >= thr else False if rec.scaled_ci_high < thr else None
+
+
+def _readings(name: str, m: MethodResult, sg: MethodResult | None, e: FindingEvidence,
+              keys: dict) -> tuple[FindingReading | None, FindingReading | None]:
+    """One method on one task under the study's scoring and under ours.
+
+    GradCAM ("fails to localize") and SmoothGrad ("consistently accurate"): the chance → oracle
+    scale of the study's RMA under its preset, and of our metric; it localizes when the CI lies at
+    or above the threshold (``_localizes``). LRP ("extensive, artifactual relevance"): the study's
+    per-subject false-positive test, as a rate, against SmoothGrad's rate on the same task (agrees
+    when LRP's CI lies above it, disagrees when wholly at or below); ours: the share of relevance
+    beyond the distance profile's last distance against SmoothGrad's (agrees when larger)."""
+    thr = keys["threshold"]
+    study = ours = None
+    if name in ("gradcam", "smoothgrad"):
+        want = name == "smoothgrad"  # the finding: SmoothGrad localizes, GradCAM does not
+        for side, key in (("study", keys.get("study")), ("ours", keys.get("ours"))):
+            rec = m.metrics.get(key) if key else None
+            if rec is None:
+                continue
+            loc = _localizes(rec, thr)
+            r = FindingReading(scoring=side, scoring_text=keys[f"{side}_text"], metric=key,
+                               statistic="mean on the chance (0) → oracle (1) scale",
+                               value=rec.scaled_mean, ci_low=rec.scaled_ci_low, ci_high=rec.scaled_ci_high,
+                               reference=thr, reference_text="the threshold",
+                               agrees=None if loc is None else loc == want)
+            if side == "study" and keys.get("region_match") in m.metrics:
+                r.extra["region_match"] = m.metrics[keys["region_match"]].mean
+            if side == "study":
+                study = r
+            else:
+                ours = r
+        return study, ours
+    fp = keys.get("false_positive")
+    rec = m.metrics.get(fp) if fp else None
+    ref = sg.metrics.get(fp) if fp and sg is not None else None
+    if rec is not None:
+        base = ref.mean if ref is not None else None
+        # every subject alike (all 0 or all 1) has no bootstrap interval: the rate itself is exact
+        lo, hi = (rec.ci_low, rec.ci_high) if rec.ci_low is not None else ((rec.mean, rec.mean) if rec.n > 1
+                                                                          else (None, None))
+        agrees = None
+        if base is not None and lo is not None and hi is not None:
+            agrees = True if lo > base else False if hi <= base else None
+        study = FindingReading(scoring="study", scoring_text=keys["study_text"] or "preset siegel2025", metric=fp,
+                               statistic="false-positive rate (share of subjects)", value=rec.mean,
+                               ci_low=rec.ci_low, ci_high=rec.ci_high, reference=base,
+                               reference_text="SmoothGrad's rate", agrees=agrees)
+        if keys.get("study") in m.metrics:
+            study.extra["relevance_mass_accuracy_scaled"] = m.metrics[keys["study"]].scaled_mean
+    if e.far_share is not None:
+        ours = FindingReading(scoring="ours", scoring_text="|map|, distance profile", metric="distance_profile",
+                              statistic="share of relevance beyond the profile's last distance", value=e.far_share,
+                              reference=e.far_share_smoothgrad, reference_text="SmoothGrad's share",
+                              agrees=None if e.far_share_smoothgrad is None else e.far_share > e.far_share_smoothgrad)
+        if e.far_share_random is not None:
+            ours.extra["random"] = e.far_share_random
+    return study, ours
+
+
+def _scorings_note(name: str, e: FindingEvidence, m: MethodResult, keys: dict, task: TaskResult | None) -> str:
+    """Where and why the study's reading and ours disagree on one task and method ('' when they
+    agree or either cannot tell)."""
+    st, ou = e.study, e.ours
+    if st is None or ou is None or st.agrees is None or ou.agrees is None or st.agrees == ou.agrees:
+        return ""
+    if name in ("gradcam", "smoothgrad"):
+        plain = m.metrics.get(keys.get("rma_plain") or "")
+        side = "the study's" if st.agrees else "ours"
+        why = (f"under the study's scoring RMA is {_fmt3(st.value)} [{_fmt3(st.ci_low)}, {_fmt3(st.ci_high)}] on "
+               f"the chance → oracle scale, under ours {ou.metric} {_fmt3(ou.value)} [{_fmt3(ou.ci_low)}, "
+               f"{_fmt3(ou.ci_high)}]; only {side} agrees with the finding")
+        if plain is not None and plain.scaled_mean is not None:
+            loc = _localizes(plain, keys["threshold"])
+            pre = loc is not None and (loc == (name == "smoothgrad")) == ou.agrees
+            why += (f". RMA without the preset's steps is {_fmt3(plain.scaled_mean)} [{_fmt3(plain.scaled_ci_low)}, "
+                    f"{_fmt3(plain.scaled_ci_high)}]: " + (
+                        "the preset's steps make the difference — smoothing, keeping the top 1 % of the map and "
+                        "widening the ground truth (contralateral region, dilation) count a peak near the region "
+                        "as inside it" if pre else
+                        "the metric makes the difference — mass (a few strong voxels inside) against rank (how "
+                        "many of the region-sized top voxels lie inside)"))
+        return why
+    fp_rate, sg_rate = st.value, st.reference
+    return (f"false-positive rate {_fmt3(fp_rate)} [{_fmt3(st.ci_low)}, {_fmt3(st.ci_high)}] vs SmoothGrad "
+            f"{_fmt3(sg_rate)}, far share {_fmt3(ou.value)} vs SmoothGrad {_fmt3(ou.reference)}: the study's test "
+            "asks whether any single voxel beyond the dilated ground truth outranks the 99th percentile inside "
+            "it (a few isolated far peaks suffice), the far share how much of the relevance mass lies far "
+            "away (diffuse far relevance counts, single peaks hardly)")
+
+
+def _fmt3(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
 
 
 def _disagreement_note(name: str, e: FindingEvidence, task: TaskResult | None) -> str:
@@ -662,7 +833,7 @@ def _criterion(c, e: MethodResult, proto: Protocol, data: dict, *, has_null_mode
         else:
             # "the CI lies on the better side of chance by the margin": a lower-is-better metric's
             # upper bound ≤ chance − margin, decided on the negated values
-            sgn = _better(c.metric)
+            sgn = _better(registered_name(proto, c.metric))
             est, lo, hi = (None if x is None else sgn * x for x in (rec.mean, rec.ci_low, rec.ci_high))
             if sgn < 0:
                 lo, hi = hi, lo

@@ -37,15 +37,42 @@ SUMMARY_COLUMNS = ["task", "method", "metric", "mean", "ci_low", "ci_high", "cha
                    "median", "n", "p_vs_random", "p_vs_random_adjusted",
                    "p_vs_null_model", "p_vs_null_model_adjusted", "verdict"]
 
-def _metric_help(results: Results, name: str) -> tuple[str, str]:
-    """The report's "how to read" sentence and chance level, as the run recorded them."""
-    info = results.facts(name)
-    return (info.help, info.chance) if info and info.help else ("see the protocol's metric definition",
-                                                                "see summary.csv")
+def metric_entry(results: Results, key: str) -> tuple[str, dict | None]:
+    """The registered metric behind a score key and the entry's own scoring (None: the protocol's):
+    a labelled entry's key is its label (``rma_ours`` → ``relevance_mass_accuracy``), an extra key
+    its label plus the metric's suffix (``rm_weak`` → ``region_match_weak``)."""
+    for m in results.protocol.spec.get("metrics", []):
+        lab, name = m.get("label"), m.get("name")
+        if lab and (key == lab or key.startswith(lab + "_")):
+            return name + key[len(lab):], m.get("scoring")
+        if not lab and key == name:
+            return name, m.get("scoring")
+    return key, None
 
 
-def _lower_is_better(results: Results, name: str) -> bool:
-    info = results.facts(name)
+def _facts(results: Results, key: str):
+    """The facts of a score key as the run recorded them (by key, else by its registered metric)."""
+    return results.facts(key) or results.facts(metric_entry(results, key)[0])
+
+
+def _metric_help(results: Results, key: str) -> tuple[str, str]:
+    """The report's "how to read" sentence and chance level, as the run recorded them (and, for an
+    entry with its own scoring, that scoring)."""
+    name, scoring = metric_entry(results, key)
+    info = _facts(results, key)
+    text, chance = (info.help, info.chance) if info and info.help else ("see the protocol's metric definition",
+                                                                        "see summary.csv")
+    if scoring:
+        # the steps that act (a step off, or a default that changes nothing, is left out)
+        quiet = {"percentile_over": "volume", "smooth_kernel": "zero_pad", "restrict_to_brain": True}
+        steps = {k: v for k, v in scoring.items() if v not in (None, False, 0, 0.0)
+                 and k != "profile_distances_mm" and quiet.get(k, object()) != v}
+        text += f" — {name}, scored under its own scoring: " + ", ".join(f"{k}: {v}" for k, v in steps.items())
+    return text, chance
+
+
+def _lower_is_better(results: Results, key: str) -> bool:
+    info = _facts(results, key)
     return info is not None and not info.higher_is_better
 
 
@@ -121,7 +148,7 @@ def canonical(results: Results | dict) -> tuple[Results, str]:
 
 def metric_order(results: Results) -> list[str]:
     """Metric names in the protocol's order, then any others alphabetically."""
-    names = [m.get("name") for m in results.protocol.spec.get("metrics", [])]
+    names = [m.get("label") or m.get("name") for m in results.protocol.spec.get("metrics", [])]
     rest = sorted({k for m in results.methods for k in m.metrics} - set(names))
     return [n for n in names if n] + rest
 
@@ -259,7 +286,9 @@ def methods_paragraph(results: Results) -> str:
     tasks = ", ".join(f"{t.id} ({t.type}, {t.kind})" for t in results.tasks) or "none"
     meths = "; ".join(f"{m['name']}" + (f" ({_params(m.get('params', {}))})" if m.get("params") else "")
                       for m in spec.get("methods", [])) or "none"
-    metrics = ", ".join(m["name"] for m in spec.get("metrics", [])) or "none"
+    metrics = ", ".join(m["name"] + (f" (as {m['label']})" if m.get("label") else "")
+                        + (" under its own scoring" if m.get("scoring") else "")
+                        for m in spec.get("metrics", [])) or "none"
     src = "a checkpoint" if model.get("checkpoint") else f"a {model.get('architecture', 'CNN')} trained for each task"
     parts = [
         f"Protocol {results.protocol.id} v{results.protocol.version} "

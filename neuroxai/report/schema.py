@@ -34,7 +34,10 @@ from ..errors import RunError
 # 1.5: several model seeds (Results.seeds, MethodResult.seed_verdicts, TaskResult.models_by_seed);
 #      the facts of the metrics a run used (Results.metric_facts), read by the report;
 #      the false-positive perturbation (MethodResult.off_target)
-SCHEMA_VERSION = "1.5"
+# 1.6: each published finding read under the study's scoring and under ours (FindingReading;
+#      FindingEvidence.method / study / ours / scorings_note, Finding.agree_study / level_study /
+#      agree_ours / level_ours), all optional
+SCHEMA_VERSION = "1.6"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 
@@ -321,10 +324,31 @@ class Overall(_Closed):
     reachability_note: str = ""
 
 
+class FindingReading(_Closed):
+    """A published finding read on one task and method under one scoring: the statistic, its
+    value, what it is compared with, and whether it agrees with the finding (None: these data
+    cannot tell)."""
+
+    scoring: Literal["study", "ours"]
+    scoring_text: str = Field(description="the scoring in words, e.g. 'preset siegel2025'")
+    metric: str = Field(description="the score key read (a metric name or a metric entry's label)")
+    statistic: str = Field(description="what value is, e.g. 'mean on the chance (0) → oracle (1) scale'")
+    value: Num = None
+    ci_low: Num = None
+    ci_high: Num = None
+    reference: Num = Field(None, description="what value is compared with (a threshold, SmoothGrad's value)")
+    reference_text: str = ""
+    agrees: Optional[bool] = None
+    extra: dict[str, Num] = Field(default_factory=dict, description="further read-outs of this scoring, e.g. "
+                                  "region_match (the study's strong region-match rate)")
+
+
 class FindingEvidence(_Closed):
     """One task's evidence on a published finding."""
 
     task: str
+    method: Optional[str] = Field(None, description="the method's key (a protocol may run several LRP "
+                                  "composites or Grad-CAM layers)")
     verdict: Verdict
     scaled_mean: Num = None
     scaled_ci_low: Num = None
@@ -334,6 +358,9 @@ class FindingEvidence(_Closed):
     far_share_random: Num = None
     agrees: Optional[bool] = None
     note: str = ""
+    study: Optional[FindingReading] = Field(None, description="the finding under the study's scoring and metric")
+    ours: Optional[FindingReading] = Field(None, description="the finding under our scoring and metric")
+    scorings_note: str = Field("", description="where and why the two readings disagree")
 
 
 class Finding(_Closed):
@@ -345,6 +372,11 @@ class Finding(_Closed):
     level: str = Field(description="yes / partly (k of n tasks) / no / cannot tell")
     n_tasks_judged: int = Field(ge=0)
     evidence: list[FindingEvidence]
+    agree_study: Optional[bool] = Field(None, description="every reading under the study's scoring agrees")
+    level_study: str = Field("", description="yes / partly (k of n) / no / cannot tell, under the study's "
+                             "scoring ('' when the protocol has none)")
+    agree_ours: Optional[bool] = None
+    level_ours: str = ""
 
 
 SCORE_COLUMNS = ("subject_id", "method", "metric", "value", "task")

@@ -65,7 +65,17 @@ def score_chunk(attr: torch.Tensor, mask: torch.Tensor, metrics: Mapping[str, di
     restricted = brain if scoring.restrict_to_brain else None
     s = score(attr, mask, metrics, brain_mask=restricted, spacing=spacing, **scoring.score_options(),
               atlas=atlas, true_region=true_region, lateral_pairs=lateral_pairs)
+    return chunk_profiles(attr, mask, scoring, brain=brain, spacing=spacing, scores=s)
+
+
+def chunk_profiles(attr: torch.Tensor, mask: torch.Tensor, scoring, *, brain: torch.Tensor | None = None,
+                   spacing: Sequence[float] = (1.0, 1.0, 1.0), scores: dict | None = None) -> ChunkScores:
+    """The distance profiles and the unit-mass sum of a chunk under ``scoring``, beside ``scores``
+    computed elsewhere (a protocol whose metrics carry scorings of their own scores them per
+    scoring)."""
+    restricted = brain if scoring.restrict_to_brain else None
     rel, vol = distance_profile(attr, mask, restricted, spacing=spacing,
                                 distances_mm=scoring.profile_distances_mm, polarity=scoring.polarity)
     unit = unit_mass(scoring.evidence(attr), brain)
-    return ChunkScores(scores=s, profile_relevance=rel, profile_volume=vol, mean_map_sum=unit.sum(0)[0])
+    return ChunkScores(scores=dict(scores or {}), profile_relevance=rel, profile_volume=vol,
+                       mean_map_sum=unit.sum(0)[0])

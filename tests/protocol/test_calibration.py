@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from neuroxai.protocol.schema import list_protocols
+from neuroxai.protocol.stages.attribute import score_metrics
 from neuroxai.protocol.verdict import assemble_results
 from neuroxai.report.schema import Sanity, Validity
 from neuroxai.scoring import score
@@ -30,15 +31,16 @@ class _Model:
 
 def _results(proto):
     mask = _masks()
-    # metrics that need an atlas (region_rank, region_match) are not scored on these masks
-    metrics = {m.name: dict(m.params) for m in proto.metrics if "atlas" not in METRIC_INFO[m.name].needs}
+    # metrics that need an atlas (region_rank, region_match) are not scored on these masks; each
+    # metric under its own scoring (the protocol's, or the entry's own), as the attribute stage does
+    metrics = [m for m in proto.metrics if "atlas" not in METRIC_INFO[m.name].needs]
     ids = [f"s{i:02d}" for i in range(N)]
     rows = []
     for mspec in proto.methods:
         if mspec.name not in ("oracle", "random"):
             continue
         attr = mask.float() if mspec.name == "oracle" else torch.rand(mask.shape, generator=torch.Generator().manual_seed(1))
-        s = score(attr, mask, metrics, spacing=(2.0, 2.0, 2.0))
+        s = score_metrics(attr, mask, metrics, proto.scoring, spacing=(2.0, 2.0, 2.0))
         for k, v in s.items():
             rows += [(sid, mspec.key, k, float(x)) for sid, x in zip(ids, v)]
     df = pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"])

@@ -92,7 +92,7 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
     """Attribute, score and write one chunk to ``f`` (its tensors are freed on return).
     ``preds``: ``{subject: prediction}`` of the task's model, filled as chunks need it."""
     from ...attribution import attribute
-    from ...scoring.chunk import score_chunk
+    from ...scoring.chunk import chunk_profiles
 
     p = ctx.protocol
     b = store.batch(sids, ctx.device)
@@ -102,12 +102,13 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
         preds.update(zip(sids, predictions(tm.model, x, task.kind)))
     target, record = explained(task, sids, np.asarray([preds[s] for s in sids]), p.run.target, ctx.device)
     gt = task.ground_truth(b)
-    params = {**mspec.params, "mask": gt} if "mask" in needs(mspec.name) else mspec.params
+    params = method_params(ctx, task, store, mspec, gt, b)
     t_a = _now(ctx.device)
     attr = attribute(tm.model, x, target, mspec.name, **params).float()
     t_s = _now(ctx.device)
-    kw = _metric_kwargs(ctx, store, b, task)
-    sc = score_chunk(attr, gt, kw.pop("metrics"), p.scoring, brain=b.get("brain_mask"), **kw)
+    s = score_metrics(attr, gt, p.metrics, p.scoring, brain_mask=b.get("brain_mask"), spacing=store.spacing,
+                      task_params=getattr(task, "metric_params", {}) or {}, **_atlas_kwargs(ctx, b, task))
+    sc = chunk_profiles(attr, gt, p.scoring, brain=b.get("brain_mask"), spacing=store.spacing, scores=s)
     t_e = _now(ctx.device)
     # the split the issue's "scoring < 5 % of attribution" is checked against
     ctx.timings["attribution_s"] = ctx.timings.get("attribution_s", 0.0) + t_s - t_a
@@ -124,19 +125,93 @@ def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids
     atomic_savez(f, subject_id=np.array(sids), **arrays)
 
 
-def _metric_kwargs(ctx: RunContext, store: SubjectStore, batch: dict, task) -> dict:
-    """score_chunk()'s keyword arguments: the metrics' parameters from their registered facts (an atlas
-    need is met by the segmentation and the task's regions, else that metric is skipped)."""
-    from ...scoring.localization import metric_params
+#: ``baseline: train_mean`` of a method whose reference input is an image (DeepLift, integrated
+#: gradients): the training-split mean image of the task, resolved here (the method sees a tensor)
+TRAIN_MEAN = "train_mean"
 
-    sc = ctx.protocol.scoring
+
+def method_params(ctx: RunContext, task, store: SubjectStore, mspec, gt: torch.Tensor | None = None,
+                  batch: dict | None = None) -> dict:
+    """``mspec.params`` as the method is called with them on ``task``, with what its registration
+    says it needs: ``mask`` the ground truth ``gt``, ``atlas`` the batch's segmentation,
+    ``mean_image`` the task's training-split mean image (:func:`train_mean_image`); and
+    ``baseline: train_mean`` becomes that image."""
+    params = dict(mspec.params)
+    need = needs(mspec.name)
+    if "mask" in need and gt is not None:
+        params["mask"] = gt
+    if "atlas" in need and batch is not None and batch.get("segmentation") is not None:
+        params["atlas"] = batch["segmentation"].long()
+    if "mean_image" in need:
+        params["mean_image"] = train_mean_image(ctx, task, store)
+    if isinstance(params.get("baseline"), str) and params["baseline"] == TRAIN_MEAN:
+        params["baseline"] = train_mean_image(ctx, task, store)
+    return params
+
+
+def train_mean_image(ctx: RunContext, task, store: SubjectStore) -> torch.Tensor:
+    """The task's *mean image*: the voxel-wise mean of its training-split subjects' model inputs
+    (normalized, on the model grid, after the task's image modification — what the model was
+    trained on), ``(1,1,D,H,W)`` float32 on the run's device; computed once per task and run
+    (the same image the ground-truth validity check fills with). Siegel et al. 2025's DeepLift
+    reference ``DeepLift_mean_img`` is their training images' mean."""
+    from ..validity import mean_image
+
+    key = id(task)  # the run's task objects live as long as the run
+    cache = ctx.train_means
+    if key not in cache:
+        train = [s for s, sp in zip(task.subject_ids, task.split) if sp == "train"]
+        cache[key] = mean_image(task.modify_image(store.batch(c, ctx.device))
+                                for c in chunks(train, ctx.protocol.run.batch_size))
+    return cache[key]
+
+
+def _atlas_kwargs(ctx: RunContext, batch: dict, task) -> dict:
+    """The atlas inputs of :func:`score_metrics`: the segmentation, the task's true regions and the
+    left/right pairs (an atlas need is met by these, else that metric is skipped)."""
     atlas, true = batch.get("segmentation"), getattr(task, "region_ids", None)
     pairs = _lateral_pairs(ctx) if atlas is not None and true else None
-    own = getattr(task, "metric_params", {}) or {}  # the task's (brain age: the true ordering)
-    metrics = metric_params({m.name: {**m.params, **own.get(m.name, {})} for m in ctx.protocol.metrics}, sc,
-                            atlas=atlas, true_region=true, lateral_pairs=pairs)
-    return {"metrics": metrics, "spacing": store.spacing,
-            "atlas": None if atlas is None else atlas.long(), "true_region": true, "lateral_pairs": pairs}
+    return {"atlas": None if atlas is None else atlas.long(), "true_region": true, "lateral_pairs": pairs}
+
+
+def score_metrics(attr: torch.Tensor, gt: torch.Tensor, metrics, scoring, *, brain_mask=None,
+                  spacing=(1.0, 1.0, 1.0), atlas=None, true_region=None, lateral_pairs=None,
+                  task_params: dict | None = None) -> dict:
+    """Every metric entry of a protocol (``metrics``: :class:`~neuroxai.protocol.schema.MetricSpec`
+    list) scored on ``attr: (B,1,D,H,W)`` against ``gt``, each under its own scoring (its
+    ``scoring:``, else the protocol's ``scoring``), with one :func:`neuroxai.scoring.score` call —
+    one preprocessing of the maps — per distinct scoring. The keys are named by each entry's key
+    (its label, else its name): ``KEY``, ``KEY_chance``, ``KEY_norm`` and the metric's extra keys
+    with ``KEY`` in place of its name (``region_match`` labelled ``rm`` gives ``rm_weak``).
+    ``task_params``: ``{metric: params}`` a task gives its metrics (brain age: the true ordering as
+    ``rank_biased_overlap``'s reference), over the entry's own."""
+    from ...scoring import score
+    from ...scoring.localization import metric_params
+
+    groups: list[tuple[str, object, list]] = []  # (scoring's canonical form, scoring, entries)
+    for m in metrics:
+        sc = m.scoring_of(scoring)
+        canon = stable_hash(sc.model_dump(exclude={"profile_distances_mm"}))
+        # one call per scoring; a metric repeated under the same scoring (other params) needs another
+        g = next((g for g in groups if g[0] == canon and all(e.name != m.name for e in g[2])), None)
+        if g is None:
+            groups.append((canon, sc, [m]))
+        else:
+            g[2].append(m)
+    out: dict = {}
+    for _, sc, entries in groups:
+        own = task_params or {}
+        params = metric_params({m.name: {**m.params, **own.get(m.name, {})} for m in entries}, sc, atlas=atlas,
+                               true_region=true_region, lateral_pairs=lateral_pairs)
+        if not params:
+            continue
+        s = score(attr, gt, params, brain_mask=brain_mask if sc.restrict_to_brain else None, spacing=spacing,
+                  **sc.score_options(), atlas=atlas, true_region=true_region, lateral_pairs=lateral_pairs)
+        for k, v in s.items():
+            # the entry whose name starts the key (the longest, should one name start another)
+            m = max((m for m in entries if k == m.name or k.startswith(m.name + "_")), key=lambda m: len(m.name))
+            out[m.key + k[len(m.name):]] = v
+    return out
 
 
 def _lateral_pairs(ctx: RunContext) -> dict[int, int]:

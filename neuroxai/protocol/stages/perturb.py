@@ -74,6 +74,7 @@ def _perturb(ctx: RunContext, tid: str, task, tm, mspec, store: SubjectStore, id
     the number of replaced voxels and the control's overlap with the false positives."""
     from ...attribution import attribute
     from ..validity import mean_image
+    from .attribute import method_params
 
     spec, bs = ctx.protocol.sanity.fp_perturbation, ctx.protocol.run.batch_size
     train = [s for s, sp in zip(task.subject_ids, task.split) if sp == "train"]
@@ -90,7 +91,8 @@ def _perturb(ctx: RunContext, tid: str, task, tm, mspec, store: SubjectStore, id
             x = task.modify_image(b)
             target, _ = explained(task, sids, predictions(tm.model, x, task.kind), ctx.protocol.run.target,
                                   ctx.device)
-            attr = attribute(tm.model, x, target, mspec.name, **mspec.params).float()
+            attr = attribute(tm.model, x, target, mspec.name,
+                             **method_params(ctx, task, store, mspec, task.ground_truth(b), b)).float()
             moved, sets = perturbation_deltas(
                 tm.model, x, attr, task.ground_truth(b), b.get("brain_mask"), fill, task.kind,
                 gt_dilation=_iterations(spec.gt_dilation_mm, store.spacing),

@@ -15,6 +15,7 @@ from ..context import RunContext
 from ..rundir import atomic_write_json, read_json, stable_hash
 from ..store import SubjectStore
 from ...attribution.baselines import is_baseline
+from .attribute import method_params
 from .tasks import explained, is_null, predictions, scored_subjects
 
 
@@ -55,14 +56,16 @@ def model_randomization(ctx: RunContext, tasks: dict, models: dict, store: Subje
             gen = (cascading_randomization if spec.mode == "cascading" else independent_randomization)
             n_steps = len(weight_layers(tm.model))
             # The maps are compared with the sign convention they are scored with (scoring.polarity).
-            refs = {m.key: sc.evidence(attribute(tm.model, x, target, m.name, **m.params).float()) for m in methods}
+            params = {m.key: method_params(ctx, task, store, m, batch=b) for m in methods}
+            refs = {m.key: sc.evidence(attribute(tm.model, x, target, m.name, **params[m.key]).float())
+                    for m in methods}
             curves = {m.key: ([], []) for m in methods}
             # One randomized copy at a time (a DenseNet has ~120 layers: never hold them all).
             with ctx.progress.task(f"model randomization on {task_id}", len(methods) * n_steps) as bar:
                 for layer_name, rmodel in gen(tm.model, seed=ctx.protocol.run.seed):
                     rmodel.eval()
                     for mspec in methods:
-                        a = sc.evidence(attribute(rmodel, x, target, mspec.name, **mspec.params).float())
+                        a = sc.evidence(attribute(rmodel, x, target, mspec.name, **params[mspec.key]).float())
                         curves[mspec.key][0].append(layer_name)
                         curves[mspec.key][1].append(
                             similarity(refs[mspec.key], a, spec.similarity, mask=brain).mean().item())

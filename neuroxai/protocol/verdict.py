@@ -591,6 +591,8 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
                                 scaled_ci_high=x.scaled_ci_high if x else None,
                                 far_share=_far_share(task, m.method), far_share_smoothgrad=_far_share(task, "smoothgrad"),
                                 far_share_random=None if vol[-1] is None else 1.0 - float(vol[-1]))
+            if m.off_target is not None:
+                e.off_target_used, e.off_target_p = m.off_target.used, m.off_target.p
             if e.verdict not in ("PASS", "FAIL"):
                 e.agrees = None
             elif name == "smoothgrad":
@@ -598,10 +600,12 @@ def published_findings(method_out: list[MethodResult], task_out: list[TaskResult
             elif name == "gradcam":
                 e.agrees = e.verdict == "FAIL"
             else:
+                # extensive (more relevance far out than SmoothGrad) and artifactual: where the
+                # false-positive perturbation ran, the model must not use that relevance
                 e.agrees = (e.verdict == "FAIL" and e.far_share is not None and e.far_share_smoothgrad is not None
-                            and e.far_share > e.far_share_smoothgrad)
+                            and e.far_share > e.far_share_smoothgrad and e.off_target_used is not True)
             if e.agrees is False:
-                e.note = _disagreement_note(name, e, task)
+                e.note = _off_target_note(e) or _disagreement_note(name, e, task)
             if keys:
                 e.study, e.ours = _readings(name, m, sg.get(m.task), e, keys)
                 e.scorings_note = _scorings_note(name, e, m, keys, task)
@@ -758,6 +762,11 @@ def _scorings_note(name: str, e: FindingEvidence, m: MethodResult, keys: dict, t
 
 def _fmt3(v) -> str:
     return "—" if v is None else f"{v:.3f}"
+
+
+def _off_target_note(e: FindingEvidence) -> str:
+    return (f"its off-target relevance is used by the model (false-positive perturbation, p = {e.off_target_p:.2g}): "
+            "not artefactual" if e.off_target_used and e.off_target_p is not None else "")
 
 
 def _disagreement_note(name: str, e: FindingEvidence, task: TaskResult | None) -> str:

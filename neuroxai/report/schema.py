@@ -358,6 +358,10 @@ class FindingEvidence(_Closed):
     far_share_random: Num = None
     agrees: Optional[bool] = None
     note: str = ""
+    off_target_used: Optional[bool] = Field(None, description="LRP: is its off-target relevance used by the "
+                                            "model? (the false-positive perturbation; None: not run or "
+                                            "nothing to test)")
+    off_target_p: Num = None
     study: Optional[FindingReading] = Field(None, description="the finding under the study's scoring and metric")
     ours: Optional[FindingReading] = Field(None, description="the finding under our scoring and metric")
     scorings_note: str = Field("", description="where and why the two readings disagree")

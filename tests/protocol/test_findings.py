@@ -147,3 +147,19 @@ def test_the_report_shows_both_readings_and_the_note():
     assert "the study's scoring: no; ours: yes" in table
     results.findings = published_findings(_methods(), _tasks())  # no protocol: no second table
     assert 'id="findings-scorings"' not in render_html(results, [])
+
+
+def test_lrp_whose_off_target_relevance_the_model_uses_is_not_artifactual():
+    """The false-positive perturbation decides "artifactual": relevance the model uses is not."""
+    from neuroxai.report.schema import OffTarget
+
+    ms = _methods()
+    before = {k: _ev(published_findings(ms, _tasks(), PROTO), "lrp", k)[1].agrees for k in ("lrp_a", "lrp_b")}
+    assert before["lrp_a"] is True  # extensive: more far relevance than SmoothGrad, and it FAILs
+    ms[1] = ms[1].model_copy(update={"off_target": OffTarget(n=20, n_with_fp=20, p=0.001, used=True)})
+    ms[2] = ms[2].model_copy(update={"off_target": OffTarget(n=20, n_with_fp=20, p=0.4, used=False)})
+    fs = published_findings(ms, _tasks(), PROTO)
+    a, b = _ev(fs, "lrp", "lrp_a")[1], _ev(fs, "lrp", "lrp_b")[1]
+    assert a.agrees is False and a.off_target_used is True and a.off_target_p == 0.001
+    assert "used by the model" in a.note
+    assert b.off_target_used is False and b.agrees == before["lrp_b"]

@@ -41,15 +41,8 @@ def attribute_key(ctx: RunContext, task_id: str, task, mspec, tm) -> str:
     # run.target decides what the maps explain: a resume never mixes targets.
     return stable_hash([ATTRIBUTE_FORMAT, task_id, mspec.model_dump(), tm.fingerprint, scored_subjects(ctx, task),
                         ctx.manifest_hash, ctx.grid, task.summary(), p.run.batch_size, ctx.device.type,
-                        p.scoring.model_dump(), [_metric_key(m) for m in p.metrics], p.run.save_maps,
+                        p.scoring.model_dump(), [m.model_dump() for m in p.metrics], p.run.save_maps,
                         p.run.target])
-
-
-def _metric_key(m) -> dict:
-    """A metric entry as the attribute key holds it: an entry without a label or scoring of its
-    own keys as it did before those existed, so finished runs resume after an upgrade."""
-    d = m.model_dump()
-    return {k: v for k, v in d.items() if k not in ("label", "scoring") or v is not None}
 
 
 def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:

@@ -106,6 +106,19 @@ def _models_to_scores(ctx: RunContext, tasks: dict, store, stop_after: str | Non
     return models, validity, scores, sanity, off_target
 
 
+def _seed_runs(ctx: RunContext, tasks: dict, store, stop_after: str | None) -> list[SeedRun]:
+    """The model stages once per model seed (``training.seeds``; once for a single model), each
+    seed's stages keyed on its own ``training.seed``."""
+    proto, runs = ctx.protocol, []
+    for seed in proto.model.seeds or [None]:
+        c = ctx if seed is None else replace(ctx, protocol=proto.model_copy(
+            update={"model": proto.model.for_seed(seed)}), models={}, profiles={})
+        run = _models_to_scores(c, tasks, store, stop_after)
+        if run is not None:
+            runs.append(SeedRun(seed, c, *run))
+    return runs
+
+
 def _validation_protocol(protocol: Protocol | str | Path) -> Protocol:
     """The protocol to validate with, its settings checked; an audit protocol is refused."""
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
@@ -190,14 +203,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     store = rank0_first(ctx, lambda: load_store(ctx, tasks))
     if stop_after == "store":
         return RunResult(ctx.rd.root, None, None, 0)
-    runs = []
-    for seed in proto.model.seeds or [None]:
-        # one model per task and seed; each seed's stages key on its own training.seed
-        c = ctx if seed is None else replace(ctx, protocol=proto.model_copy(
-            update={"model": proto.model.for_seed(seed)}), models={}, profiles={})
-        run = _models_to_scores(c, tasks, store, stop_after)
-        if run is not None:
-            runs.append(SeedRun(seed, c, *run))
+    runs = _seed_runs(ctx, tasks, store, stop_after)
     if stop_after in ("train", "attribute"):
         return RunResult(ctx.rd.root, None, None, 0)
     first = runs[0].ctx

@@ -230,10 +230,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
     validity = {k: Validity.model_validate(v) for k, v in (validity or {}).items() if v is not None}
     profiles = {k: DistanceProfile.model_validate(v) for k, v in (profiles or {}).items() if v is not None}
     sanity = {t: {k: Sanity.model_validate(v) for k, v in per.items()} for t, per in (sanity or {}).items()}
-    metrics = [m.key for m in proto.metrics]  # a labelled entry's rows carry its label
-    main = _main_metric(proto)
-    # the maps the criteria compare with, by their registered role
-    random_key, oracle_key = _role_key(proto, "chance"), _role_key(proto, "ceiling")
+    oracle_key = _role_key(proto, "ceiling")  # the ceiling map; the chance map is the other baseline
     task_out: list[TaskResult] = []
     method_out: list[MethodResult] = []
     all_rows = []
@@ -251,40 +248,14 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
         null_df = scores.get(null_id)
         if null_df is not None and "seed" in null_df.columns and null_df["seed"].nunique() > 1:
             null_df = _seed_mean(null_df)
-        n_excluded = int((~np.asarray(task.scorable, bool)).sum())
         val = validity.get(tid)
         entries: list[MethodResult] = []
         data: dict = {}  # per-subject values behind each criterion, for its holds_share
         for mspec in proto.methods:
             key = mspec.key
-            summaries: dict[str, MetricSummary] = {}
-            for met in metrics:
-                v = _vals(df, key, met)
-                if not len(v):
-                    continue
-                ch = _vals(df, key, f"{met}_chance")
-                ov = _vals(df, oracle_key, met) if oracle_key else None
-                reg = registered_name(proto, met)
-                sc = _scaled(v, ch, ov, _best(reg)) if len(ch) else None
-                mats = _seed_matrices(reps, key, met, oracle_key, _best(reg)) if reps is not None else None
-                rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
-                data[(key, met, "values")] = (v if mats is None else mats[0], ch)
-                data[(key, met, "scaled")] = sc if mats is None else mats[1]
-                if role(mspec.name) != "chance":
-                    baselines = [("random", _vals(df, random_key, met) if random_key else None)]
-                    if null_df is not None and len(null_df) and not is_baseline(mspec.name):
-                        baselines.append(("null_model", _vals(null_df, key, met)))
-                    for comp, bv in baselines:
-                        if bv is None or not len(bv):
-                            continue
-                        sgn = _better(reg)  # "better than the baseline", whichever way the metric runs
-                        p, n = _paired_p(sgn * v, sgn * bv, proto)
-                        rec.comparisons[comp] = Comparison(p=_f(p), n_pairs=n, baseline_mean=_f(bv.mean()))
-                        data[(key, met, comp)] = (sgn * v, sgn * bv)
-                summaries[met] = rec
             entries.append(MethodResult(task=tid, method=key, name=mspec.name, params=mspec.params,
                                         is_baseline=is_baseline(mspec.name), role=role(mspec.name),
-                                        metrics=summaries,
+                                        metrics=_method_summaries(proto, mspec, df, null_df, reps, data),
                                         sanity=sanity.get(tid, {}).get(key), criteria=[],
                                         off_target=(off_target or {}).get(tid, {}).get(key),
                                         verdict="INCONCLUSIVE"))
@@ -295,23 +266,12 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
             e.verdict, e.verdict_reason = _verdict(e, perf, val)
         _ceiling_rule(entries, oracle_key)
         method_out += entries
-        task_out.append(TaskResult(
-            id=tid, type=task.name, kind=task.kind, ground_truth=ground_truth_text(task),
-            summary=task.summary(), validity=val, distance_profile=profiles.get(tid),
-            n_subjects=len(task.subject_ids), n_scored=int(df["subject_id"].nunique()) if len(df) else 0,
-            n_excluded_from_scoring=n_excluded,
-            excluded_reason="no ground-truth voxels (e.g. no lesion); kept for training" if n_excluded else "",
-            confound=getattr(task, "confound", {}) or {}, model=perf,
-            null_model=ModelPerf.model_validate(models[null_id].metrics) if null_id in models else None,
-            pairwise=_pairwise(df, [e.method for e in entries if not e.is_baseline], main, proto),
-            by_class=(_by_class(df, [e.method for e in entries], main, oracle_key, _best(registered_name(proto, main)))
-                      if task.kind == "classification" else [])))
+        task_out.append(_task_result(proto, tid, task, df, entries, perf, val, profiles.get(tid),
+                                     models[null_id].metrics if null_id in models else None))
     reachable, note = _reachability(tasks, method_out, validity, models)
     for m in method_out:
         if not m.is_baseline and m.verdict == "FAIL":
             m.verdict, m.verdict_reason = _whose_fault(m, tasks, validity, reachable, note, kind)
-    non_base = [m for m in method_out if not m.is_baseline]
-    overall, exit_code = overall_verdict([m.verdict for m in non_base])
     scores_df = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
     return Results(
         schema_version=SCHEMA_VERSION, kind=kind, audit=audit,
@@ -320,14 +280,73 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                               acceptance=[c.describe() for c in proto.acceptance],
                               spec=proto.model_dump(mode="json")),
         provenance=Provenance.model_validate(prov), data=DataInfo.model_validate(data_info),
-        tasks=task_out, methods=method_out,
-        overall=Overall(verdict=overall, n_pass=sum(m.verdict == "PASS" for m in non_base),
-                        n_fail=sum(m.verdict == "FAIL" for m in non_base),
-                        n_inconclusive=sum(m.verdict == "INCONCLUSIVE" for m in non_base),
-                        exit_code=exit_code,
-                        criteria_reachable=reachable, reachability_note=note),
+        tasks=task_out, methods=method_out, overall=_overall(method_out, reachable, note),
         findings=published_findings(method_out, task_out, proto), metric_facts=_metric_facts(proto),
         scores=scores_df.to_dict(orient="list") if len(scores_df) else {})
+
+
+def _task_result(proto: Protocol, tid: str, task, df: pd.DataFrame, entries: list[MethodResult], perf: ModelPerf,
+                 val: Validity | None, profile: DistanceProfile | None, null_metrics: dict | None) -> TaskResult:
+    """One task's entry: what its ground truth is, its model(s), and the comparisons between its
+    methods (paired, and per class on a classification task)."""
+    main = _main_metric(proto)
+    n_excluded = int((~np.asarray(task.scorable, bool)).sum())
+    return TaskResult(
+        id=tid, type=task.name, kind=task.kind, ground_truth=ground_truth_text(task),
+        summary=task.summary(), validity=val, distance_profile=profile,
+        n_subjects=len(task.subject_ids), n_scored=int(df["subject_id"].nunique()) if len(df) else 0,
+        n_excluded_from_scoring=n_excluded,
+        excluded_reason="no ground-truth voxels (e.g. no lesion); kept for training" if n_excluded else "",
+        confound=getattr(task, "confound", {}) or {}, model=perf,
+        null_model=ModelPerf.model_validate(null_metrics) if null_metrics is not None else None,
+        pairwise=_pairwise(df, [e.method for e in entries if not e.is_baseline], main, proto),
+        by_class=(_by_class(df, [e.method for e in entries], main, _role_key(proto, "ceiling"),
+                            _best(registered_name(proto, main))) if task.kind == "classification" else []))
+
+
+def _method_summaries(proto: Protocol, mspec, df: pd.DataFrame, null_df: pd.DataFrame | None,
+                      reps: pd.DataFrame | None, data: dict) -> dict[str, MetricSummary]:
+    """One method's summary per metric on one task, with its tests against the chance map and the
+    null model; the per-subject values behind each criterion go into ``data`` (for its
+    holds-in share). ``reps``: the seed-level table of a several-seed run (CIs over both)."""
+    key = mspec.key
+    random_key, oracle_key = _role_key(proto, "chance"), _role_key(proto, "ceiling")
+    summaries: dict[str, MetricSummary] = {}
+    for met in (m.key for m in proto.metrics):  # a labelled entry's rows carry its label
+        v = _vals(df, key, met)
+        if not len(v):
+            continue
+        ch = _vals(df, key, f"{met}_chance")
+        ov = _vals(df, oracle_key, met) if oracle_key else None
+        reg = registered_name(proto, met)
+        sc = _scaled(v, ch, ov, _best(reg)) if len(ch) else None
+        mats = _seed_matrices(reps, key, met, oracle_key, _best(reg)) if reps is not None else None
+        rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
+        data[(key, met, "values")] = (v if mats is None else mats[0], ch)
+        data[(key, met, "scaled")] = sc if mats is None else mats[1]
+        if role(mspec.name) != "chance":
+            baselines = [("random", _vals(df, random_key, met) if random_key else None)]
+            if null_df is not None and len(null_df) and not is_baseline(mspec.name):
+                baselines.append(("null_model", _vals(null_df, key, met)))
+            for comp, bv in baselines:
+                if bv is None or not len(bv):
+                    continue
+                sgn = _better(reg)  # "better than the baseline", whichever way the metric runs
+                p, n = _paired_p(sgn * v, sgn * bv, proto)
+                rec.comparisons[comp] = Comparison(p=_f(p), n_pairs=n, baseline_mean=_f(bv.mean()))
+                data[(key, met, comp)] = (sgn * v, sgn * bv)
+        summaries[met] = rec
+    return summaries
+
+
+def _overall(method_out: list[MethodResult], reachable: bool | None, note: str) -> Overall:
+    """The run's verdict over the methods under test (baselines excluded)."""
+    non_base = [m for m in method_out if not m.is_baseline]
+    overall, exit_code = overall_verdict([m.verdict for m in non_base])
+    return Overall(verdict=overall, n_pass=sum(m.verdict == "PASS" for m in non_base),
+                   n_fail=sum(m.verdict == "FAIL" for m in non_base),
+                   n_inconclusive=sum(m.verdict == "INCONCLUSIVE" for m in non_base),
+                   exit_code=exit_code, criteria_reachable=reachable, reachability_note=note)
 
 
 def _metric_facts(proto: Protocol) -> dict[str, MetricFacts]:

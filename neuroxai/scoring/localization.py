@@ -173,33 +173,72 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
     """
     _check_inputs(attr, mask, brain_mask)
     mask = mask.bool()
-    # A brain mask shared by the batch stays an expanded view (stride 0): ranking then compacts
-    # every volume with one index.
+    valid = _valid_voxels(mask, brain_mask, attr.device)
+    items = list(metrics.items()) if isinstance(metrics, Mapping) else [(m, {}) for m in metrics]
+    fns = [(name, METRICS[name], dict(params or {})) for name, params in items]  # unknown → ConfigError
+    for name, _, params in fns:
+        METRICS.check(name, params, path=f"metrics.{name}.params")
+    st = _steps(preset, smooth_fwhm_mm, gt_dilation_mm, sign=sign, mask_maps=mask_maps, smooth_fwhm_vox=smooth_fwhm_vox,
+                smooth_kernel=smooth_kernel, percentile=percentile, percentile_over=percentile_over,
+                post_smooth_fwhm_vox=post_smooth_fwhm_vox, gt_dilation=gt_dilation, contralateral=contralateral)
+    a = _processed_map(attr, st, polarity, valid if brain_mask is not None else None, smooth_fwhm_mm, spacing)
+    base, gt = _ground_truth(mask, st, atlas, true_region, lateral_pairs, spacing)
+    token = _RANKINGS.set({})  # rank-based metrics share one sort per volume
+    try:
+        results = [(name, fn(a, base if getattr(METRIC_INFO.get(name), "own_dilation", False) else gt, valid,
+                             spacing=tuple(float(s) for s in spacing), **params))
+                   for name, fn, params in fns]
+    finally:
+        _RANKINGS.reset(token)
+    return _with_chance_and_norm(results)
+
+
+def _valid_voxels(mask: torch.Tensor, brain_mask: torch.Tensor | None, device) -> torch.Tensor:
+    """The voxels scored (the brain, or all), refusing a subject without ground truth inside them.
+    A brain mask shared by the batch stays an expanded view (stride 0): ranking then compacts
+    every volume with one index."""
     valid = (torch.ones((1, 1, *mask.shape[2:]), dtype=torch.bool, device=mask.device) if brain_mask is None
-             else brain_mask.to(attr.device).bool()).expand_as(mask)
-    inside = _count(mask & valid)
-    empty = (inside == 0).nonzero().flatten().tolist()
+             else brain_mask.to(device).bool()).expand_as(mask)
+    empty = (_count(mask & valid) == 0).nonzero().flatten().tolist()
     if empty:
         raise MaskError("empty ground-truth mask (inside the brain mask)", expected="≥ 1 mask voxel per subject",
                         found=f"0 voxels for batch index {empty}",
                         fix="exclude subjects without ground truth (e.g. no lesion) from scoring, "
                             "or check that the mask and brain mask overlap")
-    items = list(metrics.items()) if isinstance(metrics, Mapping) else [(m, {}) for m in metrics]
-    fns = [(name, METRICS[name], dict(params or {})) for name, params in items]  # unknown → ConfigError
-    for name, _, params in fns:
-        METRICS.check(name, params, path=f"metrics.{name}.params")
-    given = {k: v for k, v in dict(
-        sign=sign, mask_maps=mask_maps, smooth_fwhm_vox=smooth_fwhm_vox, smooth_kernel=smooth_kernel,
-        percentile=percentile, percentile_over=percentile_over, post_smooth_fwhm_vox=post_smooth_fwhm_vox,
-        gt_dilation=gt_dilation, gt_dilation_mm=gt_dilation_mm, contralateral=contralateral).items() if v is not None}
+    return valid
+
+
+def _ground_truth(mask, st: dict, atlas, true_region, lateral_pairs, spacing) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base, gt)``: the ground truth with its contralateral counterpart (as ``st`` says), and
+    that dilated (what most metrics score against; a metric that dilates itself gets ``base``)."""
+    base = mask
+    if st.get("contralateral") and atlas is not None and true_region:
+        base = add_contralateral(mask, atlas, true_region, lateral_pairs or {})
+    gt = binary_dilation(base, st["gt_dilation"]) if st.get("gt_dilation") else base
+    if st.get("gt_dilation_mm"):
+        gt = dilate_mm(gt, float(st["gt_dilation_mm"]), spacing)
+    return base, gt
+
+
+def _steps(preset: str | None, smooth_fwhm_mm: float, gt_dilation_mm: float | None, **steps) -> dict:
+    """The scoring steps: the preset's, overridden by those given; a mm form given alone replaces
+    the preset's voxel form."""
+    given = {k: v for k, v in dict(steps, gt_dilation_mm=gt_dilation_mm).items() if v is not None}
     st = resolve_preset(preset, given)
     if smooth_fwhm_mm and "smooth_fwhm_vox" not in given:
-        st["smooth_fwhm_vox"] = 0.0  # the mm form replaces the preset's voxel form
+        st["smooth_fwhm_vox"] = 0.0
     if gt_dilation_mm and "gt_dilation" not in given:
         st["gt_dilation"] = 0
+    return st
+
+
+def _processed_map(attr: torch.Tensor, st: dict, polarity: str, brain: torch.Tensor | None, smooth_fwhm_mm: float,
+                   spacing) -> torch.Tensor:
+    """The map through sign/polarity → masking to the brain → smoothing → percentile cutoff →
+    re-smoothing, as ``st`` says (:func:`score`)."""
     a = apply_sign(attr, st["sign"]) if st.get("sign") else apply_polarity(attr, polarity)
-    if st.get("mask_maps") and brain_mask is not None:
-        a = torch.where(valid, a, torch.zeros((), dtype=a.dtype, device=a.device))
+    if st.get("mask_maps") and brain is not None:
+        a = torch.where(brain, a, torch.zeros((), dtype=a.dtype, device=a.device))
     kernel = st.get("smooth_kernel", "zero_pad")
     if smooth_fwhm_mm:
         a = gaussian_smooth(a, smooth_fwhm_mm, spacing, kernel=kernel)
@@ -210,23 +249,17 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
         if over not in ("volume", "brain"):
             raise ConfigError("percentile_over", path="scoring.percentile_over", expected=["volume", "brain"],
                               found=repr(over))
-        a = percentile_cutoff(a, float(st["percentile"]), valid if over == "brain" else None)
+        all_voxels = brain if brain is not None else torch.ones_like(a, dtype=torch.bool)
+        a = percentile_cutoff(a, float(st["percentile"]), all_voxels if over == "brain" else None)
     if st.get("post_smooth_fwhm_vox"):
         a = gaussian_smooth(a, float(st["post_smooth_fwhm_vox"]), kernel=kernel)
-    base = mask
-    if st.get("contralateral") and atlas is not None and true_region:
-        base = add_contralateral(mask, atlas, true_region, lateral_pairs or {})
-    gt = binary_dilation(base, st["gt_dilation"]) if st.get("gt_dilation") else base
-    if st.get("gt_dilation_mm"):
-        gt = dilate_mm(gt, float(st["gt_dilation_mm"]), spacing)
+    return a
+
+
+def _with_chance_and_norm(results: list) -> dict[str, torch.Tensor]:
+    """``NAME``, ``NAME_chance`` and ``NAME_norm = (NAME − chance) / (best − chance)`` of each
+    metric's result (and its extra keys), float64."""
     out: dict[str, torch.Tensor] = {}
-    token = _RANKINGS.set({})  # rank-based metrics share one sort per volume
-    try:
-        results = [(name, fn(a, base if getattr(METRIC_INFO.get(name), "own_dilation", False) else gt, valid,
-                             spacing=tuple(float(s) for s in spacing), **params))
-                   for name, fn, params in fns]
-    finally:
-        _RANKINGS.reset(token)
     for name, res in results:
         extra = res[2] if len(res) == 3 else {}
         best = METRIC_INFO[name].best if name in METRIC_INFO else 1.0

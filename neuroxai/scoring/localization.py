@@ -193,17 +193,18 @@ def score(attr: torch.Tensor, mask: torch.Tensor, metrics: Sequence[str] | Mappi
     return _with_chance_and_norm(results)
 
 
-def _valid_voxels(mask: torch.Tensor, brain_mask: torch.Tensor | None, device) -> torch.Tensor:
-    """The voxels scored (the brain, or all), refusing a subject without ground truth inside them.
-    A brain mask shared by the batch stays an expanded view (stride 0): ranking then compacts
-    every volume with one index."""
+def _valid_voxels(mask: torch.Tensor, brain_mask: torch.Tensor | None, device, *,
+                  left_out_from: str = "scoring") -> torch.Tensor:
+    """The voxels scored (the brain, or all), refusing a subject without ground truth inside them
+    (the fix names what to leave it out of). A brain mask shared by the batch stays an expanded
+    view (stride 0): ranking then compacts every volume with one index."""
     valid = (torch.ones((1, 1, *mask.shape[2:]), dtype=torch.bool, device=mask.device) if brain_mask is None
              else brain_mask.to(device).bool()).expand_as(mask)
     empty = (_count(mask & valid) == 0).nonzero().flatten().tolist()
     if empty:
         raise MaskError("empty ground-truth mask (inside the brain mask)", expected="≥ 1 mask voxel per subject",
                         found=f"0 voxels for batch index {empty}",
-                        fix="exclude subjects without ground truth (e.g. no lesion) from scoring, "
+                        fix=f"exclude subjects without ground truth (e.g. no lesion) from {left_out_from}, "
                             "or check that the mask and brain mask overlap")
     return valid
 

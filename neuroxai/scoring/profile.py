@@ -15,8 +15,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ConfigError, MaskError
-from .localization import _check_inputs, _count
+from ..errors import ConfigError
+from .localization import _check_inputs, _count, _valid_voxels
 from .preprocess import apply_polarity
 
 #: Default distance ladder in mm (0 = inside the mask).
@@ -81,14 +81,7 @@ def distance_profile(attr: torch.Tensor, mask: torch.Tensor, brain_mask: torch.T
         raise ConfigError("voxel spacing must be three positive numbers (mm)", path="spacing",
                           expected="(sd, sh, sw) > 0", found=spacing, fix="pass the image's voxel size in mm")
     mask = mask.bool()
-    valid = (torch.ones((1, 1, *mask.shape[2:]), dtype=torch.bool, device=attr.device) if brain_mask is None
-             else brain_mask.to(attr.device).bool()).expand_as(mask)
-    empty = (_count(mask & valid) == 0).nonzero().flatten().tolist()
-    if empty:
-        raise MaskError("empty ground-truth mask (inside the brain mask)", expected="≥ 1 mask voxel per subject",
-                        found=f"0 voxels for batch index {empty}",
-                        fix="exclude subjects without ground truth from the profile, "
-                            "or check that the mask and brain mask overlap")
+    valid = _valid_voxels(mask, brain_mask, attr.device, left_out_from="the profile")
     # Relevance outside the brain is zeroed once, so each band needs one masked sum.
     a = torch.where(valid, apply_polarity(attr, polarity).clamp_min(0), 0)
     total = a.sum(_DIMS, dtype=_F64)

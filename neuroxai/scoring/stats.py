@@ -28,6 +28,12 @@ def _as_1d(values, name: str) -> tuple[torch.Tensor, bool]:
     return v, ok
 
 
+def _check_bootstrap(level: float, n_boot: int) -> None:
+    if not 0 < level < 1 or n_boot < 1:
+        raise ConfigError("bootstrap level in (0, 1) and n_boot ≥ 1", expected="0 < level < 1, n_boot ≥ 1",
+                          found={"level": level, "n_boot": n_boot})
+
+
 def bootstrap_ci(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95, method: str = "percentile",
                  seed: int = 0) -> tuple[float, float, float]:
     """Bootstrap confidence interval of the mean over subjects: ``(mean, low, high)`` floats.
@@ -43,9 +49,7 @@ def bootstrap_ci(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95, 
     """
     if method not in ("percentile", "bca"):
         raise ConfigError("unknown bootstrap CI method", expected=["percentile", "bca"], found=repr(method))
-    if not 0 < level < 1 or n_boot < 1:
-        raise ConfigError("bootstrap level in (0, 1) and n_boot ≥ 1", expected="0 < level < 1, n_boot ≥ 1",
-                          found={"level": level, "n_boot": n_boot})
+    _check_bootstrap(level, n_boot)
     v, ok = _as_1d(values, "bootstrap values")
     n = v.numel()
     if n == 0 or not ok:
@@ -109,9 +113,7 @@ def bootstrap_ci_seeds(values: torch.Tensor, n_boot: int = 2000, level: float = 
     jackknife acceleration has no standard two-level form, so the interval is percentile (Efron &
     Tibshirani 1993, ch. 13). Non-finite values give ``(nan, nan, nan)``; one subject gives
     ``(mean, nan, nan)``, as :func:`bootstrap_ci`."""
-    if not 0 < level < 1 or n_boot < 1:
-        raise ConfigError("bootstrap level in (0, 1) and n_boot ≥ 1", expected="0 < level < 1, n_boot ≥ 1",
-                          found={"level": level, "n_boot": n_boot})
+    _check_bootstrap(level, n_boot)
     v = torch.as_tensor(values, dtype=_F64)
     if v.ndim != 2 or v.numel() == 0 or not bool(torch.isfinite(v).all()):
         return float("nan"), float("nan"), float("nan")

@@ -108,7 +108,8 @@ def _audit_protocol(proto, inp: AuditInputs, maps_dir):
     scoring layer's region read-out with an atlas."""
     from ..attribution import METHODS
     from ..scoring.region import REGION_METRIC
-    from .saved_maps import AUDIT_ROLES, role
+    from ..attribution.baselines import role
+    from .saved_maps import AUDIT_ROLES
     from .schema import MethodSpec, MetricSpec
 
     if inp.atlas and not any(m.name == REGION_METRIC for m in proto.metrics):

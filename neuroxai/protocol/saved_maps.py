@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..attribution.baselines import needs, role
 from ..data.bids import raise_problems
 from ..data.spaces import check_overlap
 from ..data.transforms import resample_to_grid
@@ -299,18 +300,11 @@ class _Reader:
 AUDIT_ROLES = ("chance", "ceiling")
 
 
-def role(name: str) -> str:
-    from ..attribution.baselines import role as _role
-
-    return _role(name)
-
-
 def _baseline_maps(proto, subj: _Subject, index: int, dev: torch.device) -> dict[str, torch.Tensor]:
     """The protocol's model-free maps of one subject, by their registered role: the chance map (a
     seeded one gets one reproducible draw per subject: its seed mixed with the subject's index) and
     the ceiling (one that needs the mask gets the subject's)."""
     from ..attribution import METHODS
-    from ..attribution.baselines import needs
 
     x = torch.zeros((1, 1, *subj.grid.shape), device=dev)
     out = {}

@@ -73,12 +73,11 @@ def _perturb(ctx: RunContext, tid: str, task, tm, mspec, store: SubjectStore, id
     """Per subject: the output changes with the false positives and with the control replaced,
     the number of replaced voxels and the control's overlap with the false positives."""
     from ...attribution import attribute
-    from ..validity import mean_image
-    from .attribute import method_params
+    from .attribute import method_params, train_mean_image
 
     spec, bs = ctx.protocol.sanity.fp_perturbation, ctx.protocol.run.batch_size
     train = [s for s, sp in zip(task.subject_ids, task.split) if sp == "train"]
-    fill_img = mean_image(task.modify_image(store.batch(c, ctx.device)) for c in chunks(train, bs))
+    fill_img = train_mean_image(ctx, task, store)  # computed once per task, shared with the methods
     brain0 = store.batch(train[:1], ctx.device).get("brain_mask") if train else None
     # the study fills with the mean image's mean brain intensity (one number)
     inside = fill_img != 0 if brain0 is None else brain0[:1].bool().expand_as(fill_img)

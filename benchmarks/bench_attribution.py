@@ -60,6 +60,20 @@ def _timer(device):
     return best
 
 
+def _paired(best, fn, floor, repeats: int):
+    """``fn`` warmed up, then timed ``repeats`` times, each run right after one of its ``floor``:
+    ``(median ratio to the floor, best seconds, last output)`` — load on a shared machine slows
+    adjacent runs alike, so the ratio holds where the seconds do not."""
+    fn()
+    ratios, sec, out = [], float("inf"), None
+    for _ in range(repeats):
+        f, _ = best(floor, 1)
+        s, out = best(fn, 1)
+        ratios.append(s / f)
+        sec = min(sec, s)
+    return sorted(ratios)[len(ratios) // 2], sec, out
+
+
 def _rel(a, b):
     if a is None or b is None:
         return None
@@ -126,14 +140,7 @@ def main(argv=None) -> int:
 
     def run(method, impl, fn, ours=None, compare=None):
         if args.paired:
-            fn()  # warm-up
-            ratios, sec = [], float("inf")
-            for _ in range(args.repeats):
-                f, _ = best(plain, 1)
-                s, out = best(fn, 1)
-                ratios.append(s / f)
-                sec = min(sec, s)
-            paired[(method, impl)] = sorted(ratios)[len(ratios) // 2]
+            paired[(method, impl)], sec, out = _paired(best, fn, plain, args.repeats)
         else:
             sec, out = best(fn, args.repeats)
         rel = _rel(ours, compare(out)) if (ours is not None and compare is not None) else None
@@ -368,14 +375,7 @@ def _study_models(args, best, rows, paired) -> list[str]:
                   lambda model=model, x=x, t=t, canon=canon: zennit_lrp(model, x, t, EpsilonPlusFlat(canonizers=canon)))]
         outs = {}
         for impl, fn in impls:
-            fn()
-            ratios, sec = [], float("inf")
-            for _ in range(args.repeats):
-                f, _ = best(plain, 1)
-                s_, out = best(fn, 1)
-                ratios.append(s_ / f)
-                sec = min(sec, s_)
-            paired[(meth, impl)] = sorted(ratios)[len(ratios) // 2]
+            paired[(meth, impl)], sec, out = _paired(best, fn, plain, args.repeats)
             outs[impl] = out
             rows.append((meth, impl, sec, None if impl == "neuroxai" else _rel(outs["neuroxai"], out)))
         f, _ = best(plain, args.repeats)

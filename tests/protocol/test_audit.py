@@ -145,12 +145,7 @@ def test_bids_derivatives_layout_equals_the_per_method_layout(study, tmp_path):
 
 
 def test_probabilistic_mask_with_a_threshold(study, tmp_path):
-    for f in (study / "masks").iterdir():
-        m = np.asarray(nib.load(f).dataobj).astype(np.float32)
-        core = np.zeros_like(m)
-        core[tuple(slice(int(a.min()) + 2, int(a.max()) - 1) for a in np.nonzero(m))] = 1
-        _save((0.4 * m + 0.5 * core).astype(np.float32), A1, tmp_path / "prob" / f.name)
-        _save(core.astype(np.uint8), A1, tmp_path / "core" / f.name)
+    _prob_and_core(study, tmp_path)
     hi = run_audit(study / "maps", tmp_path / "prob", tmp_path / "hi", mask_threshold=0.6, report=False, protocol=FAST)
     lo = run_audit(study / "maps", tmp_path / "prob", tmp_path / "lo", mask_threshold=0.3, report=False, protocol=FAST)
     assert _scores(hi) == pytest.approx(_scores(run_audit(study / "maps", tmp_path / "core", tmp_path / "c",

@@ -942,7 +942,7 @@ def _ci_decision(out: Criterion, est, lo, hi, thr: float, n: int, sign: float = 
 def _share_mean_at_least(values: np.ndarray, thr: float, proto: Protocol) -> float | None:
     """Share of bootstrap resamples of the subjects whose mean is ≥ ``thr`` (of seeds and subjects
     for a ``seed × subject`` table)."""
-    from ..scoring.stats import seed_subject_means
+    from ..scoring.stats import resample_means, seed_subject_means
 
     st = proto.statistics
     v = torch.tensor(np.asarray(values, np.float64))
@@ -951,8 +951,7 @@ def _share_mean_at_least(values: np.ndarray, thr: float, proto: Protocol) -> flo
     if v.ndim == 2:
         return float((seed_subject_means(v, st.stability_resamples, st.seed) >= thr).double().mean())
     gen = torch.Generator().manual_seed(int(st.seed))
-    idx = torch.randint(0, v.numel(), (st.stability_resamples, v.numel()), generator=gen)
-    return float((v[idx].mean(1) >= thr).double().mean())
+    return float((resample_means(v.flatten(), st.stability_resamples, gen) >= thr).double().mean())
 
 
 def _share_test_holds(a: pd.Series, b: pd.Series, *, factor: float, alpha: float,
@@ -962,7 +961,9 @@ def _share_test_holds(a: pd.Series, b: pd.Series, *, factor: float, alpha: float
     are dropped (as the verdict's Wilcoxon does); with up to 50 pairs left the p is exact given the
     resample's mid-ranks (so repeated subjects' ties are handled as scipy's permutation fallback
     does, without its cost), beyond that the normal approximation."""
-    from scipy.stats import norm, rankdata
+    from scipy.stats import rankdata
+
+    from ..scoring.stats import draws
 
     st = proto.statistics
     common = a.index.intersection(b.index)
@@ -972,9 +973,8 @@ def _share_test_holds(a: pd.Series, b: pd.Series, *, factor: float, alpha: float
     if not np.isfinite(d).all():
         return None
     gen = torch.Generator().manual_seed(int(st.seed))
-    idx = torch.randint(0, d.size, (st.stability_resamples, d.size), generator=gen).numpy()
     held = []
-    for r in d[idx]:
+    for r in (d[i] for _, idx in draws(st.stability_resamples, d.size, gen) for i in idx.numpy()):
         r = r[r != 0]
         if not r.size:
             held.append(False)

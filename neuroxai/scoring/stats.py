@@ -1,7 +1,10 @@
 """Statistics over subjects: bootstrap CIs (percentile, BCa), paired tests, Holm correction.
 
-Resampling is vectorized on the values' device: one ``(n_boot, N)`` (or ``(n_perm, N)``) draw
-from a seeded ``torch.Generator``, so the same seed gives the same interval.
+Resampling is vectorized on the values' device: ``(n_boot, N)`` (or ``(n_perm, N)``) draws from a
+seeded ``torch.Generator``, made in blocks of rows (:func:`draws`) so memory stays bounded at any
+number of subjects (45,000 subjects × 2,000 resamples would be 720 MB of indices at once). The
+blocks continue one generator stream, so the draws equal one whole draw and the same seed gives
+the same interval.
 """
 from __future__ import annotations
 
@@ -26,6 +29,30 @@ def _as_1d(values, name: str) -> tuple[torch.Tensor, bool]:
         log.warning("%s: %d non-finite of %d values; the statistic is NaN (drop undefined scores first)",
                     name, int((~torch.isfinite(v)).sum()), v.numel())
     return v, ok
+
+
+#: Elements of one block of resampling draws (32 MB of int64 indices).
+BLOCK_ELEMENTS = 1 << 22
+
+
+def draws(n_rows: int, n: int, gen: torch.Generator, high: int | None = None, block_elements: int | None = None):
+    """``(rows, n)`` blocks of ``torch.randint(0, high or n, ...)`` over ``n_rows`` rows in all, drawn
+    in turn from ``gen`` (each block at most ``block_elements`` values): the concatenated blocks equal
+    one ``(n_rows, n)`` draw from the same generator state (the CPU generator's stream is sequential;
+    ``tests/scoring/test_stats.py`` checks it). Yields ``(row slice, block)``."""
+    per = max(1, (block_elements or BLOCK_ELEMENTS) // max(n, 1))
+    for r0 in range(0, n_rows, per):
+        r1 = min(n_rows, r0 + per)
+        yield slice(r0, r1), torch.randint(0, high or n, (r1 - r0, n), generator=gen, device=gen.device)
+
+
+def resample_means(v: torch.Tensor, n_boot: int, gen: torch.Generator) -> torch.Tensor:
+    """``(n_boot,)`` means of ``v: (N,)`` over resamples of its entries with replacement, drawn in
+    blocks (:func:`draws`)."""
+    out = torch.empty(n_boot, dtype=v.dtype, device=v.device)
+    for sl, idx in draws(n_boot, v.numel(), gen):
+        out[sl] = v[idx].mean(1)
+    return out
 
 
 def _check_bootstrap(level: float, n_boot: int) -> None:
@@ -60,8 +87,7 @@ def bootstrap_ci(values: torch.Tensor, n_boot: int = 2000, level: float = 0.95, 
     if bool((v == v[0]).all()):
         return est, est, est
     gen = torch.Generator(device=v.device).manual_seed(int(seed))
-    idx = torch.randint(0, n, (n_boot, n), generator=gen, device=v.device)
-    boots = v[idx].mean(1)
+    boots = resample_means(v, n_boot, gen)
     alpha = (1 - level) / 2
     q = np.array([alpha, 1 - alpha])
     if method == "bca":
@@ -88,20 +114,24 @@ def seed_subject_means(values: torch.Tensor, n_boot: int = 2000, seed: int = 0,
     the subjects, so the interval holds the variation between training runs as well as between
     subjects). Returns ``(n_boot,)`` float64. The subjects are drawn first, from the same generator
     state as :func:`bootstrap_ci`'s, so with one seed (``S = 1``) the means equal its resamples.
-    Computed in blocks of ``block`` resamples, so memory stays ``O(block · S · N)``."""
+    Computed in blocks of at most ``block`` resamples, so memory stays ``O(block · S · N)``; the
+    subject draws are made twice (to reach the seeds' draws after them) rather than held."""
     v = torch.as_tensor(values, dtype=_F64)
     if v.ndim != 2 or v.numel() == 0:
         raise ScoringError("seed × subject values must be a non-empty 2-D table", expected="(S, N)",
                            found=tuple(v.shape), fix="pass one row per model seed, one column per subject")
     s, n = v.shape
     gen = torch.Generator(device=v.device).manual_seed(int(seed))
-    subj = torch.randint(0, n, (n_boot, n), generator=gen, device=v.device)
-    seeds = (torch.randint(0, s, (n_boot, s), generator=gen, device=v.device) if s > 1
-             else torch.zeros(n_boot, 1, dtype=torch.long, device=v.device))
+    seeds = torch.zeros(n_boot, 1, dtype=torch.long, device=v.device)
+    if s > 1:
+        start = gen.get_state()
+        for _ in draws(n_boot, n, gen):  # the seeds are drawn after all subjects: step past them
+            pass
+        seeds = torch.randint(0, s, (n_boot, s), generator=gen, device=v.device)
+        gen.set_state(start)
     out = torch.empty(n_boot, dtype=_F64, device=v.device)
-    for b0 in range(0, n_boot, block):
-        sl = slice(b0, b0 + block)
-        row_means = v[:, subj[sl]].mean(2)  # (S, b): each seed's mean over the drawn subjects
+    for sl, subj in draws(n_boot, n, gen, block_elements=min(BLOCK_ELEMENTS // s, block * n)):
+        row_means = v[:, subj].mean(2)  # (S, b): each seed's mean over the drawn subjects
         out[sl] = row_means.T.gather(1, seeds[sl]).mean(1)
     return out
 
@@ -134,7 +164,7 @@ def paired_test(x: torch.Tensor, y: torch.Tensor, method: str = "wilcoxon", alte
     ``wilcoxon``: Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, zero differences dropped;
     all-zero differences give p = 1). ``permutation``: sign-flip test of the mean difference
     (Fisher 1935; under H0 each difference is symmetric about 0): ``n_perm`` random sign vectors
-    drawn at once from a seeded generator, ``p = (1 + #{null ≥ observed}) / (n_perm + 1)``
+    drawn in blocks from a seeded generator (:func:`draws`), ``p = (1 + #{null ≥ observed}) / (n_perm + 1)``
     (Phipson & Smyth 2010), with a 1e-12 tolerance so floating-point ties count as ties.
     """
     if alternative not in ("greater", "less", "two-sided"):
@@ -155,15 +185,15 @@ def paired_test(x: torch.Tensor, y: torch.Tensor, method: str = "wilcoxon", alte
         return float(sst.wilcoxon(dn, alternative=alternative, zero_method="wilcox").pvalue)
     if method == "permutation":
         gen = torch.Generator(device=d.device).manual_seed(int(seed))
-        signs = torch.randint(0, 2, (n_perm, d.numel()), generator=gen, device=d.device).to(_F64) * 2 - 1
-        null = (signs * d).mean(1)
-        obs = d.mean()
-        if alternative == "greater":
-            k = (null >= obs - 1e-12).sum()
-        elif alternative == "less":
-            k = (null <= obs + 1e-12).sum()
-        else:
-            k = (null.abs() >= obs.abs() - 1e-12).sum()
+        obs, k = d.mean(), 0
+        for _, bits in draws(n_perm, d.numel(), gen, high=2):  # sign vectors, in blocks
+            null = ((bits.to(_F64) * 2 - 1) * d).mean(1)
+            if alternative == "greater":
+                k += int((null >= obs - 1e-12).sum())
+            elif alternative == "less":
+                k += int((null <= obs + 1e-12).sum())
+            else:
+                k += int((null.abs() >= obs.abs() - 1e-12).sum())
         return float((k + 1) / (n_perm + 1))
     raise ConfigError("unknown paired test", expected=["wilcoxon", "permutation"], found=repr(method))
 

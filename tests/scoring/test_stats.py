@@ -87,3 +87,35 @@ def test_holm_by_hand():
     assert holm(p).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm(torch.tensor([0.5, 0.9])).tolist() == pytest.approx([1.0, 1.0])
     assert holm(torch.tensor([0.2])).tolist() == pytest.approx([0.2])
+
+
+def test_block_draws_equal_one_whole_draw_so_blocking_changes_no_number():
+    """The bootstrap and the sign-flip test draw their indices in blocks (memory bounded at
+    45,000 subjects); the blocks continue one generator stream, so every statistic equals the
+    one computed from a single whole draw, here recomputed by hand."""
+    from neuroxai.scoring import stats
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(301, dtype=torch.float64, generator=g)
+    whole = torch.randint(0, 301, (500, 301), generator=torch.Generator().manual_seed(7))
+    blocks = torch.cat([b for _, b in stats.draws(500, 301, torch.Generator().manual_seed(7), block_elements=1000)])
+    assert torch.equal(whole, blocks)
+    ref = torch.quantile(v[whole].mean(1), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    old = stats.BLOCK_ELEMENTS
+    try:
+        stats.BLOCK_ELEMENTS = 1000  # many small blocks
+        _, lo, hi = stats.bootstrap_ci(v, n_boot=500, seed=7)
+        small = stats.paired_test(v, torch.zeros_like(v), method="permutation", n_perm=999, seed=3)
+        seeds_small = stats.seed_subject_means(torch.stack([v, v + 1]), n_boot=300, seed=5)
+    finally:
+        stats.BLOCK_ELEMENTS = old
+    assert (lo, hi) == pytest.approx(ref, abs=1e-15)
+    assert small == stats.paired_test(v, torch.zeros_like(v), method="permutation", n_perm=999, seed=3)
+    # the two-level bootstrap: subjects drawn first (all of them), then the seeds, as one draw would
+    gen = torch.Generator().manual_seed(5)
+    subj = torch.randint(0, 301, (300, 301), generator=gen)
+    seeds = torch.randint(0, 2, (300, 2), generator=gen)
+    table = torch.stack([v, v + 1])
+    by_hand = table[:, subj].mean(2).T.gather(1, seeds).mean(1)
+    assert torch.allclose(seeds_small, by_hand, rtol=0, atol=1e-12)
+    assert torch.allclose(stats.seed_subject_means(table, n_boot=300, seed=5), by_hand, rtol=0, atol=1e-12)

@@ -126,7 +126,7 @@ def _verdict_table(results: Results) -> Table:
             continue
         t.add_row(m.task, m.method, f"[{colors[m.verdict]}]{m.verdict}[/]", met,
                   f"{fmt(r.mean)} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]", fmt(r.chance),
-                  pfmt(p_used(r.comparisons.get("random"))), pfmt(p_used(r.comparisons.get("null_model"))))
+                  pfmt(p_used(r.comparisons.get("chance_map"))), pfmt(p_used(r.comparisons.get("null_model"))))
     return t
 
 

@@ -131,8 +131,8 @@ def test_graph_holds_the_package_s_real_edges():
 #: the whole order.
 LAYERS = ("data", "tasks", "models", "attribution", "scoring", "report", "protocol")
 #: Modules under every layer (errors, atomic writes, safe paths, the registry class, limits,
-#: progress): they import no layer, except ``data`` (``limits`` reads a volume's header size).
-FOUNDATION = ("errors", "atomic", "safepath", "registry", "limits", "progress", "_memory", "outdir", "safe_yaml")
+#: progress, reading older results (compat)): they import no layer, except ``data`` (``limits`` reads a volume's header size).
+FOUNDATION = ("errors", "atomic", "safepath", "registry", "limits", "progress", "_memory", "outdir", "safe_yaml", "compat")
 #: Entry points above everything: nothing in the package imports them (but each other).
 ENTRY = ("cli", "bench")
 #: Siblings that stay apart although the order would allow the import: scoring takes any map and

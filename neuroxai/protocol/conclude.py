@@ -7,17 +7,23 @@ from typing import Callable
 
 from ..atomic import atomic_write
 from ..report.schema import Results
+from ..report.scores import SCORES_FILE, ScoreTable
 from .context import RunResult
 from .verdict import assemble_results
 
 
 def write_results(out: Path, results: Results, *, figures: Callable[[], dict], report: bool = True,
                   write: bool = True) -> RunResult:
-    """Write what a run leaves: ``out/results.json`` and, with ``report``, ``out/report/`` from the
+    """Write what a run leaves: ``out/results.json``, its score table ``out/scores.parquet`` (already
+    there when the runner streamed it) and, with ``report``, ``out/report/`` from the
     figure inputs ``figures()`` returns (``{"tasks": {task: {...}}}``, called only then).
     ``write=False`` (a torchrun rank other than 0) writes nothing and returns the results."""
     if not write:
         return RunResult(out, None, results, results.overall.exit_code)
+    table = results.score_table()
+    if table is not None and (table.path is None or table.path.resolve() != (out / SCORES_FILE).resolve()):
+        results.scores = table.write(out / SCORES_FILE)  # a table held in memory (the audit's), or elsewhere
+        results.with_table(ScoreTable(out / SCORES_FILE), out)
     atomic_write(out / "results.json", results.to_json())
     report_dir = None
     if report:

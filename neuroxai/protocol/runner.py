@@ -23,7 +23,8 @@ from .distributed import init_distributed, rank0_first
 from .provenance import now, provenance
 from .rundir import RunDir, atomic_write_json, read_json
 from .schema import Protocol, load_protocol
-from .stages.attribute import attribute_and_score, profiles
+from ..report.scores import SCORES_FILE, ScoreTable
+from .stages.attribute import attribute_and_score, profiles, write_scores
 from .stages.data import data_info, load_store, prepare_data
 from .stages.ground_truth import validity_stage
 from .stages.perturb import fp_perturbation_stage
@@ -210,12 +211,16 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     ctx.timings["total_s"] = time.perf_counter() - t0
     prov["finished"] = now()
     prov["timings_s"] = ctx.timings
+    # the per-subject score table, streamed from the attribute chunks beside results.json
+    path = ctx.rd.root / SCORES_FILE
+    table = rank0_first(ctx, lambda: write_scores(path, [(r.seed, r.scores) for r in runs])
+                        if ctx.rank == 0 else ScoreTable(path))
     if len(runs) == 1:
         r = runs[0]
-        results = assemble_results(proto, prov, tasks, r.models, r.scores, r.sanity, data_info=data_info(ctx),
+        results = assemble_results(proto, prov, tasks, r.models, table, r.sanity, data_info=data_info(ctx),
                                    validity=r.validity, profiles=profiles(first, tasks), off_target=r.off_target)
     else:
-        results = assemble_seeded(proto, prov, tasks, runs, data_info=data_info(ctx),
+        results = assemble_seeded(proto, prov, tasks, runs, table, data_info=data_info(ctx),
                                   profiles=profiles(first, tasks))
     # the tail the audit shares: results.json and the report, written by rank 0
     res = write_results(ctx.rd.root, results, report=report, write=rank == 0,

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from ..report.schema import ModelPerf, Results, Sanity, Validity
+from ..report.scores import ScoreTable
 from .context import RunContext
 from .schema import Protocol
 from .verdict import assemble_results
@@ -90,15 +90,14 @@ def _pooled_sanity(per_seed: list[dict]) -> dict:
     return out
 
 
-def assemble_seeded(proto: Protocol, prov: dict, tasks: dict, runs: list[SeedRun], *, data_info: dict,
-                    profiles: dict | None = None) -> Results:
+def assemble_seeded(proto: Protocol, prov: dict, tasks: dict, runs: list[SeedRun], scores: ScoreTable, *,
+                    data_info: dict, profiles: dict | None = None) -> Results:
     """The results of a several-seed run: the pooled verdict, with each seed's own verdict and
-    model beside it (module doc)."""
-    per_seed = [assemble_results(r.ctx.protocol, prov, tasks, r.models, r.scores, r.sanity, data_info=data_info,
-                                 validity=r.validity, profiles=profiles, off_target=r.off_target) for r in runs]
+    model beside it (module doc). ``scores``: the table of all seeds' rows (a ``seed`` column)."""
+    per_seed = [assemble_results(r.ctx.protocol, prov, tasks, r.models, scores.for_seed(r.seed), r.sanity,
+                                 data_info=data_info, validity=r.validity, profiles=profiles,
+                                 off_target=r.off_target) for r in runs]
     task_ids = list(runs[0].scores)
-    scores = {tid: pd.concat([r.scores[tid].assign(seed=r.seed) for r in runs], ignore_index=True)
-              for tid in task_ids}
     models = {tid: PooledModel(pooled_metrics([r.models[tid].metrics for r in runs]))
               for tid in runs[0].models}
     validity = {tid: _pooled_validity([r.validity.get(tid) for r in runs]) for tid in runs[0].validity}

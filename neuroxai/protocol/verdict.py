@@ -16,7 +16,9 @@ from ..report.schema import (SCHEMA_VERSION, AuditInfo, ClassScores, Comparison,
                              ModelPerf, Overall,
                              PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
                              main_metric)
+from ..report.scores import ScoreTable
 from .schema import Protocol
+from .task_scores import TaskScores
 from .stages.tasks import is_null
 
 UNREACHABLE = ("criteria unreachable for this model: no method passed the positive control, so a "
@@ -53,9 +55,9 @@ def _best(metric: str) -> float:
     return 1.0 if info is None else float(info.best)
 
 
-def _vals(df: pd.DataFrame, method: str, metric: str) -> pd.Series:
-    sel = df[(df["method"] == method) & (df["metric"] == metric)]
-    return sel.set_index("subject_id")["value"].astype(float)
+def _vals(ts: TaskScores, method: str | None, metric: str) -> pd.Series:
+    """``method``'s ``metric`` per subject on one task (the seeds' mean)."""
+    return ts.values(method, metric)
 
 
 def _paired_p(a: pd.Series, b: pd.Series, proto: Protocol) -> tuple[float, int]:
@@ -122,28 +124,12 @@ def _ci(values: np.ndarray, proto: Protocol) -> tuple[float, float, float]:
     return float(est), float(lo), float(hi)
 
 
-def _seed_mean(df: pd.DataFrame) -> pd.DataFrame:
-    """Each subject's scores averaged over the model seeds (``seed`` column) — the unit of the
-    paired tests is the subject; the other columns (label, …) are the first seed's."""
-    keys = ["subject_id", "method", "metric"]
-    rest = {c: "first" for c in df.columns if c not in keys + ["value", "seed"]}
-    return df.groupby(keys, sort=False, as_index=False).agg({"value": "mean", **rest})
-
-
-def _seed_table(reps: pd.DataFrame, method: str | None, metric: str) -> pd.DataFrame:
-    """``seed × subject`` values of one method and metric (empty without the method)."""
-    if method is None:
-        return pd.DataFrame()
-    sel = reps[(reps["method"] == method) & (reps["metric"] == metric)]
-    return sel.pivot_table(index="seed", columns="subject_id", values="value", aggfunc="mean")
-
-
-def _seed_matrices(reps: pd.DataFrame, key: str, met: str, oracle_key: str | None, best: float = 1.0) -> tuple:
+def _seed_matrices(ts: TaskScores, key: str, met: str, oracle_key: str | None, best: float = 1.0) -> tuple:
     """The ``seed × subject`` tables of a method's raw and chance → oracle scaled values (as
     :func:`_scaled`, cell by cell), subjects with a missing or undefined cell left out."""
-    v = _seed_table(reps, key, met)
-    ch = _seed_table(reps, key, f"{met}_chance").reindex_like(v)
-    o = _seed_table(reps, oracle_key, met)
+    v = ts.seed_table(key, met)
+    ch = ts.seed_table(key, f"{met}_chance").reindex_like(v)
+    o = ts.seed_table(oracle_key, met)
     o = o.reindex_like(v) if len(o) else pd.DataFrame(best, index=v.index, columns=v.columns)
     den = (o - ch).where((o - ch).abs() > 1e-12)
     return v.dropna(axis=1), ((v - ch) / den).dropna(axis=1) if len(ch) else pd.DataFrame()
@@ -207,13 +193,15 @@ def ground_truth_text(task) -> str:
     return ""
 
 
-def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, scores: dict,
+def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, scores: ScoreTable | dict,
                      sanity: dict, *, data_info: dict, validity: dict | None = None,
                      profiles: dict | None = None, kind: str = "validate",
                      audit: AuditInfo | None = None, off_target: dict | None = None) -> Results:
     """Build the run's :class:`~neuroxai.report.schema.Results` (what ``results.json`` holds).
 
-    ``models[task].metrics``: the test-split performance; ``scores[task]``: the long score table;
+    ``models[task].metrics``: the test-split performance; ``scores``: the long score table
+    (:class:`~neuroxai.report.scores.ScoreTable`, read a task × method at a time; or ``{task:
+    DataFrame}`` held in memory), attached to the results (:meth:`Results.score_table`);
     ``sanity``: ``{task: {method: Sanity}}``; ``validity``: ``{task: Validity}``; ``profiles``:
     ``{task: DistanceProfile}`` (dicts of the same keys are accepted and checked); ``off_target``:
     ``{task: {method: OffTarget}}`` (the false-positive perturbation, descriptive).
@@ -233,21 +221,15 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
     oracle_key = _role_key(proto, "ceiling")  # the ceiling map; the chance map is the other baseline
     task_out: list[TaskResult] = []
     method_out: list[MethodResult] = []
-    all_rows = []
+    table = scores if isinstance(scores, ScoreTable) else ScoreTable.from_frames(scores)
     for tid, task in tasks.items():
-        df = scores[tid]
-        if len(df):
-            all_rows.append(df.assign(task=tid))
         if is_null(tid):
             continue
         # several model seeds (training.seeds): tests on the subjects' seed means, CIs over both
-        reps = df if "seed" in df.columns and df["seed"].nunique() > 1 else None
-        df = _seed_mean(df) if reps is not None else df
+        df = TaskScores(table, tid)
         perf = ModelPerf.model_validate(models[tid].metrics)
         null_id = f"{tid}__null"
-        null_df = scores.get(null_id)
-        if null_df is not None and "seed" in null_df.columns and null_df["seed"].nunique() > 1:
-            null_df = _seed_mean(null_df)
+        null_df = TaskScores(table, null_id)
         val = validity.get(tid)
         entries: list[MethodResult] = []
         data: dict = {}  # per-subject values behind each criterion, for its holds_share
@@ -255,7 +237,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
             key = mspec.key
             entries.append(MethodResult(task=tid, method=key, name=mspec.name, params=mspec.params,
                                         is_baseline=is_baseline(mspec.name), role=role(mspec.name),
-                                        metrics=_method_summaries(proto, mspec, df, null_df, reps, data),
+                                        metrics=_method_summaries(proto, mspec, df, null_df, data),
                                         sanity=sanity.get(tid, {}).get(key), criteria=[],
                                         off_target=(off_target or {}).get(tid, {}).get(key),
                                         verdict="INCONCLUSIVE"))
@@ -272,7 +254,6 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
     for m in method_out:
         if not m.is_baseline and m.verdict == "FAIL":
             m.verdict, m.verdict_reason = _whose_fault(m, tasks, validity, reachable, note, kind)
-    scores_df = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame()
     return Results(
         schema_version=SCHEMA_VERSION, kind=kind, audit=audit,
         protocol=ProtocolInfo(id=proto.id, version=proto.version, title=proto.title,
@@ -281,11 +262,12 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                               spec=proto.model_dump(mode="json")),
         provenance=Provenance.model_validate(prov), data=DataInfo.model_validate(data_info),
         tasks=task_out, methods=method_out, overall=_overall(method_out, reachable, note),
-        findings=published_findings(method_out, task_out, proto), metric_facts=_metric_facts(proto),
-        scores=scores_df.to_dict(orient="list") if len(scores_df) else {})
+        findings=published_findings(method_out, task_out, proto),
+        metric_facts=_metric_facts(proto), scores=table.ref()).with_table(
+            table, table.path.parent if table.path is not None else None)
 
 
-def _task_result(proto: Protocol, tid: str, task, df: pd.DataFrame, entries: list[MethodResult], perf: ModelPerf,
+def _task_result(proto: Protocol, tid: str, task, df: TaskScores, entries: list[MethodResult], perf: ModelPerf,
                  val: Validity | None, profile: DistanceProfile | None, null_metrics: dict | None) -> TaskResult:
     """One task's entry: what its ground truth is, its model(s), and the comparisons between its
     methods (paired, and per class on a classification task)."""
@@ -294,7 +276,7 @@ def _task_result(proto: Protocol, tid: str, task, df: pd.DataFrame, entries: lis
     return TaskResult(
         id=tid, type=task.name, kind=task.kind, ground_truth=ground_truth_text(task),
         summary=task.summary(), validity=val, distance_profile=profile,
-        n_subjects=len(task.subject_ids), n_scored=int(df["subject_id"].nunique()) if len(df) else 0,
+        n_subjects=len(task.subject_ids), n_scored=df.n_subjects(),
         n_excluded_from_scoring=n_excluded,
         excluded_reason="no ground-truth voxels (e.g. no lesion); kept for training" if n_excluded else "",
         confound=getattr(task, "confound", {}) or {}, model=perf,
@@ -304,11 +286,11 @@ def _task_result(proto: Protocol, tid: str, task, df: pd.DataFrame, entries: lis
                             _best(registered_name(proto, main))) if task.kind == "classification" else []))
 
 
-def _method_summaries(proto: Protocol, mspec, df: pd.DataFrame, null_df: pd.DataFrame | None,
-                      reps: pd.DataFrame | None, data: dict) -> dict[str, MetricSummary]:
+def _method_summaries(proto: Protocol, mspec, df: TaskScores, null_df: TaskScores,
+                      data: dict) -> dict[str, MetricSummary]:
     """One method's summary per metric on one task, with its tests against the chance map and the
     null model; the per-subject values behind each criterion go into ``data`` (for its
-    holds-in share). ``reps``: the seed-level table of a several-seed run (CIs over both)."""
+    holds-in share). With several model seeds the CIs resample seeds and subjects."""
     key = mspec.key
     random_key, oracle_key = _role_key(proto, "chance"), _role_key(proto, "ceiling")
     summaries: dict[str, MetricSummary] = {}
@@ -320,13 +302,13 @@ def _method_summaries(proto: Protocol, mspec, df: pd.DataFrame, null_df: pd.Data
         ov = _vals(df, oracle_key, met) if oracle_key else None
         reg = registered_name(proto, met)
         sc = _scaled(v, ch, ov, _best(reg)) if len(ch) else None
-        mats = _seed_matrices(reps, key, met, oracle_key, _best(reg)) if reps is not None else None
+        mats = _seed_matrices(df, key, met, oracle_key, _best(reg)) if df.has_seeds else None
         rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
         data[(key, met, "values")] = (v if mats is None else mats[0], ch)
         data[(key, met, "scaled")] = sc if mats is None else mats[1]
         if role(mspec.name) != "chance":
-            baselines = [("random", _vals(df, random_key, met) if random_key else None)]
-            if null_df is not None and len(null_df) and not is_baseline(mspec.name):
+            baselines = [(CHANCE_MAP, _vals(df, random_key, met) if random_key else None)]
+            if null_df and not is_baseline(mspec.name):
                 baselines.append(("null_model", _vals(null_df, key, met)))
             for comp, bv in baselines:
                 if bv is None or not len(bv):
@@ -426,7 +408,9 @@ def overall_verdict(verdicts: list[str]) -> tuple[str, int]:
     return "INCONCLUSIVE", 3
 
 
-_COMPARED_WITH = {"beats_random": "random", "beats_null_model": "null_model"}
+#: the comparison key of the paired test against the chance map (the method of role "chance")
+CHANCE_MAP = "chance_map"
+_COMPARED_WITH = {"beats_random": CHANCE_MAP, "beats_null_model": "null_model"}
 
 
 def _acceptance_comparisons(e: MethodResult, proto: Protocol, no_model: bool) -> list[Comparison]:
@@ -508,7 +492,7 @@ def _main_metric(proto: Protocol) -> str:
     return main_metric([c.metric for c in proto.acceptance], [m.key for m in proto.metrics])
 
 
-def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol) -> list[PairwiseTest]:
+def _pairwise(df: TaskScores, methods: list[str], metric: str, proto: Protocol) -> list[PairwiseTest]:
     """Paired tests between the methods under test on ``metric`` (two-sided: twice the smaller
     one-sided p of the protocol's paired test; Holm-adjusted across the task's pairs)."""
     out, ps = [], []
@@ -534,18 +518,17 @@ def _pairwise(df: pd.DataFrame, methods: list[str], metric: str, proto: Protocol
     return out
 
 
-def _by_class(df: pd.DataFrame, methods: list[str], metric: str, oracle_key: str | None,
+def _by_class(df: TaskScores, methods: list[str], metric: str, oracle_key: str | None,
               best: float = 1.0) -> list[ClassScores]:
     """Each method's ``metric`` per class (raw and on the chance → oracle scale) and a two-sided
     Mann–Whitney p between the classes (descriptive): a sign convention or an explained output that
     treats the classes differently shows here."""
     from scipy import stats as sst
 
-    if "label" not in df.columns or not len(df):
+    labels = df.labels()
+    if not len(labels):
         return []
     out = []
-    labels = pd.to_numeric(df.dropna(subset=["label"]).drop_duplicates("subject_id")
-                           .set_index("subject_id")["label"], errors="coerce")
     for key in methods:
         v = _vals(df, key, metric)
         if not len(v):
@@ -744,7 +727,7 @@ def _readings(name: str, m: MethodResult, sg: MethodResult | None, e: FindingEvi
                               reference=e.far_share_smoothgrad, reference_text="SmoothGrad's share",
                               agrees=None if e.far_share_smoothgrad is None else e.far_share > e.far_share_smoothgrad)
         if e.far_share_random is not None:
-            ours.extra["random"] = e.far_share_random
+            ours.extra[CHANCE_MAP] = e.far_share_random
     return study, ours
 
 
@@ -873,7 +856,7 @@ def _criterion(c, e: MethodResult, proto: Protocol, data: dict, *, has_null_mode
             out.holds_share = _share_mean_at_least(vals.to_numpy(), thr, proto)
         return out
     comp = _COMPARED_WITH[c.kind]
-    if role(e.name) == "chance" and comp == "random":
+    if role(e.name) == "chance" and comp == CHANCE_MAP:
         out.passed, out.threshold = False, c.alpha
         out.text += " (the random map cannot beat itself)"
         return out

@@ -13,6 +13,8 @@ import io
 import json
 import logging
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from ..errors import RunError
 from ..outdir import MARKER, claim_dir
 from ..safepath import inside, own_dir, safe_name, unique_names
 from . import figures as figs
+from .scores import SCORES_FILE, ScoreTable
 from .schema import SCORE_COLUMNS, MetricSummary, Results, json_schema, read_results, validate_results
 
 log = logging.getLogger(__name__)
@@ -143,7 +146,7 @@ def canonical(results: Results | dict) -> tuple[Results, str]:
     the open parts) give byte-identical pages."""
     r = results if isinstance(results, Results) else validate_results(results)
     text = r.to_json()
-    return Results.model_validate_json(text), text
+    return Results.model_validate_json(text).with_table(r._table, r._base), text
 
 
 def metric_order(results: Results) -> list[str]:
@@ -165,7 +168,7 @@ def summary_rows(results: Results) -> list[dict]:
     rows = []
     for m in results.methods:
         for met, x in _ordered_metrics(results, m.metrics):
-            r, nm = x.comparisons.get("random"), x.comparisons.get("null_model")
+            r, nm = x.comparisons.get("chance_map"), x.comparisons.get("null_model")
             rows.append({"task": m.task, "method": m.method, "metric": met, "mean": x.mean,
                          "ci_low": x.ci_low, "ci_high": x.ci_high, "chance": x.chance,
                          "normalized_mean": x.normalized_mean, "oracle_mean": x.oracle_mean,
@@ -191,7 +194,7 @@ def verdict_rows(results: Results) -> list[dict]:
         out.append({"task": m.task, "method": m.method, "verdict": m.verdict,
                     "metric": met, "mean_ci": fmt_ci(x) if x else "—", "chance": fmt(x.chance if x else None),
                     "scaled": sc, "ceiling": fmt(x.oracle_mean if x else None),
-                    "p_random": fmt_p(_p_used(cmp.get("random"))),
+                    "p_random": fmt_p(_p_used(cmp.get("chance_map"))),
                     "p_null": "n/a (no model)" if no_model else fmt_p(_p_used(cmp.get("null_model"))),
                     "sanity": "n/a (no model)" if no_model else "—" if s is None else
                               f"{'pass' if s.passed else 'fail'} ({fmt(s.final_similarity)} vs {fmt(s.threshold)})",
@@ -224,12 +227,32 @@ def _csv(rows: list[dict], cols: list[str]) -> str:
     return buf.getvalue()
 
 
-def scores_csv(scores: dict) -> str:
-    """The long score table: ``task, subject_id, method, metric, value`` (+ any extra columns)."""
-    keys = [c for c in ("task", "subject_id", "method", "metric", "value") if c in scores]
-    keys += [k for k in scores if k not in keys]
-    rows = [dict(zip(keys, vals)) for vals in zip(*[scores[k] for k in keys])]
-    return _csv(rows, keys)
+def _number_cell(v):
+    """A label, prediction, target or seed: an integral value as an integer (a class), else the
+    number; NaN empty."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return int(v) if float(v).is_integer() else v
+
+
+def write_scores_csv(table, path: Path) -> None:
+    """The long score table as CSV, written a batch at a time (atomically): ``task, subject_id,
+    method, metric, value`` then the table's per-subject columns."""
+    cols = list(table.columns)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(cols)
+        for b in table.batches():
+            arrays = [b[c].to_numpy() for c in cols]
+            for row in zip(*arrays):
+                w.writerow([csv_cell(str(v)) if c in _TEXT_COLUMNS else
+                            ("" if math.isnan(v) else float(v)) if c == "value" else _number_cell(v)
+                            for c, v in zip(cols, row)])
+    os.replace(tmp, path)
+
+
+_TEXT_COLUMNS = ("task", "subject_id", "method", "metric")
 
 
 def _flat(d: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -396,18 +419,17 @@ def _figure_sections(results: Results, figures: dict) -> list[dict]:
 
 
 def _distribution_figures(results: Results, tid: str) -> list[dict]:
-    sc = results.scores
-    if not sc:
+    table = results.score_table()
+    if table is None:
         return []
     methods = [m for m in results.methods if m.task == tid][:MAX_FIGURE_METHODS]
     metrics = [k for k in metric_order(results) if any(k in m.metrics for m in methods)]
-    task, meth, metric, value = (np.asarray(sc[k], dtype=object) for k in ("task", "method", "metric", "value"))
     out = []
     for met in metrics[:MAX_FIGURE_METRICS]:
         vals, cis = {}, {}
+        rows = table.frame(tid, [m.method for m in methods], met)
         for m in methods:
-            sel = (task == tid) & (meth == m.method) & (metric == met)
-            v = np.array([np.nan if x is None else float(x) for x in value[sel]], float)
+            v = rows.loc[rows["method"] == m.method, "value"].to_numpy(np.float64)
             vals[m.method] = v[np.isfinite(v)]
             x = m.metrics.get(met)
             if x:
@@ -428,24 +450,23 @@ def inspect_rows(results: Results) -> list[dict]:
     """Per task × method, the best, median and worst test subject by the main metric (for a
     reviewer to open their maps): ``{"task", "method", "metric", "best", "median", "worst"}``, each
     ``"subject_id (value)"``, in each metric's registered direction."""
-    sc = results.scores
-    if not sc:
+    table = results.score_table()
+    if table is None:
         return []
-    task, meth, metric = (np.asarray(sc[k], dtype=object) for k in ("task", "method", "metric"))
-    value, sid = sc["value"], sc["subject_id"]
     out = []
     for m in results.methods:
         met = results.main_metric(m)
-        idx = [i for i in np.flatnonzero((task == m.task) & (meth == m.method) & (metric == met))
-               if value[i] is not None and math.isfinite(value[i])]
-        if not idx:
+        rows = table.frame(m.task, m.method, met)
+        rows = rows[np.isfinite(rows["value"].to_numpy(np.float64))]
+        if not len(rows):
             continue
         # stable order: by value (best first), ties by subject id
         sign = 1.0 if _lower_is_better(results, met) else -1.0
-        idx.sort(key=lambda i: (sign * value[i], str(sid[i])))
-        pick = {"best": idx[0], "median": idx[(len(idx) - 1) // 2], "worst": idx[-1]}
+        order = sorted(zip(sign * rows["value"].to_numpy(np.float64), rows["subject_id"].astype(str),
+                           rows["value"].to_numpy(np.float64)))
+        pick = {"best": order[0], "median": order[(len(order) - 1) // 2], "worst": order[-1]}
         out.append({"task": m.task, "method": m.method, "metric": met,
-                    **{k: f"{sid[i]} ({fmt(value[i])})" for k, i in pick.items()}})
+                    **{k: f"{sid} ({fmt(v)})" for k, (_, sid, v) in pick.items()}})
     return out
 
 
@@ -500,15 +521,41 @@ def build_report(results: Results | dict, figures: dict | None, out_dir: str | P
     for stale in fig_dir.glob("*.png"):  # a rebuild must not leave figures of an older run
         if stale.name not in names:
             stale.unlink()
+    table = _table_beside(results, out)
+    if table is not None:
+        text = results.to_json()
     atomic_write(out / "results.json", text)
     atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
     atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
-    if results.scores:
-        atomic_write(out / "scores.csv", scores_csv(results.scores))
+    if table is not None:
+        write_scores_csv(table, out / "scores.csv")
+    else:
+        (out / "scores.csv").unlink(missing_ok=True)
     html = render_html(results, sections)
     atomic_write(out / "index.html", html)
     log.info("report written to %s", out / "index.html")
     return out / "index.html"
+
+
+def _table_beside(results: Results, out: Path):
+    """Put the score table in the report folder beside its results.json (the run's file copied
+    byte for byte, a table held in memory written) and point ``results.scores`` at it."""
+    table = results.score_table()
+    if table is None:
+        (out / SCORES_FILE).unlink(missing_ok=True)
+        results.scores = None
+        return None
+    dest = out / SCORES_FILE
+    if table.path is not None and table.path.resolve() == dest.resolve():
+        return table
+    if table.path is not None and table.ref() is not None:
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.copyfile(table.path, tmp)
+        os.replace(tmp, dest)
+        results.scores = table.ref().model_copy(update={"file": SCORES_FILE})
+    else:
+        results.scores = table.write(dest)
+    return results.with_table(ScoreTable(dest), out).score_table()
 
 
 def rebuild_report(run_dir: str | Path) -> Path:
@@ -527,4 +574,4 @@ def rebuild_report(run_dir: str | Path) -> Path:
 
 
 __all__ = ["build_report", "rebuild_report", "summary_rows", "verdict_rows",
-           "methods_paragraph", "fmt", "fmt_p", "SCORE_COLUMNS"]
+           "methods_paragraph", "fmt", "fmt_p", "SCORE_COLUMNS", "write_scores_csv"]

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticSerializationError
 
 from ..errors import RunError
+from .scores import ScoresRef, ScoreTable
 
 # 1.1: validity, distance profiles, oracle scale, reachability; 1.2: kind, audit;
 # 1.3: pairwise tests, findings, audit flags and atlas typed; every key written (null when missing)
@@ -37,7 +38,10 @@ from ..errors import RunError
 # 1.6: each published finding read under the study's scoring and under ours (FindingReading;
 #      FindingEvidence.method / study / ours / scorings_note, Finding.agree_study / level_study /
 #      agree_ours / level_ours), all optional
-SCHEMA_VERSION = "1.6"
+# 2.0: the per-subject score table leaves results.json for scores.parquet beside it (Results.scores
+#      is a ScoresRef; neuroxai.report.scores); the comparison with the chance map is keyed
+#      "chance_map" (1.x: random). A 1.x results.json is read through neuroxai.compat.
+SCHEMA_VERSION = "2.0"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
 
@@ -221,7 +225,9 @@ class MetricSummary(_Closed):
     scaled_ci_low: Num = None
     scaled_ci_high: Num = None
     median: Num = None
-    comparisons: dict[Literal["random", "null_model"], Comparison] = Field(default_factory=dict)
+    comparisons: dict[Literal["chance_map", "null_model"], Comparison] = Field(
+        default_factory=dict, description="paired tests against the chance map (the method registered with "
+                                          "role 'chance') and against the null model")
 
 
 class Sanity(_Closed):
@@ -441,11 +447,10 @@ class Results(_Closed):
     findings: list[Finding] = Field(default_factory=list, description="agreement with the "
                                     "published findings (Siegel et al. 2025), when GradCAM, LRP "
                                     "and SmoothGrad ran")
-    scores: dict[str, list[Union[str, float, int, None]]] = Field(
-        default_factory=dict, description="long table, columns of equal length: subject_id, "
-                                          "method, metric, value, task; a validation run adds label (true "
-                                          "class or value), prediction (the model's class or output) and "
-                                          "target (the class whose output the map explains, run.target)")
+    scores: Optional[ScoresRef] = Field(None, description="the long per-subject score table (one row per "
+                                        "task × subject × method × metric): a Parquet file beside results.json")
+    _table: Any = PrivateAttr(None)  # the ScoreTable itself, when built or read with this object
+    _base: Optional[Path] = PrivateAttr(None)  # the folder of the results.json it was read from
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -457,13 +462,25 @@ class Results(_Closed):
         for i, m in enumerate(self.methods):
             if m.task not in tids:
                 raise ValueError(f"methods[{i}].task {m.task!r} is not one of tasks[].id {sorted(tids)}")
-        if self.scores:
-            missing = [c for c in SCORE_COLUMNS if c not in self.scores]
+        if self.scores is not None:
+            missing = [c for c in SCORE_COLUMNS if c not in self.scores.columns]
             if missing:
                 raise ValueError(f"scores lacks columns {missing}")
-            lens = {k: len(v) for k, v in self.scores.items()}
-            if len(set(lens.values())) > 1:
-                raise ValueError(f"scores columns differ in length: {lens}")
+        return self
+
+    def score_table(self, missing_ok: bool = True):
+        """The per-subject score table (:class:`~neuroxai.report.scores.ScoreTable`), read a part at
+        a time; None when the run has none. A results.json received without its ``scores.parquet``
+        still gives its summaries (``missing_ok``: logged, None); a table of another run is an error."""
+        if self._table is None and self.scores is not None and self._base is not None:
+            from .scores import open_table
+
+            self._table = open_table(self.scores, self._base, missing_ok=missing_ok)
+        return self._table
+
+    def with_table(self, table, base: Optional[Path] = None) -> "Results":
+        """Attach the score table (in memory or a file) these results were built from; returns self."""
+        self._table, self._base = table, base if base is not None else self._base
         return self
 
     # ------------------------------------------------------------ reading
@@ -571,13 +588,20 @@ def validate_results(results: Union[dict, Results], *, path: str = "results.json
     Raises :class:`RunError` naming the first bad key (``methods.0.verdict``), the expected and
     the found value.
     """
+    table = base = None
     if isinstance(results, Results):
+        table, base = results._table, results._base
         results = results.to_dict()
+    if isinstance(results, dict) and str(results.get("schema_version", "")).split(".")[0] == "1":
+        from ..compat import results_from_1x
+
+        results, frame = results_from_1x(results)
+        table = ScoreTable.from_frame(frame) if frame is not None else None
     if not isinstance(results, dict):
         raise RunError("results must be a JSON object", path=path, expected="dict",
                        found=type(results).__name__, fix="pass the Results from assemble_results, or a dict read from results.json")
     try:
-        return Results.model_validate(results)
+        return Results.model_validate(results).with_table(table, base)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
@@ -604,4 +628,6 @@ def read_results(path: Union[str, Path]) -> Results:
         found = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
         raise RunError("results.json is not valid JSON", path=path, expected="JSON", found=found,
                        fix="re-run the statistics stage: neuroxai validate ... --resume") from None
-    return validate_results(data, path=str(path))
+    res = validate_results(data, path=str(path))
+    res._base = path.parent
+    return res

@@ -71,7 +71,7 @@ def _summary(scores: dict, tid: str, meth: str, met: str) -> dict:
     if meth != "random":
         pr, pn = P[(tid, meth, met)]
         rec["comparisons"] = {
-            "random": {"p": pr / 2, "n_pairs": N, "baseline_mean": LEVEL[(tid, "random")][met],
+            "chance_map": {"p": pr / 2, "n_pairs": N, "baseline_mean": LEVEL[(tid, "random")][met],
                        "p_adjusted": pr},
             "null_model": {"p": pn / 2, "n_pairs": N, "baseline_mean": CHANCE[met], "p_adjusted": pn}}
     return rec
@@ -83,13 +83,13 @@ def _criteria(e: dict) -> list[dict]:
     out = [{"kind": "ci_above_chance", "text": f"relevance_mass_accuracy: lower CI bound ≥ chance + {MARGIN}",
             "metric": "relevance_mass_accuracy", "observed": rma["ci_low"], "threshold": thr,
             "passed": bool(rma["ci_low"] >= thr), "applicable": True}]
-    for kind, comp, text in (("beats_random", "random", "higher than the random map"),
+    for kind, comp, text in (("beats_random", "chance_map", "higher than the random map"),
                              ("beats_null_model", "null_model", "higher than on the null model")):
         c = {"kind": kind, "text": f"relevance_mass_accuracy: {text} (p < {ALPHA}, corrected)",
              "metric": "relevance_mass_accuracy", "observed": None, "threshold": ALPHA,
              "passed": None, "applicable": True}
         cmp = rma["comparisons"].get(comp)
-        if e["name"] == "random" and comp == "random":
+        if e["name"] == "random" and comp == "chance_map":
             c.update(passed=False, text=c["text"] + " (the random map cannot beat itself)")
         elif cmp is None:
             c["applicable"] = False
@@ -105,13 +105,35 @@ def _criteria(e: dict) -> list[dict]:
 
 
 def make_results(seed: int = 0):
-    """The fixture as the typed :class:`~neuroxai.report.schema.Results`."""
+    """The fixture as the typed :class:`~neuroxai.report.schema.Results`, its score table attached
+    (held in memory, as the audit's)."""
     from neuroxai.report.schema import validate_results
+    from neuroxai.report.scores import ScoreTable
 
-    return validate_results(results_dict(seed))
+    return validate_results(results_dict(seed)).with_table(ScoreTable.from_frame(scores_frame(seed)))
+
+
+def scores_frame(seed: int = 0):
+    """The fixture's long score table (what scores.parquet holds)."""
+    import pandas as pd
+
+    return pd.DataFrame(_scores(np.random.default_rng(seed)))
+
+
+def results_dict_1x(seed: int = 0) -> dict:
+    """The fixture as a results.json of schema 1.x held it: the score table embedded as columns,
+    the comparison with the chance map keyed "random"."""
+    d = results_dict(seed)
+    d["schema_version"] = "1.6"
+    d["scores"] = _scores(np.random.default_rng(seed))
+    for m in d["methods"]:
+        for rec in m["metrics"].values():
+            rec["comparisons"] = {("random" if k == "chance_map" else k): v for k, v in rec["comparisons"].items()}
+    return d
 
 
 def results_dict(seed: int = 0) -> dict:
+    """The JSON form of schema 2.0 (the score table is a file beside it: :func:`scores_frame`)."""
     rng = np.random.default_rng(seed)
     scores = _scores(rng)
     tasks = []
@@ -164,7 +186,7 @@ def results_dict(seed: int = 0) -> dict:
                        {"kind": "beats_null_model", "metric": "relevance_mass_accuracy", "margin": 0.0, "alpha": ALPHA},
                        {"kind": "model_randomization", "metric": None, "margin": 0.0, "alpha": ALPHA}]
     return {
-        "schema_version": "1.0",
+        "schema_version": "2.0",
         "protocol": {"id": "fixture", "version": "1.2", "title": "Fixture audit",
                      "description": "Two tasks, three methods.", "hash": "ab" * 32,
                      "acceptance": [c["text"] for c in methods[0]["criteria"]],
@@ -194,7 +216,6 @@ def results_dict(seed: int = 0) -> dict:
                     "n_fail": sum(m["verdict"] == "FAIL" for m in non_base),
                     "n_inconclusive": sum(m["verdict"] == "INCONCLUSIVE" for m in non_base),
                     "exit_code": 1},
-        "scores": scores,
     }
 
 

@@ -3,6 +3,7 @@ byte-identical rebuilds, figure placement, and a headless-Chromium render."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import csv
 import importlib.util
 import json
@@ -13,11 +14,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from neuroxai.errors import RunError
 from neuroxai.report import Results, build_report, rebuild_report, validate_results
 from neuroxai.report.figures import load_figures_npz, slice_centre
+from neuroxai.report.scores import ScoreTable
 from neuroxai.report.screenshot import find_chromium, screenshot
 
 _spec = importlib.util.spec_from_file_location("neuroxai_test_report_fixtures",
@@ -103,8 +106,13 @@ def test_writes_every_file(built):
          "lesion_randomization.png"])
     assert not list(out.glob(".*.tmp")) and not list(out.glob("*.tmp"))
     assert isinstance(results, Results)
-    assert (out / "results.json").read_text() == results.to_json()
-    assert Results.model_validate_json((out / "results.json").read_text()) == results
+    # the report's results.json is the results, plus where the score table now is (beside it)
+    written = Results.model_validate_json((out / "results.json").read_text())
+    assert written.scores.file == "scores.parquet" and (out / "scores.parquet").is_file()
+    assert written.scores.n_rows == 2 * 3 * fx.N * 2 * 3
+    assert written.scores.sha256 == hashlib.sha256((out / "scores.parquet").read_bytes()).hexdigest()
+    assert written.model_copy(update={"scores": None}).model_dump() == results.model_dump()
+    assert (out / "results.json").read_text() == written.to_json()
     # every key the fixture gave is written with its value (the rest are the schema's defaults)
     written, given = json.loads((out / "results.json").read_text()), fx.results_dict()
     assert _holds(written, given)
@@ -159,7 +167,7 @@ def _expected_rows(results):
                      f"{f(x.mean)} [{f(x.ci_low)}, {f(x.ci_high)}]", f(x.chance), f(x.oracle_mean),
                      "—" if x.scaled_mean is None else
                      f"{f(x.scaled_mean)} [{f(x.scaled_ci_low)}, {f(x.scaled_ci_high)}]",
-                     p(x.comparisons.get("random")), p(x.comparisons.get("null_model")),
+                     p(x.comparisons.get("chance_map")), p(x.comparisons.get("null_model")),
                      "—" if s is None else f"{'pass' if s.passed else 'fail'} "
                                            f"({f(s.final_similarity)} vs {f(s.threshold)})",
                      "baseline (floor)" if m.is_baseline else "under test"])
@@ -228,30 +236,34 @@ def test_summary_csv_equals_results(built):
             for k in ("mean", "ci_low", "ci_high", "chance", "normalized_mean", "median"):
                 assert float(r[k]) == getattr(x, k), k  # written at full precision
             assert int(r["n"]) == x.n
-            for comp in ("random", "null_model"):
+            for comp, col in (("chance_map", "random"), ("null_model", "null_model")):
                 c = x.comparisons.get(comp)
                 for suffix, key in (("", "p"), ("_adjusted", "p_adjusted")):
-                    cell = r[f"p_vs_{comp}{suffix}"]
+                    cell = r[f"p_vs_{col}{suffix}"]
                     assert (cell == "") if c is None else (float(cell) == getattr(c, key))
 
 
 def test_scores_csv_equals_results(built):
     results, _, out, _ = built
     rows = list(csv.DictReader((out / "scores.csv").open(encoding="utf-8")))
-    sc = results.scores
-    assert len(rows) == len(sc["value"]) == 2 * 3 * fx.N * 2 * 3
+    sc = fx.scores_frame()
+    assert len(rows) == len(sc) == 2 * 3 * fx.N * 2 * 3
     assert list(rows[0]) == ["task", "subject_id", "method", "metric", "value"]
     for i in (0, 17, len(rows) - 1):
         assert rows[i]["subject_id"] == sc["subject_id"][i]
         assert float(rows[i]["value"]) == sc["value"][i]
+    # the Parquet table beside results.json holds the same rows, in the same order
+    back = pd.read_parquet(out / "scores.parquet")
+    pd.testing.assert_frame_equal(back[list(sc.columns)], sc, check_dtype=False)
 
 
 def test_rebuild_is_byte_identical(built, tmp_path):
     results, figures, out, index = built
     run = tmp_path / "run"
     run.mkdir()
-    # the JSON form a writer might give: fixture key order, no default keys
-    (run / "results.json").write_text(json.dumps(fx.results_dict()))
+    # the JSON form a writer might give: fixture key order, no default keys; its table beside it
+    ref = ScoreTable.from_frame(fx.scores_frame()).write(run / "scores.parquet")
+    (run / "results.json").write_text(json.dumps({**fx.results_dict(), "scores": ref.model_dump()}))
     np.savez(run / "figures.npz", **fx.flatten_figures(figures))
     loaded = load_figures_npz(run / "figures.npz")
     assert loaded["tasks"]["hippocampus_volume"]["example"]["subject_id"] == "sub-007"
@@ -261,7 +273,7 @@ def test_rebuild_is_byte_identical(built, tmp_path):
     again = rebuild_report(run)
     assert again == run / "report" / "index.html"
     assert again.read_bytes() == index.read_bytes()
-    for name in ("results.json", "summary.csv", "scores.csv"):
+    for name in ("results.json", "summary.csv", "scores.csv", "scores.parquet"):
         assert (run / "report" / name).read_bytes() == (out / name).read_bytes(), name
     for p in (out / "figures").glob("*.png"):
         assert (run / "report" / "figures" / p.name).read_bytes() == p.read_bytes(), p.name
@@ -279,10 +291,10 @@ def test_missing_figure_parts_are_skipped(tmp_path):
     del t["mask"], t["example"]  # overlay without contour, no example figure
     page = _parse(build_report(results, figures, tmp_path / "a"))
     assert len(page.imgs) == 7
-    no_scores = fx.with_changes(results, lambda r: r.update(scores={}))
+    no_scores = fx.with_changes(results, lambda r: r.update(scores=None))  # no table attached
     page = _parse(build_report(no_scores, None, tmp_path / "b"))
     assert len(page.imgs) == 2  # only the randomization curves remain
-    assert not (tmp_path / "b" / "scores.csv").exists()
+    assert not (tmp_path / "b" / "scores.csv").exists() and not (tmp_path / "b" / "scores.parquet").exists()
 
 
 def test_stale_figures_are_removed_on_rebuild(tmp_path):
@@ -316,13 +328,14 @@ def test_schema_accepts_results_and_names_the_bad_key(built):
     bad = fx.with_changes(results, lambda r: r["methods"][0]["metrics"]["auroc"].pop("ci_low"))
     with pytest.raises(RunError, match=r"methods\.0\.metrics\.auroc\.ci_low"):
         validate_results(bad)
-    bad = fx.with_changes(results, lambda r: r["scores"]["value"].pop())
-    with pytest.raises(RunError, match="differ in length"):
+    bad = fx.results_dict_1x()  # a 1.x file whose embedded table is broken: named, not read
+    bad["scores"]["value"].pop()
+    with pytest.raises(RunError, match="scores"):
         validate_results(bad)
     bad = fx.with_changes(results, lambda r: r["methods"][0].update(task="nope"))
     with pytest.raises(RunError, match="not one of tasks"):
         build_report(bad, None, out / "never")
-    bad = fx.with_changes(results, lambda r: r.update(schema_version="2.0"))
+    bad = fx.with_changes(results, lambda r: r.update(schema_version="3.0"))
     with pytest.raises(RunError, match="schema_version"):
         validate_results(bad)
     schema = json.loads((out / "results.schema.json").read_text())
@@ -386,7 +399,7 @@ def test_subjects_to_inspect_are_best_median_worst(built):
     from neuroxai.report.build import inspect_rows
 
     results = built[0]
-    sc = results.scores
+    sc = fx.scores_frame().to_dict(orient="list")
     rows = {(r["task"], r["method"]): r for r in inspect_rows(results)}
     assert len(rows) == 6
     sel = [i for i in range(len(sc["value"])) if sc["task"][i] == "hippocampus_volume"
@@ -406,11 +419,10 @@ def test_results_json_is_one_canonical_text_whichever_serializer_writes_it():
     r = fx.make_results()
     r.methods[0].metrics["auroc"].mean = float("nan")
     r.methods[1].metrics["auroc"].median = float("inf")
-    r.scores["value"][3] = float("nan")
     text = r.to_json()  # pydantic's serializer
     assert text == _canonical_json(r.model_dump(mode="python"))  # the Python one
     back = json.loads(text)
-    assert back["methods"][0]["metrics"]["auroc"]["mean"] is None and back["scores"]["value"][3] is None
+    assert back["methods"][0]["metrics"]["auroc"]["mean"] is None and back["methods"][1]["metrics"]["auroc"]["median"] is None
     assert list(back) == sorted(back) and text.endswith("}\n")
     r.provenance.__pydantic_extra__["threads"] = np.int64(2)  # an open part with a NumPy scalar
     assert json.loads(r.to_json())["provenance"]["threads"] == 2

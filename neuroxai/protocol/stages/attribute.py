@@ -24,6 +24,7 @@ from ..context import RunContext, chunks
 from ..distributed import barrier
 from ..rundir import atomic_savez, stable_hash
 from ..store import SubjectStore
+from ...report.scores import ScoreTable, ScoreWriter
 from ...attribution.baselines import BASELINES as BASELINE_METHODS, is_baseline, needs  # noqa: F401 (re-exported)
 from .tasks import explained, is_null, predictions, scored_subjects
 
@@ -46,15 +47,16 @@ def attribute_key(ctx: RunContext, task_id: str, task, mspec, tm) -> str:
 
 
 def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
-    """Returns {task_id: DataFrame(subject_id, method, metric, value, label, prediction, target)}
-    (null tasks included);
-    collects the distance profiles into ``ctx.profiles``."""
+    """Attribute and score every method on every task (null tasks included), chunk by chunk into
+    the stage folders. Returns ``{task_id: [(method key, stage folder, number of chunks)]}``, read
+    by :func:`write_scores` into the run's score table; collects the distance profiles into
+    ``ctx.profiles``."""
     out = {}
     for task_id, task in tasks.items():
         tm = models[task_id]
         ids = scored_subjects(ctx, task)
         batches = chunks(ids, ctx.protocol.run.batch_size)
-        frames = []
+        done = []
         preds: dict = {}  # the model's prediction per subject: one forward per task, not per method
         for mspec in ctx.protocol.methods:
             if is_null(task_id) and is_baseline(mspec.name):
@@ -77,14 +79,27 @@ def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: Subje
                 if ctx.rank == 0:
                     ctx.rd.mark_done("attribute", key, {"n_chunks": len(batches)})
                 barrier(ctx)
-            df, prof = _read_chunks(d, len(batches), mspec.key)
-            frames.append(df)
+            prof = _read_profiles(d, len(batches))
             if prof is not None:
                 ctx.profiles.setdefault(task_id, {})[mspec.key] = prof
-        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["subject_id", "method", "metric", "value", *SUBJECT_COLUMNS])
-        out[task_id] = df
+            done.append((mspec.key, d, len(batches)))
+        out[task_id] = done
     return out
+
+
+def write_scores(path: Path, runs: list[tuple[int | None, dict]]) -> ScoreTable:
+    """Stream the attribute chunks of every ``(seed, attribute_and_score's output)`` into the score
+    table at ``path`` (a chunk at a time: the table is never held whole) and return it; a
+    several-seed run's rows carry their ``seed``."""
+    seeded = len(runs) > 1
+    with ScoreWriter(path, SUBJECT_COLUMNS + (("seed",) if seeded else ())) as w:
+        for seed, per_task in runs:
+            for task_id, done in per_task.items():
+                for key, d, n_chunks in done:
+                    for ci in range(n_chunks):
+                        df = chunk_frame(d / f"chunk_{ci:05d}.npz", key).assign(task=task_id)
+                        w.write(df.assign(seed=seed) if seeded else df)
+    return ScoreTable(path)
 
 
 def _attribute_chunk(ctx: RunContext, task, tm, mspec, store: SubjectStore, sids: list[str], f: Path,
@@ -240,38 +255,51 @@ def save_nifti_maps(folder: Path, sids: list[str], attr: torch.Tensor, affines: 
         save_volume(attr[i, 0], affines[i].cpu().numpy(), inside(folder, saliency_name(sid, method)))
 
 
-def _read_chunks(d: Path, n_chunks: int, method_key: str) -> tuple[pd.DataFrame, tuple | None]:
-    """The chunks' scores as a long table, and their distance profiles ``(relevance (N,K),
-    volume (N,K))`` (None if the chunks hold none)."""
-    rows, rel, vol = [], [], []
+def chunk_frame(f: Path, method_key: str) -> pd.DataFrame:
+    """One chunk's scores as rows ``subject_id, method, metric, value, label, prediction, target``."""
+    z = np.load(f)
+    sids = [str(s) for s in z["subject_id"]]
+    per = {c: (z[f"subject__{c}"] if f"subject__{c}" in z.files else np.full(len(sids), np.nan))
+           for c in SUBJECT_COLUMNS}
+    keys = [k for k in z.files if k.startswith("score__")]
+    n = len(sids)
+    return pd.DataFrame({
+        "subject_id": sids * len(keys), "method": method_key,
+        "metric": np.repeat([k[len("score__"):] for k in keys], n),
+        "value": np.concatenate([z[k].astype(np.float64) for k in keys]) if keys else np.zeros(0),
+        **{c: np.tile(_numeric(v), len(keys)) for c, v in per.items()}})
+
+
+def _numeric(v: np.ndarray) -> np.ndarray:
+    """A chunk's per-subject column as float64 (an empty text or None is NaN)."""
+    return pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(np.float64)
+
+
+def _read_profiles(d: Path, n_chunks: int) -> tuple | None:
+    """The chunks' cohort distance profile, accumulated a chunk at a time: ``(relevance (1,K),
+    volume (1,K))``, the means over the subjects (relevance over those whose map has positive
+    relevance: a NaN row has no profile; NaN when none has), as :func:`cohort_profile` reads them;
+    None if the chunks hold none."""
+    rel = vol = None
+    n_rel = n_vol = 0
     for ci in range(n_chunks):
         z = np.load(d / f"chunk_{ci:05d}.npz")
-        sids = list(z["subject_id"])
-        per = [[_cell(v) for v in z[f"subject__{c}"]] if f"subject__{c}" in z.files else [None] * len(sids)
-               for c in SUBJECT_COLUMNS]
-        for k in z.files:
-            if k.startswith("score__"):
-                for i, (s, v) in enumerate(zip(sids, z[k])):
-                    rows.append((str(s), method_key, k[len("score__"):], float(v), *(c[i] for c in per)))
-        if "profile_relevance" in z.files:
-            rel.append(z["profile_relevance"])
-            vol.append(z["profile_volume"])
-    prof = (np.concatenate(rel), np.concatenate(vol)) if rel else None
-    return pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value", *SUBJECT_COLUMNS]), prof
+        if "profile_relevance" not in z.files:
+            continue
+        r, v = z["profile_relevance"].astype(np.float64), z["profile_volume"].astype(np.float64)
+        ok = ~np.isnan(r).any(1)
+        rel = r[ok].sum(0) if rel is None else rel + r[ok].sum(0)
+        vol = v.sum(0) if vol is None else vol + v.sum(0)
+        n_rel, n_vol = n_rel + int(ok.sum()), n_vol + len(v)
+    if rel is None:
+        return None
+    return (rel / n_rel if n_rel else np.full_like(rel, np.nan))[None], (vol / max(n_vol, 1))[None]
 
 
 #: per-subject columns of the score table: the true label, the model's prediction (class, or the
 #: regression output) and the class whose output the map explains (``run.target``; empty for
 #: regression)
 SUBJECT_COLUMNS = ("label", "prediction", "target")
-
-
-def _cell(v):
-    """A chunk's per-subject value as a plain Python int / float (None for NaN)."""
-    if np.issubdtype(np.asarray(v).dtype, np.integer):
-        return int(v)
-    v = float(v)
-    return None if np.isnan(v) else v
 
 
 def profiles(ctx: RunContext, tasks: dict) -> dict:

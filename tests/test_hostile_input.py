@@ -88,7 +88,7 @@ def _copy_cohort(manifest: Path, dest: Path) -> Path:
 
 
 def _scores(res) -> list:
-    sc = res.results.scores
+    sc = res.results.score_table().frame()
     return sorted(zip(sc["subject_id"], sc["method"], sc["metric"], sc["value"]))
 
 
@@ -370,8 +370,8 @@ def test_resume_after_the_batch_size_changed_recomputes(tmp_path, small):
     fresh = run_protocol(p3, tmp_path / "fresh", checkpoint=str(model), report=False)
     assert _scores(resumed) == _scores(fresh)
     assert len(list((tmp_path / "run").glob("stages/attribute/*"))) == 2 * n_stages  # new stages, not a mix
-    n = len(first.results.scores["value"])
-    assert len(resumed.results.scores["value"]) == n  # no duplicated or lost subject
+    n = first.results.score_table().n_rows
+    assert resumed.results.score_table().n_rows == n  # no duplicated or lost subject
 
 
 # ------------------------------------------------------------------ every error is exit 2, named
@@ -474,7 +474,7 @@ def test_save_maps_nifti_writes_one_map_per_subject(tmp_path, small):
     pn = p.model_copy(update={"run": p.run.model_copy(update={"save_maps": "nifti"})})
     run_protocol(pn, tmp_path / "b", checkpoint=str(model), report=False)
     files = sorted((tmp_path / "b").glob("stages/attribute/*/maps/*_desc-gradient_saliency.nii.gz"))
-    n_subjects = len(set(npz.results.scores["subject_id"]))
+    n_subjects = npz.results.score_table().frame()["subject_id"].nunique()
     assert len(files) == n_subjects
     chunks = sorted((tmp_path / "a").glob("stages/attribute/*/chunk_*.npz"))
     z = np.load(chunks[0])

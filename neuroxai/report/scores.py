@@ -164,6 +164,14 @@ class ScoresRef(BaseModel):
     sha256: str = Field(description="the file's SHA-256: a table of another run is refused")
 
 
+def _stat(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -193,6 +201,7 @@ class ScoreTable:
                                found=str(exc).splitlines()[0][:200],
                                fix="rebuild it: neuroxai validate PROTOCOL --out RUN_DIR --resume") from exc
             self.columns = tuple(self._meta.schema.names)
+            self._stat = _stat(self.path)
         else:
             self.columns = _columns([c for c in frame.columns if c in EXTRA_COLUMNS])
         if seed is not None:
@@ -264,7 +273,16 @@ class ScoreTable:
             return df[sel].drop(columns=["seed"] if self._seed is not None else []).reset_index(drop=True)
         return self._read(task, method, metric=metric)
 
+    def _check_unchanged(self) -> None:
+        """A later run in the same folder replaces scores.parquet: never read it as this one's."""
+        if _stat(self.path) != self._stat:
+            raise RunError("the score table changed since these results were built", path=self.path,
+                           expected="the scores.parquet written with these results",
+                           found="a file replaced since (another run in the same folder?)",
+                           fix="read the results again (neuroxai report RUN_DIR), or give each run its own folder")
+
     def _read(self, task, method, *, metric=None, columns=None) -> pd.DataFrame:
+        self._check_unchanged()
         _, pq = _arrow()
         filters = [("task", "=", task)] if task is not None else []
         if method is not None:
@@ -284,6 +302,7 @@ class ScoreTable:
             for i in range(0, len(frame), rows):
                 yield frame.iloc[i:i + rows]
             return
+        self._check_unchanged()
         _, pq = _arrow()
         for b in pq.ParquetFile(self.path).iter_batches(batch_size=rows):
             df = b.to_pandas()

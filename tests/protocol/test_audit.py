@@ -75,7 +75,7 @@ def study(tmp_path_factory):
 
 
 def _scores(res) -> dict:
-    sc = res.results.scores
+    sc = res.results.score_table().frame()
     return {(s, m, k): v for s, m, k, v in zip(sc["subject_id"], sc["method"], sc["metric"], sc["value"])}
 
 
@@ -225,7 +225,7 @@ def test_audit_report_is_the_validate_report_with_no_model_parts(study, tmp_path
                                "--out", str(tmp_path / "out"), "--quiet"]).exit_code
     assert code == 1  # the noise maps FAIL
     res = read_results(tmp_path / "out" / "results.json")
-    assert res.kind == "audit" and res.schema_version == SCHEMA_VERSION == "1.6"
+    assert res.kind == "audit" and res.schema_version == SCHEMA_VERSION == "2.0"
     html = (tmp_path / "out" / "report" / "index.html").read_text()
     for part in ('id="verdicts"', 'id="audit-kind"', 'id="audit-inputs"', "not applicable: no model",
                  'id="validity"', "distance"):
@@ -238,7 +238,7 @@ def test_audit_report_is_the_validate_report_with_no_model_parts(study, tmp_path
     from scipy.stats import wilcoxon
 
     (pw,) = res.task("audit").pairwise
-    sc = res.scores
+    sc = res.score_table().frame()
     val = {(s, m): v for s, m, k, v in zip(sc["subject_id"], sc["method"], sc["metric"], sc["value"])
            if k == "relevance_rank_accuracy"}
     subs = sorted({s for s, _ in val})
@@ -393,7 +393,7 @@ def test_an_audit_honours_the_protocol_s_mask_threshold_and_the_flag_overrides_i
         runner.invoke(app, ["audit", "--maps", str(study / "maps"), "--masks", str(prob), "--protocol", str(y),
                             "--out", str(tmp_path / out), "--quiet", *flag])
         r = read_results(tmp_path / out / "results.json")
-        got = {(s, m, k): v for s, m, k, v in zip(*(r.scores[c] for c in ("subject_id", "method", "metric", "value")))
+        got = {(s, m, k): v for s, m, k, v in zip(*(r.score_table().frame()[c] for c in ("subject_id", "method", "metric", "value")))
                if m in ("good", "noise")}
         assert r.data.grid["mask_threshold"] == (0.6 if flag else 0.3)
         assert got == pytest.approx(want)

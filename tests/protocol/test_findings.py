@@ -92,7 +92,7 @@ def test_lrp_read_by_the_false_positive_rate_and_by_the_far_share():
     assert (a.study.metric, a.study.value, a.study.reference, a.study.agrees) == ("false_positive", 1.0, 0.5, True)
     # far share: 1 − 0.6 = 0.4 against SmoothGrad's 0.2
     assert a.ours.value == pytest.approx(0.4) and a.ours.reference == pytest.approx(0.2) and a.ours.agrees is True
-    assert a.ours.extra["random"] == pytest.approx(0.5)
+    assert a.ours.extra["chance_map"] == pytest.approx(0.5)
     assert a.scorings_note == ""
     _, b = _ev(fs, "lrp", "lrp_b")
     assert b.study.agrees is False and b.ours.agrees is True  # CI [0.02, 0.2] wholly below 0.5

@@ -56,7 +56,7 @@ def test_kill_during_attribution_then_resume_equals_uninterrupted(tiny_protocol,
     assert json.dumps(strip_results(res.results), sort_keys=True) == json.dumps(strip_results(ref.results), sort_keys=True)
     assert res.results.protocol.hash == ref.results.protocol.hash
     # nothing duplicated: one score row per subject × method × metric
-    sc = res.results.scores
+    sc = res.results.score_table().frame()
     keys = list(zip(sc["task"], sc["subject_id"], sc["method"], sc["metric"]))
     assert len(keys) == len(set(keys))
 

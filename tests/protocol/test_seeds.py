@@ -89,7 +89,7 @@ def test_two_seeds_pool_what_each_seed_gives(tiny_protocol, tmp_path):
     res = run_protocol(load_protocol(_with_training(tiny_protocol, tmp_path, "both", seeds=[0, 1])), out)
     r = res.results
     assert r.seeds == [0, 1]
-    sc = r.scores
+    sc = r.score_table().frame()
     assert set(sc["seed"]) == {0, 1}
     for m in r.methods:
         one = {s: single[s].method(m.task, m.method) for s in (0, 1)}
@@ -110,8 +110,8 @@ def test_two_seeds_pool_what_each_seed_gives(tiny_protocol, tmp_path):
     p = paired_test(torch.tensor(avg["gradient"].to_numpy()), torch.tensor(avg["random"].loc[avg["gradient"].index]
                                                                            .to_numpy()),
                     method=st.test, alternative="greater", n_perm=st.n_permutations, seed=st.seed)
-    assert g.comparisons["random"].p == pytest.approx(float(p), rel=1e-12)
-    assert g.comparisons["random"].n_pairs == avg["gradient"].size
+    assert g.comparisons["chance_map"].p == pytest.approx(float(p), rel=1e-12)
+    assert g.comparisons["chance_map"].n_pairs == avg["gradient"].size
     t = r.task("hippo")
     assert set(t.models_by_seed) == {"0", "1"}
     assert t.models_by_seed["1"].auroc == pytest.approx(single[1].task("hippo").model.auroc)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from neuroxai.errors import ConfigError
+from neuroxai.errors import ConfigError, RunError
 from neuroxai.protocol.runner import run_protocol
 from neuroxai.protocol.schema import load_protocol
 from neuroxai.protocol.stages.tasks import explained
@@ -52,12 +52,15 @@ def test_explained_targets_per_mode():
 def test_target_option_changes_label0_maps_only_and_is_recorded(tiny_protocol, tmp_path):
     out = tmp_path / "run"
     lab = run_protocol(load_protocol(_protocol(tiny_protocol, tmp_path, "label", "lab")), out, report=False)
+    a = lab.results.score_table().frame()  # the next run in this folder replaces scores.parquet
     n_attr = len(list(out.glob("stages/attribute/*/DONE")))
     pos = run_protocol(load_protocol(_protocol(tiny_protocol, tmp_path, "positive", "pos")), out, report=False)
     # new attribute stages for the new target (a resume never mixes targets); the model is reused
     assert len(list(out.glob("stages/attribute/*/DONE"))) == 2 * n_attr
     assert len(list(out.glob("stages/train/*/DONE"))) == 1
-    a, b = pd.DataFrame(lab.results.scores), pd.DataFrame(pos.results.scores)
+    b = pos.results.score_table().frame()
+    with pytest.raises(RunError, match="changed since"):  # never read as the first run's
+        lab.results.score_table().frame()
     for df in (a, b):
         assert {"label", "prediction", "target"} <= set(df.columns)
         assert set(df["label"]) == {0, 1} and set(df["prediction"]) <= {0, 1}

@@ -118,7 +118,7 @@ def test_validate_needs_one_more_subject_for_two_acceptance_tests():
     for n, expect in ((7, None), (8, True)):
         p_min = min_attainable_p(n, "wilcoxon")
         rec = MetricSummary(mean=1, ci_low=1, ci_high=1, n=n, comparisons={
-            "random": Comparison(p=p_min, n_pairs=n), "null_model": Comparison(p=p_min, n_pairs=n)})
+            "chance_map": Comparison(p=p_min, n_pairs=n), "null_model": Comparison(p=p_min, n_pairs=n)})
         e = MethodResult(task="t", method="m", name="gradient", is_baseline=False,
                          metrics={"relevance_rank_accuracy": rec}, criteria=[], verdict="INCONCLUSIVE")
         _correct([e], proto, no_model=False)
@@ -146,8 +146,8 @@ def test_an_audit_verdict_does_not_move_with_other_map_folders_or_metrics(tmp_pa
     for r in (r_all, r_fewer):
         m = _method(r, "good")
         assert m.verdict == ref.verdict and _criteria(m) == _criteria(ref)
-        c, c0 = (m.metrics["relevance_rank_accuracy"].comparisons["random"],
-                 ref.metrics["relevance_rank_accuracy"].comparisons["random"])
+        c, c0 = (m.metrics["relevance_rank_accuracy"].comparisons["chance_map"],
+                 ref.metrics["relevance_rank_accuracy"].comparisons["chance_map"])
         assert (c.p, c.p_adjusted, c.family_size) == (c0.p, c0.p_adjusted, 1)
     # at n = 10 the old task-wide family (4 metrics × 5 maps) could not reach p < 0.01 at all
     assert subjects_needed(4 * 5, 0.01, proto) > 10
@@ -156,11 +156,11 @@ def test_an_audit_verdict_does_not_move_with_other_map_folders_or_metrics(tmp_pa
 def test_family_task_is_explicit_and_corrects_across_methods(tmp_path):
     base = _write_study(tmp_path / "s", 10, methods=("good", "noise", "truth"))
     r = _audit(base, tmp_path / "o", _audit_protocol(family="task"))
-    fam = {m.method: m.metrics["relevance_rank_accuracy"].comparisons["random"].family_size
-           for m in r.results.methods if "random" in m.metrics["relevance_rank_accuracy"].comparisons}
+    fam = {m.method: m.metrics["relevance_rank_accuracy"].comparisons["chance_map"].family_size
+           for m in r.results.methods if "chance_map" in m.metrics["relevance_rank_accuracy"].comparisons}
     assert fam == {"good": 3, "noise": 3, "truth": 3, "oracle": 1}  # baselines stay in their own
     # a metric no criterion uses is descriptive: uncorrected, and it decides nothing
-    d = _method(r, "good").metrics["auroc"].comparisons["random"]
+    d = _method(r, "good").metrics["auroc"].comparisons["chance_map"]
     assert d.p_adjusted is None and d.family_size == 0
 
 
@@ -291,7 +291,11 @@ def test_scores_per_class_show_a_sign_convention_that_parts_the_classes():
                  (s, "flat", "rra", 0.3 + 0.001 * int(s[1:]), y), (s, "flat", "rra_chance", 0.01, y),
                  (s, "oracle", "rra", 1.0, y), (s, "oracle", "rra_chance", 0.01, y)]
     df = pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value", "label"])
-    out = {(x.method, x.label): x for x in _by_class(df, ["m", "flat"], "rra", "oracle")}
+    from neuroxai.protocol.task_scores import TaskScores
+    from neuroxai.report.scores import ScoreTable
+
+    ts = TaskScores(ScoreTable.from_frame(df.assign(task="t")), "t")
+    out = {(x.method, x.label): x for x in _by_class(ts, ["m", "flat"], "rra", "oracle")}
     assert out[("m", 1)].mean == pytest.approx(0.5) and out[("m", 0)].mean == pytest.approx(0.02)
     assert out[("m", 1)].scaled_mean == pytest.approx((0.5 - 0.01) / 0.99)
     assert out[("m", 0)].n == 10 and out[("m", 0)].p_classes_differ < 0.001

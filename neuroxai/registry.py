@@ -39,7 +39,9 @@ class Registry(Generic[T]):
 
     def register(self, name: str, **facts) -> Callable[[T], T]:
         """Add an entry; ``facts`` are what the rest of neuroxai needs to know about it, given
-        once here (a method's ``role`` and ``needs``, …), read back with :meth:`facts`."""
+        once here (a method's ``role`` and ``needs``; ``check``: a function of the parameters that
+        refuses what the signature cannot say, run when a protocol loads; …), read back with
+        :meth:`facts`."""
         def deco(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")

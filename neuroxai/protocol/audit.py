@@ -21,6 +21,7 @@ import torch
 from ..data.bids import ANAT_SUFFIX, BRAIN_MASK_DESC, discover_maps, discover_masks, per_subject, read_labels
 from ..data.spaces import read_transform
 from ..errors import ConfigError, ManifestError, ScoringError
+from ..report.figure_inputs import FigureInputs
 from .saved_maps import AuditInputs, NoModel, SavedMapsTask, score_saved_maps
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def _audit_info(inp, res, inputs: pd.DataFrame, inputs_hash: str, *, atlas, atla
                      n_input_files=int(len(inputs)),
                      not_applicable={"ground-truth validity": NOT_APPLICABLE,
                                      "model randomization": NOT_APPLICABLE, "null model": NOT_APPLICABLE},
-                     figures_background=res.figures["background"], n_on_common_grid=res.n_on_common_grid)
+                     figures_background=res.figures.background, n_on_common_grid=res.n_on_common_grid)
     if inp.atlas:
         counts: dict = {}
         for t in res.true_regions.values():
@@ -221,7 +222,7 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
                       seeds={"statistics": proto.statistics.seed})
     prov["finished"] = now()
     return conclude(out, proto, prov, {task_id: task}, {task_id: NoModel()}, {task_id: res.scores},
-                    figures=lambda: {"tasks": {task_id: res.figures}}, report=report, kind="audit",
+                    figures=lambda: FigureInputs({task_id: res.figures}), report=report, kind="audit",
                     data_info=_data_info(proto, res, inputs_hash, grid=grid, threshold=threshold, labels=labels,
                                          transform=transform, orders=orders, maps_dir=maps_dir, masks_dir=masks_dir,
                                          brain_mask=brain_mask),

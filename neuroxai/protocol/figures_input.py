@@ -4,21 +4,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .rundir import atomic_savez
+from ..report.figure_inputs import FigureInputs, SubjectFigures, TaskFigures
 from .stages.attribute import attribute_key
 from .stages.tasks import is_null, scored_subjects
 
 
-def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
-    """``{"tasks": {task_id: {"image", "mask", "spacing", "maps": {method: mean map}, "example"}}}``.
+def figure_inputs(ctx, tasks: dict, store, scores: dict) -> FigureInputs:
+    """The report's :class:`~neuroxai.report.figure_inputs.FigureInputs`, one entry per task.
 
     ``image``: mean image of the scored subjects; ``mask``: fraction of them with ground truth at
     each voxel; ``maps``: cohort-mean of each method's map, every map first scaled to unit
-    positive mass; ``example``: the first scored subject's image, mask and maps. Also written
-    to ``figures.npz`` in the run directory so ``neuroxai report`` can rebuild the report.
+    positive mass; ``example``: the first scored subject's image, mask and maps. The run's tail
+    (:func:`~neuroxai.protocol.conclude.write_results`) saves it to ``figures.npz`` so
+    ``neuroxai report`` can rebuild the report.
     """
-    out: dict = {"tasks": {}}
-    flat: dict[str, np.ndarray] = {}
+    out = FigureInputs()
     for tid, task in tasks.items():
         if is_null(tid):
             continue
@@ -35,9 +35,9 @@ def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
             gt_sum = gt.sum(0) if gt_sum is None else gt_sum + gt.sum(0)
             first = first or (img[0, 0].numpy(), gt[0, 0].numpy())
         n_fig = min(len(ids), 64)
-        entry = {"image": (img_sum / n_fig)[0].numpy(), "mask": (gt_sum / n_fig)[0].numpy(),
-                 "spacing": tuple(store.spacing), "maps": {},
-                 "example": {"subject_id": ids[0], "image": first[0], "mask": first[1], "maps": {}}}
+        entry = TaskFigures(image=(img_sum / n_fig)[0].numpy(), mask=(gt_sum / n_fig)[0].numpy(),
+                            spacing=tuple(store.spacing),
+                            example=SubjectFigures(subject_id=ids[0], image=first[0], mask=first[1]))
         for mspec in ctx.protocol.methods:
             d = ctx.rd.stage("attribute", attribute_key(ctx, tid, task, mspec, ctx.models[tid]))
             chunks = sorted(d.glob("chunk_*.npz"))
@@ -48,20 +48,9 @@ def figure_inputs(ctx, tasks: dict, store, scores: dict) -> dict:
                 z = np.load(f)
                 total = z["mean_map_sum"] if total is None else total + z["mean_map_sum"]
                 n += len(z["subject_id"])
-            entry["maps"][mspec.key] = total / max(n, 1)
+            entry.maps[mspec.key] = total / max(n, 1)
             z0 = np.load(chunks[0])
             if "maps" in z0.files:
-                entry["example"]["maps"][mspec.key] = z0["maps"][0].astype(np.float32)
-        out["tasks"][tid] = entry
-        for k in ("image", "mask"):
-            flat[f"{tid}|{k}"] = entry[k]
-            flat[f"{tid}|example|{k}"] = entry["example"][k]
-        flat[f"{tid}|spacing"] = np.asarray(entry["spacing"])
-        flat[f"{tid}|example|subject_id"] = np.asarray(entry["example"]["subject_id"])
-        for k, v in entry["maps"].items():
-            flat[f"{tid}|maps|{k}"] = v
-        for k, v in entry["example"]["maps"].items():
-            flat[f"{tid}|example|maps|{k}"] = v
-    atomic_savez(ctx.rd.root / "figures.npz", **flat)
+                entry.example.maps[mspec.key] = z0["maps"][0].astype(np.float32)
+        out.tasks[tid] = entry
     return out
-

@@ -27,6 +27,7 @@ from ..data.spaces import check_overlap
 from ..data.transforms import resample_to_grid
 from ..data.volume import Grid, load_volume
 from ..errors import ConfigError, ScoringError
+from ..report.figure_inputs import SubjectFigures, TaskFigures
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class SavedMapScores:
     profiles: dict
     flags: list[dict]
     files: list[Path]
-    figures: dict
+    figures: TaskFigures
     n_subjects: int
     n_resampled: int
     n_on_common_grid: int
@@ -327,14 +328,16 @@ class _FigureMeans:
         self.n = 0
         self.maps: dict[str, np.ndarray] = {}
         self.mask = self.image = None
-        self.example: dict = {}
+        self.example: SubjectFigures | None = None
 
     def add(self, sid: str, subj: _Subject, maps: dict, unit: dict, image: torch.Tensor | None) -> None:
         g = subj.grid
         if self.grid is None:
             self.grid = g
-            self.example = {"subject_id": sid, "image": (image if image is not None else subj.mask.float()).numpy(),
-                            "mask": subj.mask.float().numpy(), "maps": {k: v.cpu().numpy() for k, v in maps.items()}}
+            self.example = SubjectFigures(subject_id=sid,
+                                          image=(image if image is not None else subj.mask.float()).numpy(),
+                                          mask=subj.mask.float().numpy(),
+                                          maps={k: v.cpu().numpy() for k, v in maps.items()})
         if g.shape != self.grid.shape or not np.allclose(g.affine, self.grid.affine, atol=1e-3):
             return
         self.n += 1
@@ -345,12 +348,12 @@ class _FigureMeans:
         if image is not None:
             self.image = image.numpy() if self.image is None else self.image + image.numpy()
 
-    def inputs(self) -> dict:
+    def inputs(self) -> TaskFigures:
         n = self.n
-        return {"image": (self.image / n) if self.image is not None else (self.mask / n), "mask": self.mask / n,
-                "spacing": tuple(self.grid.spacing), "maps": {k: v / n for k, v in self.maps.items()},
-                "example": self.example,
-                "background": "anatomical image" if self.image is not None else "ground-truth frequency"}
+        return TaskFigures(image=(self.image / n) if self.image is not None else (self.mask / n), mask=self.mask / n,
+                           spacing=tuple(self.grid.spacing), maps={k: v / n for k, v in self.maps.items()},
+                           example=self.example,
+                           background="anatomical image" if self.image is not None else "ground-truth frequency")
 
 
 def _subjects(inp: AuditInputs) -> list[str]:

@@ -4,8 +4,9 @@ The schema (:mod:`neuroxai.protocol.schema`) checks the protocol's own keys; thi
 what the keys hand on to the layers, against each entry's registration:
 
 - every task, model, method and metric parameter: its name (:meth:`Registry.check`, the one
-  parameter check), its type (the registered function's annotation or default: an ``int``
-  parameter takes an integer, a ``float`` a finite number, a ``bool`` true/false) and the value
+  parameter check; an entry registered with a ``check`` fact, such as LRP's rules, also its own
+  check), its type (the registered function's annotation or default: an ``int`` parameter takes
+  an integer, a ``float`` a finite number, a ``bool`` true/false) and the value
   conventions parameter names carry (``n_*``, ``*steps``, ``*_samples``: ≥ 1; ``sigma``,
   ``epsilon``, ``*_mm``, ``*_ml``: ≥ 0; ``dropout`` in [0, 1); widths ≥ 1);
 - the training parameters (:class:`~neuroxai.models.train.TrainConfig`, with the training config
@@ -112,13 +113,27 @@ def _check_params(registry, name: str, params, key: str, path) -> None:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return
+        sig = None
     hints = _hints(fn)
-    for pname, value in params.items():
+    for pname, value in (params.items() if sig is not None else ()):
         p = sig.parameters.get(pname)
         if p is None:
             continue  # a **kwargs entry: its function checks it
         check_value(value, hints.get(pname, p.annotation), p.default, f"{key}.{pname}", path)
+    _check_fact(registry, name, params, key, path)
+
+
+def _check_fact(registry, name: str, params, key: str, path) -> None:
+    """An entry registered with a ``check`` fact (LRP: its rules and their parameters) checks what
+    its signature cannot say, here, before any data is read."""
+    check = registry.facts(name).get("check")
+    if check is None:
+        return
+    try:
+        check(params)
+    except NeuroXAIError as exc:
+        raise ConfigError(f"{key}: {exc.args[0].splitlines()[0]}", path=path, expected=exc.expected,
+                          found=exc.found, fix=exc.fix) from None
 
 
 def _is_int(v) -> bool:

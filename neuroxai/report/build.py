@@ -25,6 +25,7 @@ from ..errors import RunError
 from ..outdir import MARKER, claim_dir
 from ..safepath import inside, own_dir, safe_name, unique_names
 from . import figures as figs
+from .figure_inputs import FigureInputs, TaskFigures
 from .scores import SCORES_FILE, ScoreTable
 from .schema import SCORE_COLUMNS, MetricSummary, Results, json_schema, read_results, validate_results
 
@@ -351,10 +352,10 @@ def _family_text(st: dict) -> str:
 # ---------------------------------------------------------------- figures
 
 
-def _figure_sections(results: Results, figures: dict) -> list[dict]:
+def _figure_sections(results: Results, figures: FigureInputs) -> list[dict]:
     """``[{"task", "figures": [{"name", "alt", "caption", "png"}]}]``, bounded in number."""
     by_task: dict[str, list] = {}
-    tfig = (figures or {}).get("tasks", {}) or {}
+    tfig = figures.tasks
     task_ids = [t.id for t in results.tasks]
     task_ids += [t for t in tfig if t not in task_ids]
     task_ids = task_ids[:MAX_FIGURE_TASKS]
@@ -362,24 +363,24 @@ def _figure_sections(results: Results, figures: dict) -> list[dict]:
         log.info("report: figures for the first %d of %d tasks", MAX_FIGURE_TASKS, len(results.tasks))
     for tid in task_ids:
         out = by_task.setdefault(tid, [])
-        t = tfig.get(tid) or {}
-        sp = t.get("spacing") or (1.0, 1.0, 1.0)
-        maps = dict(list((t.get("maps") or {}).items())[:MAX_FIGURE_METHODS])
-        if t.get("image") is not None and maps:
+        t = tfig.get(tid) or TaskFigures()
+        sp = t.spacing or (1.0, 1.0, 1.0)
+        maps = dict(list(t.maps.items())[:MAX_FIGURE_METHODS])
+        if t.image is not None and maps:
             out.append({"name": f"{tid}_mean_maps", "alt": f"cohort-mean attribution maps on {tid}",
                         "caption": "Cohort-mean maps (each subject's map scaled to unit positive mass; "
                                    "positive part, each scaled to its own maximum) over the mean image. "
                                    "Cyan contour: where the ground truth lies in at least half the "
                                    "subjects. Planes through the ground truth's centre of mass.",
-                        "png": figs.overlays(t["image"], t.get("mask"), maps, f"{tid} — cohort mean", sp)})
-        ex = t.get("example") or {}
-        exmaps = dict(list((ex.get("maps") or {}).items())[:MAX_FIGURE_METHODS])
-        if ex.get("image") is not None and exmaps:
-            sid = ex.get("subject_id", "")
+                        "png": figs.overlays(t.image, t.mask, maps, f"{tid} — cohort mean", sp)})
+        ex = t.example
+        exmaps = dict(list(ex.maps.items())[:MAX_FIGURE_METHODS]) if ex is not None else {}
+        if ex is not None and ex.image is not None and exmaps:
+            sid = ex.subject_id
             out.append({"name": f"{tid}_example", "alt": f"attribution maps of subject {sid} on {tid}",
                         "caption": f"One test subject ({sid}): its image, its ground truth (cyan) and "
                                    "each method's map.",
-                        "png": figs.overlays(ex["image"], ex.get("mask"), exmaps,
+                        "png": figs.overlays(ex.image, ex.mask, exmaps,
                                              f"{tid} — subject {sid}", sp)})
         tres = next((x for x in results.tasks if x.id == tid), None)
         if tres is not None and tres.validity is not None:
@@ -495,13 +496,14 @@ def render_html(results: Results, sections: list[dict]) -> str:
         threshold_note=threshold_note)
 
 
-def build_report(results: Results | dict, figures: dict | None, out_dir: str | Path) -> Path:
+def build_report(results: Results | dict, figures: FigureInputs | dict | None, out_dir: str | Path) -> Path:
     """Write the audit report into ``out_dir``; return the path of ``index.html``.
 
     ``results``: the run's :class:`~neuroxai.report.schema.Results`, or a dict as read from a
-    ``results.json`` (checked against the schema first). ``figures``: ``{"tasks": {task_id: {"image", "mask",
-    "spacing", "maps": {method: (D,H,W)}, "example": {...}}}}`` (any part may be missing: that
-    figure is skipped). Deterministic: the same inputs give byte-identical files.
+    ``results.json`` (checked against the schema first). ``figures``: the map figures' inputs
+    (:class:`~neuroxai.report.figure_inputs.FigureInputs`, or its nested-dict form
+    :meth:`~neuroxai.report.figure_inputs.FigureInputs.from_dict` reads; any part may be missing:
+    that figure is skipped). Deterministic: the same inputs give byte-identical files.
     """
     out_dir = Path(out_dir)
     if (out_dir.parent / MARKER).is_file():  # RUN/report of a run neuroxai owns (maybe received):
@@ -509,7 +511,9 @@ def build_report(results: Results | dict, figures: dict | None, out_dir: str | P
     out = claim_dir(out_dir, "report")  # stale figures are deleted below: only in our own folder
     results, text = canonical(results)  # checks the schema before anything is written
     fig_dir = own_dir(out, "figures")
-    sections = _figure_sections(results, figures or {})
+    if not isinstance(figures, FigureInputs):
+        figures = FigureInputs.from_dict(figures)
+    sections = _figure_sections(results, figures)
     # figure names hold task ids (a protocol's, or a received results.json's): made file names
     safe = {k: v + ".png" for k, v in unique_names({f["name"]: safe_name(f["name"])
                                                     for s in sections for f in s["figures"]}).items()}
@@ -569,7 +573,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
     results = read_results(run / "results.json")
     figures = None
     if (run / "figures.npz").is_file():
-        figures = figs.load_figures_npz(run / "figures.npz")
+        figures = FigureInputs.load(run / "figures.npz")
     return build_report(results, figures, run / "report")
 
 

@@ -245,24 +245,3 @@ def validity_bars(v: Validity, title: str) -> bytes:
     ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=9)
     return png_bytes(fig)
-
-
-def load_figures_npz(path) -> dict:
-    """Read ``figures.npz`` written by the runner: keys ``"{task}|image"``, ``"{task}|mask"``,
-    ``"{task}|spacing"``, ``"{task}|maps|{method}"``, ``"{task}|example|{image,mask,subject_id}"``,
-    ``"{task}|example|maps|{method}"``. Returns the ``figures`` dict :func:`build_report` takes."""
-    out: dict = {"tasks": {}}
-    with np.load(path, allow_pickle=False) as z:
-        for key in z.files:
-            parts = key.split("|")
-            t = out["tasks"].setdefault(parts[0], {"maps": {}, "example": {"maps": {}}})
-            v = z[key]
-            if len(parts) == 2:
-                t[parts[1]] = tuple(float(s) for s in v) if parts[1] == "spacing" else v
-            elif parts[1] == "maps":
-                t["maps"][parts[2]] = v
-            elif parts[1] == "example" and parts[2] == "maps":
-                t["example"]["maps"][parts[3]] = v
-            elif parts[1] == "example":
-                t["example"][parts[2]] = str(v) if parts[2] == "subject_id" else v
-    return out

@@ -292,6 +292,36 @@ def test_rules_mapping_equals_named_composite_and_path_keys_override():
     assert not torch.allclose(a, c)
 
 
+def test_a_rule_with_its_own_parameters_equals_the_shared_parameter():
+    """``{rule: gamma, gamma: 0.5}`` in ``rules`` is the γ rule with γ = 0.5: the same map as the
+    shared ``gamma=0.5`` (whose maps equal Zennit's, test_lrp_reference), and not the default γ."""
+    model, x, t = small_cnn().double(), _x(), torch.tensor([0, 1])
+    own = lrp(model, x, t, rules={"Conv3d": {"rule": "gamma", "gamma": 0.5}, "Linear": "epsilon"})
+    shared = lrp(model, x, t, rules={"Conv3d": "gamma", "Linear": "epsilon"}, gamma=0.5)
+    assert torch.equal(own, shared)
+    assert not torch.allclose(own, lrp(model, x, t, rules={"Conv3d": "gamma", "Linear": "epsilon"}))
+    # a rule's own parameter wins over the shared one; the shared one still reaches the other rules
+    mixed = lrp(model, x, t, rules={"Conv3d": {"rule": "gamma", "gamma": 0.5}, "Linear": "epsilon"}, gamma=2.0)
+    assert torch.equal(mixed, own)
+
+
+def test_a_rule_parameter_the_rule_does_not_have_is_refused_with_the_rule_and_its_parameters():
+    from neuroxai.attribution.lrp import RULES, make_composite, make_rule
+
+    model, x, t = small_cnn().double(), _x(), torch.tensor([0, 1])
+    with pytest.raises(ConfigError) as e:
+        lrp(model, x, t, rules={"Conv3d": {"rule": "gamma", "gama": 0.5}, "Linear": "epsilon"})
+    msg = str(e.value)
+    assert "rules.Conv3d" in msg and "'gama'" in msg and "LRP rule 'gamma'" in msg and "'stabilizer'" in msg
+    with pytest.raises(ConfigError, match="'zplus'"):  # z⁺ has no γ: refused, not silently dropped
+        make_rule({"rule": "zplus", "gamma": 0.5})
+    with pytest.raises(ConfigError, match="unknown LRP parameter"):
+        make_composite("epsilon_plus", gama=0.5)
+    # a rule's parameters are its fields, and it is built directly from them
+    assert RULES.params("alpha2_beta1") == ("stabilizer",) and RULES.params("zbox") == ("stabilizer", "low", "high")
+    assert RULES["gamma"](gamma=0.5, stabilizer=1e-3) == make_rule({"rule": "gamma", "gamma": 0.5}, stabilizer=1e-3)
+
+
 def test_attribute_api_float32_and_float64():
     model = sfcn_like()
     x64 = _x()

@@ -344,6 +344,16 @@ def test_an_atlas_adds_region_ranking_and_an_anatomical_image_the_figures(study,
     assert res.results.audit.figures_background == "anatomical image"
     html = (res.report_dir / "index.html").read_text()
     assert "Hippo: 12 subjects" in html and "region_rank" in html
+    # the audit leaves its figure inputs as a run does: the anatomical image as the background,
+    # and `neuroxai report OUT` redraws the same page from them
+    from neuroxai.report import rebuild_report
+    from neuroxai.report.figure_inputs import FigureInputs
+
+    figs = FigureInputs.load(tmp_path / "out" / "figures.npz").tasks["audit"]
+    assert figs.background == "anatomical image" and figs.example is not None
+    np.testing.assert_allclose(figs.image, anat, rtol=1e-6)  # one grid: the mean of the one image
+    before = (res.report_dir / "index.html").read_bytes()
+    assert rebuild_report(tmp_path / "out").read_bytes() == before
     with pytest.raises(ConfigError, match="unknown region"):
         run_audit(study / "maps", study / "masks", tmp_path / "out3", atlas=tmp_path / "atlas.nii.gz",
                   atlas_labels=tmp_path / "labels.tsv", true_region=["Amygdala"], protocol=FAST)

@@ -94,6 +94,30 @@ def test_misspelt_metric_param_is_rejected_at_load_not_mid_run(tmp_path):
     assert load_protocol(ok).metrics[3].params == {"k": 0.1}
 
 
+@pytest.mark.parametrize("params,words", [
+    ("{rules: {Conv3d: {rule: gamma, gama: 0.5}, Linear: epsilon}}",   # a rule's parameter misspelt
+     ["methods.1.params", "rules.Conv3d", "gama", "'gamma'", "'stabilizer'"]),
+    ("{rules: {Conv3d: {rule: zplus, gamma: 0.5}, Linear: epsilon}}",  # a parameter the rule does not have
+     ["rules.Conv3d", "'zplus'", "gamma", "['stabilizer']"]),
+    ("{rules: {Conv3d: zplsu, Linear: epsilon}}", ["rules.Conv3d", "zplsu", "'zplus'"]),
+    ("{rules: {Conv3d: {rule: gamma, gamma: -1}}}", ["gamma", "-1", ">= 0"]),
+    ("{composite: epsilon_plus_flt}", ["epsilon_plus_flt", "epsilon_plus_flat"]),
+])
+def test_an_lrp_rule_or_rule_parameter_the_rules_do_not_know_is_refused_at_load(tmp_path, params, words):
+    p, _ = _broken(tmp_path, "params: {composite: epsilon_plus_flat}", f"params: {params}")
+    with pytest.raises(ConfigError) as e:
+        load_protocol(p)
+    msg = str(e.value)
+    assert str(p) in msg and all(w in msg for w in words), msg
+
+
+def test_an_lrp_rule_with_its_own_parameters_loads(tmp_path):
+    p, _ = _broken(tmp_path, "params: {composite: epsilon_plus_flat}",
+                   "params: {rules: {first: flat, Conv3d: {rule: gamma, gamma: 0.5}, Linear: epsilon}}")
+    lrp = load_protocol(p).methods[1]
+    assert lrp.name == "lrp" and lrp.params["rules"]["Conv3d"] == {"rule": "gamma", "gamma": 0.5}
+
+
 class _CohortReached(Exception):
     pass
 
@@ -101,6 +125,8 @@ class _CohortReached(Exception):
 @pytest.mark.parametrize("old,new,key", [
     ("split: [0.5, 0.1, 0.4]}", "split: [0.5, 0.1, 0.4], margn_mm: 2}", "margn_mm"),   # a task parameter
     ("params: {channels: [4, 8]}", "params: {chanels: [4, 8]}", "chanels"),            # a model parameter
+    ("  - name: gradient\n",                                                              # an LRP rule parameter
+     "  - name: lrp\n    params: {rules: {Conv3d: {rule: gamma, gama: 0.5}, Linear: epsilon}}\n", "gama"),
 ])
 def test_a_misspelt_task_or_model_parameter_is_refused_before_the_cohort_is_generated(tmp_path, monkeypatch,
                                                                                      old, new, key):

@@ -244,7 +244,7 @@ def make_figures(shape=(12, 12, 12)) -> dict:
 
 
 def flatten_figures(figures: dict) -> dict[str, np.ndarray]:
-    """The ``figures.npz`` layout the runner writes (``neuroxai.protocol.figures_input``)."""
+    """The ``figures.npz`` layout runs wrote before ``FigureInputs`` (format 2): ``|``-joined keys."""
     flat = {}
     for tid, t in figures["tasks"].items():
         for k in ("image", "mask"):

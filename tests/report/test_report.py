@@ -19,7 +19,8 @@ import pytest
 
 from neuroxai.errors import RunError
 from neuroxai.report import Results, build_report, rebuild_report, validate_results
-from neuroxai.report.figures import load_figures_npz, slice_centre
+from neuroxai.report.figure_inputs import FigureInputs
+from neuroxai.report.figures import slice_centre
 from neuroxai.report.scores import ScoreTable
 from neuroxai.report.screenshot import find_chromium, screenshot
 
@@ -264,11 +265,11 @@ def test_rebuild_is_byte_identical(built, tmp_path):
     # the JSON form a writer might give: fixture key order, no default keys; its table beside it
     ref = ScoreTable.from_frame(fx.scores_frame()).write(run / "scores.parquet")
     (run / "results.json").write_text(json.dumps({**fx.results_dict(), "scores": ref.model_dump()}))
-    np.savez(run / "figures.npz", **fx.flatten_figures(figures))
-    loaded = load_figures_npz(run / "figures.npz")
-    assert loaded["tasks"]["hippocampus_volume"]["example"]["subject_id"] == "sub-007"
-    assert loaded["tasks"]["hippocampus_volume"]["spacing"] == (4.0, 4.0, 4.0)
-    np.testing.assert_array_equal(loaded["tasks"]["hippocampus_volume"]["maps"]["lrp"],
+    np.savez(run / "figures.npz", **fx.flatten_figures(figures))  # the layout runs before format 2 wrote
+    loaded = FigureInputs.load(run / "figures.npz")
+    assert loaded.tasks["hippocampus_volume"].example.subject_id == "sub-007"
+    assert loaded.tasks["hippocampus_volume"].spacing == (4.0, 4.0, 4.0)
+    np.testing.assert_array_equal(loaded.tasks["hippocampus_volume"].maps["lrp"],
                                   figures["tasks"]["hippocampus_volume"]["maps"]["lrp"])
     again = rebuild_report(run)
     assert again == run / "report" / "index.html"

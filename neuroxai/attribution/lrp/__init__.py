@@ -6,12 +6,12 @@ forward and one backward through a canonized copy of the model.
 """
 from ..base import METHODS
 from .canonizers import MergeBatchNorm, MonaiResNetCanonizer, Sum, canonize
-from .composites import COMPOSITES, LayerMapComposite, RuleMapComposite, make_composite
+from .composites import COMPOSITES, LayerMapComposite, RuleMapComposite, check_params, make_composite
 from .engine import Conservation, bind_rules, lrp, lrp_conservation
 from .rules import RULES, Rule, make_rule
 
 if "lrp" not in METHODS:
-    METHODS.register("lrp")(lrp)
+    METHODS.register("lrp", check=check_params)(lrp)
 
 __all__ = ["COMPOSITES", "Conservation", "LayerMapComposite", "MergeBatchNorm", "MonaiResNetCanonizer",
            "RULES", "Rule", "RuleMapComposite", "Sum", "bind_rules", "canonize", "lrp", "lrp_conservation",

@@ -20,7 +20,8 @@ from ...errors import ConfigError
 from ...models.binary import Negate
 from ...registry import Registry
 from .canonizers import Sum
-from .rules import (Alpha2Beta1, Epsilon, Flat, Gamma, Gradient, Norm, Pass, Rule, ZBox, ZPlus, make_rule)
+from .rules import (SHARED_PARAMS, Alpha2Beta1, Epsilon, Flat, Gamma, Gradient, Norm, Pass, Rule, ZBox, ZPlus,
+                    make_rule)
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LINEARS = CONVOLUTIONS + (nn.Linear,)
@@ -65,74 +66,82 @@ class LayerMapComposite(Composite):
 def layer_map_base(stabilizer: float = 1e-6):
     """Rules every composite shares (Zennit's ``layer_map_base``)."""
     # Negate (a single-logit model's class 0, −z): the whole of −z comes from z, so R_z = R_−z
-    return [(ACTIVATIONS, Pass()), (Sum, Norm(stabilizer)), (AVGPOOLS, Norm(stabilizer)), (BATCHNORMS, Pass()),
+    norm = Norm(stabilizer=stabilizer)
+    return [(ACTIVATIONS, Pass()), (Sum, norm), (AVGPOOLS, norm), (BATCHNORMS, Pass()),
             (Negate, Pass())]
 
 
 @COMPOSITES.register("epsilon_plus_flat")
-def epsilon_plus_flat(epsilon=1e-6, stabilizer=1e-6, **_) -> LayerMapComposite:
+def epsilon_plus_flat(epsilon=1e-6, stabilizer=1e-6) -> LayerMapComposite:
     """flat for the first linear layer, z⁺ for convolutions, ε for dense layers (EpsilonPlusFlat)."""
     return LayerMapComposite(
-        layer_map_base(stabilizer) + [(CONVOLUTIONS, ZPlus(stabilizer)), (nn.Linear, Epsilon(epsilon))],
-        first_map=[(LINEARS, Flat(stabilizer))])
+        layer_map_base(stabilizer) + [(CONVOLUTIONS, ZPlus(stabilizer=stabilizer)),
+                                      (nn.Linear, Epsilon(epsilon=epsilon))],
+        first_map=[(LINEARS, Flat(stabilizer=stabilizer))])
 
 
 @COMPOSITES.register("epsilon_plus")
-def epsilon_plus(epsilon=1e-6, stabilizer=1e-6, **_) -> LayerMapComposite:
+def epsilon_plus(epsilon=1e-6, stabilizer=1e-6) -> LayerMapComposite:
     """z⁺ for convolutions, ε for dense layers (Zennit's EpsilonPlus)."""
     return LayerMapComposite(
-        layer_map_base(stabilizer) + [(CONVOLUTIONS, ZPlus(stabilizer)), (nn.Linear, Epsilon(epsilon))])
+        layer_map_base(stabilizer) + [(CONVOLUTIONS, ZPlus(stabilizer=stabilizer)),
+                                      (nn.Linear, Epsilon(epsilon=epsilon))])
 
 
 @COMPOSITES.register("epsilon_gamma_box")
-def epsilon_gamma_box(epsilon=1e-6, gamma=0.25, stabilizer=1e-6, low=None, high=None, **_) -> LayerMapComposite:
+def epsilon_gamma_box(epsilon=1e-6, gamma=0.25, stabilizer=1e-6, low=None, high=None) -> LayerMapComposite:
     """z^B (bounds ``low``/``high``) for the first convolution, γ for the other convolutions, ε for
     dense layers (Zennit's EpsilonGammaBox)."""
     return LayerMapComposite(
-        layer_map_base(stabilizer) + [(CONVOLUTIONS, Gamma(gamma, stabilizer)), (nn.Linear, Epsilon(epsilon))],
-        first_map=[(CONVOLUTIONS, ZBox(low, high, stabilizer))])
+        layer_map_base(stabilizer) + [(CONVOLUTIONS, Gamma(gamma=gamma, stabilizer=stabilizer)),
+                                      (nn.Linear, Epsilon(epsilon=epsilon))],
+        first_map=[(CONVOLUTIONS, ZBox(low=low, high=high, stabilizer=stabilizer))])
 
 
 @COMPOSITES.register("epsilon_alpha2_beta1")
-def epsilon_alpha2_beta1(epsilon=1e-6, stabilizer=1e-6, **_) -> LayerMapComposite:
+def epsilon_alpha2_beta1(epsilon=1e-6, stabilizer=1e-6) -> LayerMapComposite:
     """α2β1 for convolutions, ε for dense layers (Zennit's EpsilonAlpha2Beta1)."""
     return LayerMapComposite(
-        layer_map_base(stabilizer) + [(CONVOLUTIONS, Alpha2Beta1(stabilizer)), (nn.Linear, Epsilon(epsilon))])
+        layer_map_base(stabilizer) + [(CONVOLUTIONS, Alpha2Beta1(stabilizer=stabilizer)),
+                                      (nn.Linear, Epsilon(epsilon=epsilon))])
 
 
 @COMPOSITES.register("epsilon_alpha2_beta1_flat")
-def epsilon_alpha2_beta1_flat(epsilon=1e-6, stabilizer=1e-6, **_) -> LayerMapComposite:
+def epsilon_alpha2_beta1_flat(epsilon=1e-6, stabilizer=1e-6) -> LayerMapComposite:
     """flat first, α2β1 for convolutions, ε for dense layers (Zennit's EpsilonAlpha2Beta1Flat)."""
     return LayerMapComposite(
-        layer_map_base(stabilizer) + [(CONVOLUTIONS, Alpha2Beta1(stabilizer)), (nn.Linear, Epsilon(epsilon))],
-        first_map=[(LINEARS, Flat(stabilizer))])
+        layer_map_base(stabilizer) + [(CONVOLUTIONS, Alpha2Beta1(stabilizer=stabilizer)),
+                                      (nn.Linear, Epsilon(epsilon=epsilon))],
+        first_map=[(LINEARS, Flat(stabilizer=stabilizer))])
 
 
 @COMPOSITES.register("epsilon_gamma")
-def epsilon_gamma(epsilon=1e-6, gamma=0.25, stabilizer=1e-6, **_) -> LayerMapComposite:
+def epsilon_gamma(epsilon=1e-6, gamma=0.25, stabilizer=1e-6) -> LayerMapComposite:
     """γ for every convolution (the first too), ε for dense layers: the ``EpsilonGamma`` composite
     of the study's Zennit (Siegel et al. 2025, run with γ ∈ {0, 0.001, 0.01, 0.1, 1}; not in Zennit
     0.5.1). γ = 0 is LRP-0 with a stabilizer; a large γ approaches z⁺ (Montavon et al. 2019)."""
     return LayerMapComposite(
-        layer_map_base(stabilizer) + [(CONVOLUTIONS, Gamma(gamma, stabilizer)), (nn.Linear, Epsilon(epsilon))])
+        layer_map_base(stabilizer) + [(CONVOLUTIONS, Gamma(gamma=gamma, stabilizer=stabilizer)),
+                                      (nn.Linear, Epsilon(epsilon=epsilon))])
 
 
 @COMPOSITES.register("excitation_backprop")
-def excitation_backprop(stabilizer=1e-6, **_) -> LayerMapComposite:
+def excitation_backprop(stabilizer=1e-6) -> LayerMapComposite:
     """Excitation backprop (Zhang et al. 2018, "Top-down neural attention by excitation backprop",
     IJCV 126): z⁺ for every convolution and dense layer, the norm rule for residual sums and average
     pooling, and — unlike the other composites, as Zennit's ``ExcitationBackprop`` — no base map:
     activations and BatchNorms left after canonization keep their own gradient. (The base map
     follows, shadowed for these layer types, so that a layer only it knows still gets its rule.)"""
-    return LayerMapComposite([(Sum, Norm(stabilizer)), (AVGPOOLS, Norm(stabilizer)), (LINEARS, ZPlus(stabilizer)),
+    norm = Norm(stabilizer=stabilizer)
+    return LayerMapComposite([(Sum, norm), (AVGPOOLS, norm), (LINEARS, ZPlus(stabilizer=stabilizer)),
                               (ACTIVATIONS + BATCHNORMS, Gradient())] + layer_map_base(stabilizer))
 
 
 @COMPOSITES.register("epsilon")
-def epsilon_only(epsilon=1e-6, stabilizer=1e-6, **_) -> LayerMapComposite:
+def epsilon_only(epsilon=1e-6, stabilizer=1e-6) -> LayerMapComposite:
     """ε for every convolution and dense layer (not in Zennit; relevance is conserved up to ε
     and bias absorption — the conservation check uses it)."""
-    return LayerMapComposite(layer_map_base(stabilizer) + [(LINEARS, Epsilon(epsilon))])
+    return LayerMapComposite(layer_map_base(stabilizer) + [(LINEARS, Epsilon(epsilon=epsilon))])
 
 
 class RuleMapComposite(Composite):
@@ -145,18 +154,21 @@ class RuleMapComposite(Composite):
     * a layer class name (``"Conv3d"``, ``"Linear"``, ``"AvgPool3d"``; base classes count).
 
     Values are rule names of ``RULES`` (``epsilon``, ``zplus``, ``gamma``, ``alpha1_beta0``,
-    ``alpha2_beta1``, ``flat``, ``wsquare``, ``zbox``, ``pass``, ``norm``, ``gradient``) or
-    ``Rule`` instances; ``epsilon``/``gamma``/``stabilizer``/``low``/``high`` parameterize them.
+    ``alpha2_beta1``, ``flat``, ``wsquare``, ``zbox``, ``pass``, ``norm``, ``gradient``), a rule
+    with its own parameters (``{"rule": "gamma", "gamma": 0.5}``) or ``Rule`` instances;
+    ``shared`` (``epsilon``/``gamma``/``stabilizer``/``low``/``high``) parameterizes the rules
+    that have those parameters (:func:`~neuroxai.attribution.lrp.rules.make_rule`).
     Activations, pooling, BatchNorm and residual sums keep the base map unless named. Example:
     ``rules={"Conv3d": "zplus", "Linear": "epsilon", "first": "flat"}`` (= epsilon_plus_flat).
     """
 
-    def __init__(self, rules: Mapping[str, object], **params):
+    def __init__(self, rules: Mapping[str, object], **shared):
         if not isinstance(rules, Mapping) or not rules:
             raise ConfigError("LRP 'rules' must be a non-empty mapping", expected="{'Conv3d': 'zplus', ...}",
                               found=repr(rules), fix="pass rules={'Conv3d': 'zplus', 'Linear': 'epsilon'}")
-        self.rules = {str(k): make_rule(v, **params) for k, v in rules.items()}
-        self.base = LayerMapComposite(layer_map_base(params.get("stabilizer", 1e-6)))
+        _check_shared(shared)
+        self.rules = {str(k): _keyed(k, v, shared) for k, v in rules.items()}
+        self.base = LayerMapComposite(layer_map_base(shared.get("stabilizer", 1e-6)))
         self.used: set[str] = set()
 
     def rule_for(self, ctx, name, module):
@@ -185,12 +197,39 @@ class RuleMapComposite(Composite):
                               fix="use names from model.named_modules() or layer class names")
 
 
+def _check_shared(shared: Mapping) -> None:
+    bad = sorted(set(shared) - set(SHARED_PARAMS))
+    if bad:
+        raise ConfigError(f"unknown LRP parameter(s) {bad}", expected=f"some of {list(SHARED_PARAMS)}", found=bad,
+                          fix="pass a rule's own parameters with the rule: {rule: gamma, gamma: 0.5}")
+
+
+def _keyed(key, spec, shared: Mapping) -> Rule:
+    """``make_rule`` for the ``rules`` entry ``key``, whose name its error carries."""
+    try:
+        return make_rule(spec, **shared)
+    except ConfigError as exc:
+        raise ConfigError(f"rules.{key}: {exc.args[0].splitlines()[0]}", expected=exc.expected, found=exc.found,
+                          fix=exc.fix) from None
+
+
 def make_composite(composite: str | Composite | None = "epsilon_plus_flat",
-                   rules: Mapping[str, object] | None = None, **params) -> Composite:
-    """A composite from its name, an instance, or a ``rules=`` mapping (which wins)."""
+                   rules: Mapping[str, object] | None = None, **shared) -> Composite:
+    """A composite from its name, an instance, or a ``rules=`` mapping (which wins). ``shared``:
+    ``lrp``'s rule parameters (:data:`SHARED_PARAMS`); a named composite takes those it names."""
     if rules is not None:
-        return RuleMapComposite(rules, **params)
+        return RuleMapComposite(rules, **shared)
     if isinstance(composite, Composite):
         return composite
-    return COMPOSITES[composite](**params)
+    _check_shared(shared)
+    build = COMPOSITES[composite]
+    return build(**{k: v for k, v in shared.items() if k in COMPOSITES.params(composite)})
 
+
+def check_params(params: Mapping) -> None:
+    """Refuse what ``lrp``'s signature cannot say about its parameters, without a model: an
+    unknown ``composite``, and in ``rules`` an unknown rule or a parameter the rule does not have
+    (``ConfigError`` naming the rule, the key and the rule's parameters). The protocol calls it
+    when it loads (the ``check`` fact of ``METHODS["lrp"]``), before any data is read."""
+    shared = {k: params[k] for k in SHARED_PARAMS if k in params}
+    make_composite(params.get("composite", "epsilon_plus_flat"), params.get("rules"), **shared)

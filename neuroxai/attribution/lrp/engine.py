@@ -165,9 +165,11 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, *,
             ``epsilon_gamma`` (γ from ``gamma``), ``epsilon`` (see ``composites.py``; identical to
             Zennit's composites of the same name, ``epsilon_gamma`` to the study's Zennit).
         rules: instead of a composite, ``{key: rule}`` with keys a module path, ``"first"`` or a
-            layer class name, e.g. ``{"Conv3d": "zplus", "Linear": "epsilon", "first": "flat"}``
-            (see ``RuleMapComposite``).
-        epsilon: ε of the ε rule (dense layers). gamma: γ of the γ rule.
+            layer class name, e.g. ``{"Conv3d": "zplus", "Linear": "epsilon", "first": "flat"}``;
+            a rule with its own parameters is ``{"rule": "gamma", "gamma": 0.5}`` (see
+            ``RuleMapComposite``; a parameter the rule does not have is a ``ConfigError``).
+        epsilon: ε of the ε rule (dense layers). gamma: γ of the γ rule. These and
+            ``stabilizer``/``low``/``high`` go to every rule with a parameter of that name.
         stabilizer: the small ε of every other rule (Zennit's ``stabilizer``).
         low, high: input bounds for the z^B rule (``epsilon_gamma_box``): floats or tensors
             broadcastable to ``x``; default: the minimum / maximum of the batch.

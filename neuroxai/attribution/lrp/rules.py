@@ -14,7 +14,9 @@ matches Zennit 0.5.1's rule of the same name (``zennit/rules.py``) exactly.
 """
 from __future__ import annotations
 
-from typing import Callable
+import math
+from dataclasses import dataclass, field, fields
+from typing import Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -24,7 +26,9 @@ from ...errors import ConfigError
 from ...registry import Registry
 from .ops import linear_op, vjp_autograd
 
+#: rule classes by YAML name; a rule's parameters are its dataclass fields (``RULES.params(name)``)
 RULES: Registry = Registry("LRP rule")
+_NONNEGATIVE = ("epsilon", "gamma", "stabilizer")
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -46,13 +50,28 @@ class _RuleFunction(torch.autograd.Function):
         return (None, None, *ctx.rule.backward(ctx, ctx.state, relevance))
 
 
+@dataclass(frozen=True, kw_only=True)
 class Rule:
-    """Base class. ``bind`` returns the forward installed on the module (``None``: keep the
-    module's own forward, i.e. plain gradient). Subclasses implement ``prepare`` (per-call state:
-    the operator and modified weights), ``forward(ctx, state, *x) -> z`` and
+    """A rule is data: its parameters are the (frozen, keyword-only) dataclass fields, so
+    ``RULES[name](**params)`` builds it and :func:`make_rule` checks the keys first (as Zennit's
+    ``BasicHook``, a rule is its parameters plus the pieces it is made of).
+
+    ``bind`` returns the forward installed on the module (``None``: keep the module's own
+    forward, i.e. plain gradient). Subclasses implement ``prepare`` (per-call state: the operator
+    and modified weights), ``forward(ctx, state, *x) -> z`` and
     ``backward(ctx, state, R_out) -> (R_in, ...)``."""
 
-    name = "rule"
+    name: ClassVar[str] = "rule"
+
+    def __post_init__(self):
+        # ε, γ and the stabilizer are added to denominators or weights: a string, NaN or a negative
+        # value would fail (or flip signs) mid-run, so the rule refuses it when it is built
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in _NONNEGATIVE and not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) and v >= 0):
+                raise ConfigError(f"LRP rule {self.name!r}: {f.name} must be a finite number >= 0",
+                                  expected="a number >= 0", found=repr(v), fix=f"set {f.name} to e.g. {f.default}")
 
     def bind(self, module: nn.Module, path: str) -> Callable | None:
         state = self.prepare(module, path)
@@ -71,9 +90,16 @@ class Rule:
     def backward(self, ctx, state, relevance):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
-        return f"{type(self).__name__}({params})"
+
+@dataclass(frozen=True, kw_only=True)
+class Stabilized(Rule):
+    """The piece every rule with a denominator shares: ``ratio(R, z) = R / stab(z)`` with the
+    rule's ``stabilizer`` (Zennit's ``Stabilizer``)."""
+
+    stabilizer: float = 1e-6
+
+    def ratio(self, r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return r / stabilize(z, self.stabilizer)
 
 
 def _register(name: str):
@@ -85,15 +111,12 @@ def _register(name: str):
 
 # --------------------------------------------------------------------------------------- linear
 @_register("epsilon")
+@dataclass(frozen=True, kw_only=True)
 class Epsilon(Rule):
-    """LRP-ε (Bach et al. 2015): ``R_in = x ⊙ Wᵀ(R_out / stab_ε(z))``; the gradient's cost."""
+    """LRP-ε (Bach et al. 2015): ``R_in = x ⊙ Wᵀ(R_out / stab_ε(z))``; the gradient's cost.
+    ε is the rule's stabilizer (Zennit's ``Epsilon(epsilon)``)."""
 
-    def __init__(self, epsilon: float = 1e-6):
-        self.epsilon = float(epsilon)
-
-    @classmethod
-    def from_params(cls, epsilon=1e-6, **_):
-        return cls(epsilon)
+    epsilon: float = 1e-6
 
     def prepare(self, module, path):
         return linear_op(module, path)
@@ -116,22 +139,22 @@ def _neg(t):
     return None if t is None else t.clamp(max=0)
 
 
-class _SignSplitRule(Rule):
+@dataclass(frozen=True, kw_only=True)
+class _SignSplitRule(Stabilized):
     """Rules built from terms ``T_k = A_k x⁺ + B_k x⁻ + c_k`` (z⁺, α-β, γ; Zennit's generalized
-    forms, valid for inputs of both signs). Several terms are stacked along the output channels
-    into one convolution; when the input has no negative entry (after a ReLU) the ``B_k x⁻``
-    half is skipped, which changes nothing but the cost."""
+    forms, valid for inputs of both signs): a rule says its modified weights (``terms``) and how
+    each term's output turns the relevance into a ratio (``ratios``); the forward and backward are
+    this class's. Several terms are stacked along the output channels into one convolution; when
+    the input has no negative entry (after a ReLU) the ``B_k x⁻`` half is skipped, which changes
+    nothing but the cost."""
 
-    def __init__(self, stabilizer: float = 1e-6):
-        self.stabilizer = float(stabilizer)
+    needs_output: ClassVar[bool] = False
 
     def terms(self, w, b):  # -> list of (A, B, c)
         raise NotImplementedError
 
     def ratios(self, r, z, outs):  # -> list of s_k, same length as terms
         raise NotImplementedError
-
-    needs_output = False
 
     def prepare(self, module, path):
         op = linear_op(module, path)
@@ -182,35 +205,32 @@ class _SignSplitRule(Rule):
 
 
 @_register("zplus")
+@dataclass(frozen=True, kw_only=True)
 class ZPlus(_SignSplitRule):
     """LRP-z⁺ (Bach et al. 2015; Montavon et al. 2017): only positive contributions
     ``w⁺x⁺ + w⁻x⁻ + b⁺`` carry relevance (= α1β0). Zennit's ``ZPlus``."""
-
-    @classmethod
-    def from_params(cls, stabilizer=1e-6, **_):
-        return cls(stabilizer)
 
     def terms(self, w, b):
         return [(_pos(w), _neg(w), _pos(b))]
 
     def ratios(self, r, z, outs):
-        return [r / stabilize(outs[0], self.stabilizer)]
+        return [self.ratio(r, outs[0])]
 
 
 @_register("alpha_beta")
+@dataclass(frozen=True, kw_only=True)
 class AlphaBeta(_SignSplitRule):
     """LRP-αβ (Bach et al. 2015): ``R_in = α R⁺ − β R⁻`` with α − β = 1. Zennit's ``AlphaBeta``."""
 
-    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6):
-        if alpha < 0 or beta < 0 or abs(alpha - beta - 1.0) > 1e-12:
-            raise ConfigError("invalid LRP alpha-beta parameters", expected="alpha >= 0, beta >= 0, alpha - beta = 1",
-                              found=f"alpha={alpha}, beta={beta}", fix="use alpha=1, beta=0 or alpha=2, beta=1")
-        super().__init__(stabilizer)
-        self.alpha, self.beta = float(alpha), float(beta)
+    alpha: float = 2.0
+    beta: float = 1.0
 
-    @classmethod
-    def from_params(cls, alpha=2.0, beta=1.0, stabilizer=1e-6, **_):
-        return cls(alpha, beta, stabilizer)
+    def __post_init__(self):
+        super().__post_init__()
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
+            raise ConfigError("invalid LRP alpha-beta parameters", expected="alpha >= 0, beta >= 0, alpha - beta = 1",
+                              found=f"alpha={self.alpha}, beta={self.beta}",
+                              fix="use alpha=1, beta=0 or alpha=2, beta=1")
 
     def terms(self, w, b):
         return [(_pos(w), _neg(w), _pos(b)), (_neg(w), _pos(w), _neg(b))]
@@ -222,43 +242,31 @@ class AlphaBeta(_SignSplitRule):
 
 
 @_register("alpha1_beta0")
+@dataclass(frozen=True, kw_only=True)
 class Alpha1Beta0(AlphaBeta):
     """LRP-α1β0 (= z⁺ up to the zero β term)."""
 
-    def __init__(self, stabilizer: float = 1e-6):
-        super().__init__(1.0, 0.0, stabilizer)
-
-    @classmethod
-    def from_params(cls, stabilizer=1e-6, **_):
-        return cls(stabilizer)
+    alpha: float = field(default=1.0, init=False)
+    beta: float = field(default=0.0, init=False)
 
 
 @_register("alpha2_beta1")
+@dataclass(frozen=True, kw_only=True)
 class Alpha2Beta1(AlphaBeta):
     """LRP-α2β1."""
 
-    def __init__(self, stabilizer: float = 1e-6):
-        super().__init__(2.0, 1.0, stabilizer)
-
-    @classmethod
-    def from_params(cls, stabilizer=1e-6, **_):
-        return cls(stabilizer)
+    alpha: float = field(default=2.0, init=False)
+    beta: float = field(default=1.0, init=False)
 
 
 @_register("gamma")
+@dataclass(frozen=True, kw_only=True)
 class Gamma(_SignSplitRule):
     """Generalized LRP-γ (Montavon et al. 2019; Andéol et al. 2021): weights ``w + γw⁺`` for the
     positive part of positive outputs, ``w + γw⁻`` for negative outputs. Zennit's ``Gamma``."""
 
-    needs_output = True
-
-    def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6):
-        super().__init__(stabilizer)
-        self.gamma = float(gamma)
-
-    @classmethod
-    def from_params(cls, gamma=0.25, stabilizer=1e-6, **_):
-        return cls(gamma, stabilizer)
+    needs_output: ClassVar[bool] = True
+    gamma: float = 0.25
 
     def terms(self, w, b):
         g = self.gamma
@@ -269,8 +277,7 @@ class Gamma(_SignSplitRule):
 
     def ratios(self, r, z, outs):
         pos, neg = outs
-        return [(z > 0).to(r.dtype) * r / stabilize(pos, self.stabilizer),
-                (z < 0).to(r.dtype) * r / stabilize(neg, self.stabilizer)]
+        return [self.ratio((z > 0).to(r.dtype) * r, pos), self.ratio((z < 0).to(r.dtype) * r, neg)]
 
 
 # ----------------------------------------------------------------------------- first layer
@@ -278,70 +285,70 @@ def _ones_like_input(x):
     return x.new_ones((1, *x.shape[1:]))
 
 
-@_register("flat")
-class Flat(Rule):
-    """LRP-flat (Lapuschkin et al. 2019): all weights 1, no bias, input ignored; relevance is
-    spread uniformly over each output's receptive field. Zennit's ``Flat``. With all-ones
-    weights every output channel has the same denominator (the number of in-bounds taps), so
-    the relevance is summed over channels first and spread by box sums."""
+@dataclass(frozen=True, kw_only=True)
+class _InputFreeRule(Stabilized):
+    """Rules that ignore the input values (w², flat): the layer with modified weights ``W'``
+    (``weights``) applied to an all-ones input is the denominator ``z'``, and
+    ``R_in = W'ᵀ(R_out / stab(z'))``. Zennit's ``input_modifiers=[torch.ones_like]``."""
 
-    def __init__(self, stabilizer: float = 1e-6):
-        self.stabilizer = float(stabilizer)
-
-    @classmethod
-    def from_params(cls, stabilizer=1e-6, **_):
-        return cls(stabilizer)
+    def weights(self, w, b):  # -> (W', b')
+        raise NotImplementedError
 
     def prepare(self, module, path):
         op = linear_op(module, path)
-        if op.groups != 1:
-            op.ones = torch.ones_like(op.weight)
+        op.w_mod, op.b_mod = self.weights(op.weight, op.bias)
         return op
 
     def forward(self, ctx, op, x):
         z = op.forward(x, op.weight, op.bias)
         ctx.x_shape = x.shape
-        if op.groups == 1:
-            zf = op.ones_forward(x.shape, x)
-        else:
-            zf = op.forward(_ones_like_input(x), op.ones)
-        ctx.save_for_backward(zf)
-        return z
-
-    def backward(self, ctx, op, r):
-        (zf,) = ctx.saved_tensors
-        if op.groups != 1:
-            return (op.vjp(r / stabilize(zf, self.stabilizer), op.ones, ctx.x_shape),)
-        s = r.sum(dim=op.channel_dim, keepdim=True) / stabilize(zf, self.stabilizer)
-        return (op.ones_vjp(s, ctx.x_shape),)
-
-
-@_register("wsquare")
-class WSquare(Rule):
-    """LRP-w² (Montavon et al. 2017): weights squared (bias too, as Zennit), input ignored."""
-
-    def __init__(self, stabilizer: float = 1e-6):
-        self.stabilizer = float(stabilizer)
-
-    @classmethod
-    def from_params(cls, stabilizer=1e-6, **_):
-        return cls(stabilizer)
-
-    def prepare(self, module, path):
-        op = linear_op(module, path)
-        op.w2 = op.weight ** 2
-        op.b2 = None if op.bias is None else op.bias ** 2
-        return op
-
-    def forward(self, ctx, op, x):
-        z = op.forward(x, op.weight, op.bias)
-        ctx.x_shape = x.shape
-        ctx.save_for_backward(op.forward(_ones_like_input(x), op.w2, op.b2))
+        ctx.save_for_backward(op.forward(_ones_like_input(x), op.w_mod, op.b_mod))
         return z
 
     def backward(self, ctx, op, r):
         (zw,) = ctx.saved_tensors
-        return (op.vjp(r / stabilize(zw, self.stabilizer), op.w2, ctx.x_shape),)
+        return (op.vjp(self.ratio(r, zw), op.w_mod, ctx.x_shape),)
+
+
+@_register("flat")
+@dataclass(frozen=True, kw_only=True)
+class Flat(_InputFreeRule):
+    """LRP-flat (Lapuschkin et al. 2019): all weights 1, no bias, input ignored; relevance is
+    spread uniformly over each output's receptive field. Zennit's ``Flat``. With all-ones
+    weights every output channel has the same denominator (the number of in-bounds taps), so
+    without groups the relevance is summed over channels first and spread by box sums."""
+
+    def weights(self, w, b):
+        return torch.ones_like(w), None
+
+    def prepare(self, module, path):
+        op = linear_op(module, path)
+        if op.groups != 1:
+            op.w_mod, op.b_mod = self.weights(op.weight, op.bias)
+        return op
+
+    def forward(self, ctx, op, x):
+        if op.groups != 1:
+            return super().forward(ctx, op, x)
+        z = op.forward(x, op.weight, op.bias)
+        ctx.x_shape = x.shape
+        ctx.save_for_backward(op.ones_forward(x.shape, x))
+        return z
+
+    def backward(self, ctx, op, r):
+        if op.groups != 1:
+            return super().backward(ctx, op, r)
+        (zf,) = ctx.saved_tensors
+        return (op.ones_vjp(self.ratio(r.sum(dim=op.channel_dim, keepdim=True), zf), ctx.x_shape),)
+
+
+@_register("wsquare")
+@dataclass(frozen=True, kw_only=True)
+class WSquare(_InputFreeRule):
+    """LRP-w² (Montavon et al. 2017): weights squared (bias too, as Zennit), input ignored."""
+
+    def weights(self, w, b):
+        return w ** 2, None if b is None else b ** 2
 
 
 def _bound(value, x: torch.Tensor, which: str) -> torch.Tensor:
@@ -357,15 +364,13 @@ def _bound(value, x: torch.Tensor, which: str) -> torch.Tensor:
 
 
 @_register("zbox")
-class ZBox(Rule):
-    """LRP-z^B (Montavon et al. 2017) for inputs bounded in ``[low, high]``. Zennit's ``ZBox``."""
+@dataclass(frozen=True, kw_only=True)
+class ZBox(Stabilized):
+    """LRP-z^B (Montavon et al. 2017) for inputs bounded in ``[low, high]`` (floats or tensors
+    broadcastable to the input; ``None``: the batch's minimum / maximum). Zennit's ``ZBox``."""
 
-    def __init__(self, low, high, stabilizer: float = 1e-6):
-        self.low, self.high, self.stabilizer = low, high, float(stabilizer)
-
-    @classmethod
-    def from_params(cls, low=None, high=None, stabilizer=1e-6, **_):
-        return cls(low, high, stabilizer)
+    low: float | torch.Tensor | None = None
+    high: float | torch.Tensor | None = None
 
     def prepare(self, module, path):
         op = linear_op(module, path)
@@ -382,7 +387,7 @@ class ZBox(Rule):
 
     def backward(self, ctx, op, r):
         x, lo, hi, d = ctx.saved_tensors
-        s = r / stabilize(d, self.stabilizer)
+        s = self.ratio(r, d)
         return (x * op.vjp(s, op.weight, x.shape) - lo * op.vjp(s, op.wp, x.shape)
                 - hi * op.vjp(s, op.wn, x.shape),)
 
@@ -397,14 +402,11 @@ def _own_forward(module: nn.Module) -> Callable:
 
 
 @_register("pass")
+@dataclass(frozen=True, kw_only=True)
 class Pass(Rule):
     """Pass-through: relevance crosses the layer unchanged (element-wise activations; BatchNorm
     left after canonization). For ReLU this equals the gradient, since relevance is zero where
     the ReLU output is zero. LeakyReLU/ELU are treated like ReLU (Zennit's ``Pass``)."""
-
-    @classmethod
-    def from_params(cls, **_):
-        return cls()
 
     def prepare(self, module, path):
         return _own_forward(module)
@@ -417,16 +419,10 @@ class Pass(Rule):
 
 
 @_register("norm")
-class Norm(Rule):
+@dataclass(frozen=True, kw_only=True)
+class Norm(Stabilized):
     """Norm: the ε rule for parameter-free linear maps (average pooling, residual sums):
     ``R_in = x ⊙ Jᵀ(R_out / stab(z))``. Zennit's ``Norm``."""
-
-    def __init__(self, stabilizer: float = 1e-6):
-        self.stabilizer = float(stabilizer)
-
-    @classmethod
-    def from_params(cls, stabilizer=1e-6, **_):
-        return cls(stabilizer)
 
     def prepare(self, module, path):
         return (module, _own_forward(module))
@@ -439,7 +435,7 @@ class Norm(Rule):
     def backward(self, ctx, state, r):
         module, fn = state
         z, *xs = ctx.saved_tensors
-        s = r / stabilize(z, self.stabilizer)
+        s = self.ratio(r, z)
         if hasattr(module, "vjp"):  # our Sum: the VJP is known
             grads = module.vjp(s, xs)
         else:
@@ -448,12 +444,9 @@ class Norm(Rule):
 
 
 @_register("gradient")
+@dataclass(frozen=True, kw_only=True)
 class Gradient(Rule):
     """No rule: the layer's own gradient (max pooling = winner-take-all, Flatten, Dropout)."""
-
-    @classmethod
-    def from_params(cls, **_):
-        return cls()
 
     def bind(self, module, path):
         # the module is on the temporary copy: an in-place activation must not overwrite a tensor
@@ -463,9 +456,28 @@ class Gradient(Rule):
         return None
 
 
-def make_rule(rule, **params) -> Rule:
-    """A rule from its registry name (``"epsilon"``, ``"zplus"``...) or a ``Rule`` instance;
-    ``params`` (epsilon, gamma, stabilizer, low, high) go to the rules that use them."""
+#: the parameters ``lrp`` takes once for all its rules; each rule gets those it has a field for
+SHARED_PARAMS = ("epsilon", "gamma", "stabilizer", "low", "high")
+
+
+def make_rule(rule, **shared) -> Rule:
+    """A rule from a ``Rule`` instance, its registry name (``"epsilon"``, ``"zplus"``...) or, as a
+    protocol writes one with its own parameters, ``{"rule": "gamma", "gamma": 0.5}``.
+
+    ``shared``: ``lrp``'s ``epsilon``/``gamma``/``stabilizer``/``low``/``high``, each handed to the
+    rules with a parameter of that name (``RULES.params``); a mapping's own parameters override
+    them, and a key the rule does not have is a ``ConfigError`` naming the rule, the key and the
+    rule's parameters (:meth:`Registry.check`)."""
     if isinstance(rule, Rule):
         return rule
-    return RULES[rule].from_params(**params)
+    own: dict = {}
+    if isinstance(rule, Mapping):
+        own = {str(k): v for k, v in rule.items()}
+        rule = own.pop("rule", None)
+    if not isinstance(rule, str):
+        raise ConfigError("an LRP rule is a rule name or {rule: name, <its parameters>}",
+                          expected=f"one of {RULES.names()}, or e.g. {{rule: gamma, gamma: 0.5}}",
+                          found=repr(rule), fix="name the rule, e.g. 'zplus' or {rule: gamma, gamma: 0.5}")
+    RULES.check(rule, own)
+    fields = RULES.params(rule)
+    return RULES[rule](**{**{k: v for k, v in shared.items() if k in fields}, **own})

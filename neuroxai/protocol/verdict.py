@@ -16,6 +16,7 @@ from ..report.schema import (SCHEMA_VERSION, AuditInfo, ClassScores, Comparison,
                              ModelPerf, Overall,
                              PairwiseTest, ProtocolInfo, Provenance, Results, Sanity, TaskResult, Validity,
                              main_metric)
+from .._memory import trim
 from ..report.scores import ScoreTable
 from .schema import Protocol
 from .task_scores import TaskScores
@@ -241,6 +242,7 @@ def assemble_results(proto: Protocol, prov: dict, tasks: dict, models: dict, sco
                                         sanity=sanity.get(tid, {}).get(key), criteria=[],
                                         off_target=(off_target or {}).get(tid, {}).get(key),
                                         verdict="INCONCLUSIVE"))
+            trim()  # the resamples' freed blocks back to the system: memory stays flat in N
         _correct(entries, proto, no_model=kind == "audit")
         for e in entries:
             e.criteria = [_criterion(c, e, proto, data, has_null_model=null_id in models, no_model=kind == "audit")
@@ -293,6 +295,7 @@ def _method_summaries(proto: Protocol, mspec, df: TaskScores, null_df: TaskScore
     holds-in share). With several model seeds the CIs resample seeds and subjects."""
     key = mspec.key
     random_key, oracle_key = _role_key(proto, "chance"), _role_key(proto, "ceiling")
+    criteria_metrics = {c.metric for c in proto.acceptance}
     summaries: dict[str, MetricSummary] = {}
     for met in (m.key for m in proto.metrics):  # a labelled entry's rows carry its label
         v = _vals(df, key, met)
@@ -304,8 +307,10 @@ def _method_summaries(proto: Protocol, mspec, df: TaskScores, null_df: TaskScore
         sc = _scaled(v, ch, ov, _best(reg)) if len(ch) else None
         mats = _seed_matrices(df, key, met, oracle_key, _best(reg)) if df.has_seeds else None
         rec = _summary(v, ch, _vals(df, key, f"{met}_norm"), ov, sc, proto, seeds=mats)
-        data[(key, met, "values")] = (v if mats is None else mats[0], ch)
-        data[(key, met, "scaled")] = sc if mats is None else mats[1]
+        judged = met in criteria_metrics  # per-subject values kept only where a criterion reads them
+        if judged:
+            data[(key, met, "values")] = (v if mats is None else mats[0], ch)
+            data[(key, met, "scaled")] = sc if mats is None else mats[1]
         if role(mspec.name) != "chance":
             baselines = [(CHANCE_MAP, _vals(df, random_key, met) if random_key else None)]
             if null_df and not is_baseline(mspec.name):
@@ -316,7 +321,8 @@ def _method_summaries(proto: Protocol, mspec, df: TaskScores, null_df: TaskScore
                 sgn = _better(reg)  # "better than the baseline", whichever way the metric runs
                 p, n = _paired_p(sgn * v, sgn * bv, proto)
                 rec.comparisons[comp] = Comparison(p=_f(p), n_pairs=n, baseline_mean=_f(bv.mean()))
-                data[(key, met, comp)] = (sgn * v, sgn * bv)
+                if judged:
+                    data[(key, met, comp)] = (sgn * v, sgn * bv)
         summaries[met] = rec
     return summaries
 

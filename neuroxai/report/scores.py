@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
@@ -42,6 +43,8 @@ BASE_COLUMNS = ("task", "subject_id", "method", "metric", "value")
 EXTRA_COLUMNS = ("label", "prediction", "target", "seed")
 _STRINGS = ("task", "subject_id", "method", "metric")
 _KEYS_META = b"neuroxai.keys"
+#: the (task, method) of each row group, in order: a reader reads just a method's row groups
+_GROUPS_META = b"neuroxai.row_groups"
 
 
 def _arrow():
@@ -82,7 +85,7 @@ class ScoreWriter:
     ``row_group_rows`` and flushed when the task or method changes, so each row group holds one
     task × method (the reader's filter skips the others)."""
 
-    def __init__(self, path: str | Path, extra=(), *, row_group_rows: int = 1 << 18):
+    def __init__(self, path: str | Path, extra=(), *, row_group_rows: int = 1 << 14):
         self.path = Path(path)
         self.columns = _columns(extra)
         self._tmp = self.path.with_name(self.path.name + ".partial")
@@ -91,6 +94,7 @@ class ScoreWriter:
         self._n_buf = 0
         self._key = None
         self._keys: list[list[str]] = []
+        self._groups: list[list[str]] = []
         self._w = None
         self.n_rows = 0
         self.ref: ScoresRef | None = None
@@ -128,7 +132,8 @@ class ScoreWriter:
             self._w = pq.ParquetWriter(self._tmp, _schema(self.columns), compression="zstd")
         tab = pa.Table.from_pandas(pd.concat(self._buf, ignore_index=True), schema=_schema(self.columns),
                                    preserve_index=False)
-        self._w.write_table(tab)
+        self._w.write_table(tab, row_group_size=max(tab.num_rows, 1))  # one row group per flush
+        self._groups.append(self._key)
         self.n_rows += tab.num_rows
         self._buf, self._n_buf = [], 0
 
@@ -139,7 +144,8 @@ class ScoreWriter:
         if self._w is None:  # no rows: an empty table with the columns
             self._tmp.parent.mkdir(parents=True, exist_ok=True)
             self._w = pq.ParquetWriter(self._tmp, _schema(self.columns), compression="zstd")
-        self._w.add_key_value_metadata({_KEYS_META: json.dumps(self._keys).encode()})
+        self._w.add_key_value_metadata({_KEYS_META: json.dumps(self._keys).encode(),
+                                        _GROUPS_META: json.dumps(self._groups).encode()})
         self._w.close()
         os.replace(self._tmp, self.path)
         return ScoresRef(file=self.path.name, n_rows=self.n_rows, columns=list(self.columns),
@@ -246,8 +252,10 @@ class ScoreTable:
         raw = (self._meta.metadata or {}).get(_KEYS_META)
         if raw is not None:
             return [tuple(k) for k in json.loads(raw)]
-        tab = self._read(None, None, columns=["task", "method"])
-        return list(dict.fromkeys(zip(tab["task"], tab["method"])))
+        keys: dict = {}
+        for df in self.parts():
+            keys.update(dict.fromkeys(zip(df["task"].astype(str), df["method"].astype(str))))
+        return list(keys)
 
     def tasks(self) -> list[str]:
         return list(dict.fromkeys(t for t, _ in self.keys()))
@@ -258,20 +266,54 @@ class ScoreTable:
     def frame(self, task: str | None = None, method: str | list[str] | None = None,
               metric: str | None = None) -> pd.DataFrame:
         """The rows of ``task`` (and ``method``, a name or a list of names; and ``metric``), as a
-        DataFrame with the table's columns."""
+        DataFrame with the table's columns (names as categoricals when read from the file)."""
+        parts = list(self.parts(task, method, metric))
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype=str if c in _STRINGS else np.float64) for c in self.columns})
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+    def parts(self, task: str | None = None, method: str | list[str] | None = None,
+              metric: str | None = None) -> Iterator[pd.DataFrame]:
+        """:meth:`frame`'s rows a row group at a time (a method's 400,000 rows at 45,000 subjects
+        are never decoded at once)."""
+        methods = None if method is None else ([method] if isinstance(method, str) else list(method))
         if self.path is None:
             df = self._frame
             sel = np.ones(len(df), bool)
             if task is not None:
                 sel &= (df["task"] == task).to_numpy()
-            if method is not None:
-                sel &= df["method"].isin([method] if isinstance(method, str) else list(method)).to_numpy()
+            if methods is not None:
+                sel &= df["method"].isin(methods).to_numpy()
             if metric is not None:
                 sel &= (df["metric"] == metric).to_numpy()
             if self._seed is not None:
                 sel &= (df["seed"] == self._seed).to_numpy()
-            return df[sel].drop(columns=["seed"] if self._seed is not None else []).reset_index(drop=True)
-        return self._read(task, method, metric=metric)
+            if sel.any():
+                yield df[sel].drop(columns=["seed"] if self._seed is not None else []).reset_index(drop=True)
+            return
+        self._check_unchanged()
+        _, pq = _arrow()
+        groups = self._groups_of(task, methods)
+        # names read as dictionaries (pandas categoricals): no Python string per row
+        pf = pq.ParquetFile(self.path, read_dictionary=list(_STRINGS))
+        if groups is None:  # a file without the row-group index: every row group, filtered
+            groups = range(pf.metadata.num_row_groups)
+        for g in groups:
+            df = pf.read_row_group(g, use_threads=False).to_pandas()
+            sel = np.ones(len(df), bool)
+            if task is not None:
+                sel &= (df["task"] == task).to_numpy()
+            if methods is not None:
+                sel &= df["method"].isin(methods).to_numpy()
+            if metric is not None:
+                sel &= (df["metric"] == metric).to_numpy()
+            if self._seed is not None:
+                sel &= (df["seed"] == self._seed).to_numpy()
+            if sel.any():
+                df = df[sel] if not sel.all() else df
+                yield (df.drop(columns=["seed"]) if self._seed is not None else df).reset_index(drop=True)
+        release_arrow_memory()
+
 
     def _check_unchanged(self) -> None:
         """A later run in the same folder replaces scores.parquet: never read it as this one's."""
@@ -281,19 +323,12 @@ class ScoreTable:
                            found="a file replaced since (another run in the same folder?)",
                            fix="read the results again (neuroxai report RUN_DIR), or give each run its own folder")
 
-    def _read(self, task, method, *, metric=None, columns=None) -> pd.DataFrame:
-        self._check_unchanged()
-        _, pq = _arrow()
-        filters = [("task", "=", task)] if task is not None else []
-        if method is not None:
-            filters.append(("method", "in", [method] if isinstance(method, str) else list(method)))
-        if metric is not None:
-            filters.append(("metric", "=", metric))
-        if self._seed is not None:
-            filters.append(("seed", "=", float(self._seed)))
-        tab = pq.read_table(self.path, columns=columns, filters=filters or None)
-        df = tab.to_pandas()
-        return df.drop(columns=["seed"]) if self._seed is not None and "seed" in df.columns else df
+    def _groups_of(self, task, methods) -> list[int] | None:
+        """The row groups holding ``task`` × ``methods`` (None: the file does not say)."""
+        raw = (self._meta.metadata or {}).get(_GROUPS_META)
+        if raw is None or task is None:
+            return None
+        return [i for i, (t, m) in enumerate(json.loads(raw)) if t == task and (methods is None or m in methods)]
 
     def batches(self, rows: int = 1 << 16) -> Iterator[pd.DataFrame]:
         """The whole table in order, ``rows`` at a time."""
@@ -339,3 +374,10 @@ def open_table(ref: Optional[ScoresRef], base: Path, *, missing_ok: bool = False
                        expected=f"SHA-256 {ref.sha256[:16]}…", found=f"SHA-256 {file_sha256(path)[:16]}…",
                        fix="keep a run's results.json and scores.parquet together, or rebuild the run")
     return ScoreTable(path)
+
+
+def release_arrow_memory() -> None:
+    """Hand Arrow's freed buffers back to the system (its allocator keeps them otherwise, so a
+    read of a larger table would stay resident after it is done)."""
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()

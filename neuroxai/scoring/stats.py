@@ -52,6 +52,7 @@ def resample_means(v: torch.Tensor, n_boot: int, gen: torch.Generator) -> torch.
     out = torch.empty(n_boot, dtype=v.dtype, device=v.device)
     for sl, idx in draws(n_boot, v.numel(), gen):
         out[sl] = v[idx].mean(1)
+        del idx  # freed before the next block is drawn
     return out
 
 

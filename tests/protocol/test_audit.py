@@ -225,7 +225,7 @@ def test_audit_report_is_the_validate_report_with_no_model_parts(study, tmp_path
                                "--out", str(tmp_path / "out"), "--quiet"]).exit_code
     assert code == 1  # the noise maps FAIL
     res = read_results(tmp_path / "out" / "results.json")
-    assert res.kind == "audit" and res.schema_version == SCHEMA_VERSION == "1.6"
+    assert res.kind == "audit" and res.schema_version == SCHEMA_VERSION == "1.7"
     html = (tmp_path / "out" / "report" / "index.html").read_text()
     for part in ('id="verdicts"', 'id="audit-kind"', 'id="audit-inputs"', "not applicable: no model",
                  'id="validity"', "distance"):

@@ -216,6 +216,10 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     torch.manual_seed(proto.run.seed)
     t0 = time.perf_counter()
     prepare_data(ctx)
+    if proto.kind == "reference":
+        from .stages.occlusion_reference import check_claims
+
+        check_claims(ctx)  # the data's own atlas names, before a model is trained
     prov = provenance(dev, protocol_hash=proto.content_hash(), manifest_hash=ctx.manifest_hash,
                       seeds={"run": proto.run.seed, "statistics": proto.statistics.seed,
                              "cohort": proto.data.cohort.seed})

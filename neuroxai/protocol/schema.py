@@ -396,16 +396,13 @@ class Protocol(_Strict):
     tasks: list[TaskSpec] = Field(default_factory=list)
     model: ModelSpec = Field(default_factory=ModelSpec)
     methods: list[MethodSpec] = Field(default_factory=list)
-    metrics: list[MetricSpec] = Field(default_factory=list, description="required, ≥ 1 entry, except in a "
-                                      "reference protocol (which has none)")
+    metrics: list[MetricSpec] = Field(default_factory=list)  # required (≥ 1) unless kind: reference
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     sanity: SanitySpec = Field(default_factory=SanitySpec)
     validity: ValiditySpec = Field(default_factory=ValiditySpec)
-    acceptance: list[Criterion] = Field(default_factory=list, description="required, except in a reference "
-                                        "protocol (its criteria are under `reference:`)")
-    reference: Optional[ReferenceSpec] = Field(None, description="kind: reference only: the causal "
-                                               "reference's settings, criteria and claims")
+    acceptance: list[Criterion] = Field(default_factory=list)  # required unless kind: reference
+    reference: Optional[ReferenceSpec] = None  # kind: reference only
     run: RunSpec = Field(default_factory=RunSpec)
 
     @model_validator(mode="after")

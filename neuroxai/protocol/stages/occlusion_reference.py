@@ -68,6 +68,23 @@ def reference_subjects(ctx: RunContext, task) -> list[str]:
     return ids[:cap] if cap else ids
 
 
+def check_claims(ctx: RunContext) -> None:
+    """Every claimed region is a label of the data's atlas (its ``dseg.tsv``, else AAL3): checked
+    once the manifest is read, before any model is trained (the embedded cohort's names are checked
+    when the protocol loads, :mod:`neuroxai.protocol.settings`)."""
+    from ...errors import ConfigError, NeuroXAIError
+    from ...tasks.regions import label_table, resolve_regions
+
+    table = label_table(ctx.manifest)
+    for i, c in enumerate(reference_settings(ctx.protocol).claims):
+        try:
+            resolve_regions(c.region, table)
+        except NeuroXAIError as exc:
+            raise ConfigError(f"reference.claims.{i}.region: {exc.args[0].splitlines()[0]}", expected=exc.expected,
+                              found=exc.found, fix="name a label of the data's atlas (dseg.tsv beside the "
+                              "segmentations) or give its number") from None
+
+
 def _pad(arrays: list[np.ndarray]) -> np.ndarray:
     """Chunks of region vectors ``(n_i, L_i)`` stacked, the shorter ones padded with NaN."""
     L = max(a.shape[1] for a in arrays)

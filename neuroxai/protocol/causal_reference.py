@@ -4,12 +4,14 @@ and the claims "the model relies on region X".
 
 Rules (``reference:`` of the protocol, :class:`~neuroxai.protocol.schema.ReferenceSpec`):
 
-* per method, the mean over subjects of Spearman's ρ (and of the RBO) with its bootstrap CI
-  (``statistics``); PASS when every lower bound reaches its threshold (``min_spearman``, and
-  ``min_rbo`` when set), FAIL when an upper bound is below its threshold, INCONCLUSIVE when an
-  interval straddles it, with fewer than ``min_subjects`` subjects, when the model is at chance
-  (it learned nothing its maps could show) or when no occlusion moves its output;
-* the methods are ranked by mean ρ (then mean RBO);
+* per method, the mean over subjects of the RBO on the chance (0) → identical ranking (1) scale
+  (per subject ``(rbo − chance) / (max − chance)``, so the threshold means the same whatever the
+  number of regions and the depth) and of Spearman's ρ, each with its bootstrap CI
+  (``statistics``); PASS when every criterion's lower bound reaches its threshold (``min_rbo``,
+  ``min_spearman``; null = not a criterion), FAIL when an upper bound is below its threshold,
+  INCONCLUSIVE when an interval straddles it, with fewer than ``min_subjects`` subjects, when the
+  model is at chance (it learned nothing its maps could show) or when no occlusion moves its output;
+* the methods are ranked by ``rank_by`` (the scaled RBO, or ρ), then by the other;
 * a claimed region X: its effect per subject (CI), its rank among the regions by cohort-mean
   effect, and its *excess* per subject (its effect minus the subject's median regional effect,
   CI). Supported ⇔ rank ≤ ``top_k`` and the excess's lower CI bound > 0: occluding X moves the
@@ -57,15 +59,19 @@ def _ci(v: np.ndarray, proto: Protocol) -> tuple[float | None, float | None, flo
 
 
 def criteria_text(spec) -> list[str]:
-    out = [f"mean Spearman ρ with the causal ranking: lower CI bound ≥ {spec.min_spearman:g}"]
+    out = []
     if spec.min_rbo is not None:
-        out.append(f"mean rank-biased overlap (top {spec.rbo_depth}): lower CI bound ≥ {spec.min_rbo:g}")
+        out.append(f"mean rank-biased overlap of the top {spec.rbo_depth} regions with the causal ranking, on the "
+                   f"random (0) → identical (1) scale: lower CI bound ≥ {spec.min_rbo:g}")
+    if spec.min_spearman is not None:
+        out.append(f"mean Spearman ρ with the causal ranking: lower CI bound ≥ {spec.min_spearman:g}")
     out.append(f"at least {spec.min_subjects} subjects, a model above chance and an output that occlusion moves")
     return out
 
 
 def _ci_text(a: Agreement) -> str:
-    return "has no CI" if a.ci_low is None or a.ci_high is None else f"CI [{a.ci_low:.3f}, {a.ci_high:.3f}]"
+    lo, hi = a.scaled_ci_low, a.scaled_ci_high
+    return "has no CI" if lo is None or hi is None else f"CI [{lo:.3f}, {hi:.3f}]"
 
 
 def _decide(aggs: list[tuple[str, Agreement, float]], n: int, spec, perf: ModelPerf, moved: bool) -> tuple[str, str]:
@@ -77,22 +83,33 @@ def _decide(aggs: list[tuple[str, Agreement, float]], n: int, spec, perf: ModelP
         return "INCONCLUSIVE", "no atlas occlusion moves the model's output: there is no causal ranking to agree with"
     if n < spec.min_subjects:
         return "INCONCLUSIVE", f"too few subjects to decide: {n} < reference.min_subjects = {spec.min_subjects}"
-    low = [f"{name} upper CI bound {a.ci_high:.3f} < {thr:g}" for name, a, thr in aggs
-           if a.ci_high is not None and a.ci_high < thr]
+    low = [f"{name} upper CI bound {a.scaled_ci_high:.3f} < {thr:g}" for name, a, thr in aggs
+           if a.scaled_ci_high is not None and a.scaled_ci_high < thr]
     if low:
         return "FAIL", "disagrees with the causal ranking: " + "; ".join(low)
     open_ = [f"{name} {_ci_text(a)} reaches below {thr:g}" for name, a, thr in aggs
-             if a.ci_low is None or a.ci_low < thr]
+             if a.scaled_ci_low is None or a.scaled_ci_low < thr]
     if open_:
         return "INCONCLUSIVE", "cannot decide on these subjects: " + "; ".join(open_)
     return "PASS", "agrees with the causal ranking: " + "; ".join(
-        f"{name} lower CI bound {a.ci_low:.3f} ≥ {thr:g}" for name, a, thr in aggs)
+        f"{name} lower CI bound {a.scaled_ci_low:.3f} ≥ {thr:g}" for name, a, thr in aggs)
 
 
-def _agreement(table: pd.DataFrame, col: str, proto: Protocol, chance=None, max_=None) -> Agreement:
-    est, lo, hi = _ci(table[col].to_numpy(float), proto)
-    return Agreement(mean=est, ci_low=lo, ci_high=hi, n=int(table[col].notna().sum()), chance=_f(chance),
-                     max=_f(max_))
+def _agreement(table: pd.DataFrame, col: str, proto: Protocol) -> Agreement:
+    """The mean of ``table[col]`` with its CI, and on the chance → maximum scale (per subject, from
+    the ``{col}_chance`` / ``{col}_max`` columns when the table has them; else the value itself)."""
+    v = table[col].to_numpy(float)
+    est, lo, hi = _ci(v, proto)
+    if f"{col}_chance" in table:
+        ch, mx = table[f"{col}_chance"].to_numpy(float), table[f"{col}_max"].to_numpy(float)
+        span = mx - ch
+        sc = np.where(span > 0, (v - ch) / np.where(span > 0, span, 1.0), np.nan)
+        s_est, s_lo, s_hi = _ci(sc, proto)
+        chance, max_ = (ch.mean(), mx.mean()) if len(v) else (None, None)
+    else:
+        (s_est, s_lo, s_hi), chance, max_ = (est, lo, hi), 0.0, 1.0
+    return Agreement(mean=est, ci_low=lo, ci_high=hi, n=int(np.isfinite(v).sum()), chance=_f(chance), max=_f(max_),
+                     scaled_mean=s_est, scaled_ci_low=s_lo, scaled_ci_high=s_hi)
 
 
 def _region(label: int, name: str, eff: np.ndarray, ranks: np.ndarray, proto: Protocol) -> dict:
@@ -143,15 +160,17 @@ def reference_result(proto: Protocol, tid: str, effects: Effects, tables: dict[s
     methods = []
     for mspec in proto.methods:
         t = tables[mspec.key]
-        sp = _agreement(t, "spearman", proto, chance=0.0, max_=1.0)
-        rb = _agreement(t, "rbo", proto, chance=t["rbo_chance"].mean() if len(t) else None,
-                        max_=t["rbo_max"].mean() if len(t) else None)
-        aggs = [("Spearman ρ", sp, spec.min_spearman)] + ([("RBO", rb, spec.min_rbo)] if spec.min_rbo is not None else [])
+        sp, rb = _agreement(t, "spearman", proto), _agreement(t, "rbo", proto)
+        aggs = [(name, a, thr) for name, a, thr in (("scaled RBO", rb, spec.min_rbo), ("Spearman ρ", sp, spec.min_spearman))
+                if thr is not None]
         verdict, reason = _decide(aggs, len(t), spec, perf, moved)
         methods.append(ReferenceMethod(method=mspec.key, name=mspec.name, is_baseline=is_baseline(mspec.name), rank=1,
                                        spearman=sp, rbo=rb, verdict=verdict, verdict_reason=reason))
-    key = lambda m: (-(m.spearman.mean if m.spearman.mean is not None else -2),  # noqa: E731
-                     -(m.rbo.mean if m.rbo.mean is not None else -1), m.method)
+    def key(m: ReferenceMethod):
+        first, second = (m.rbo, m.spearman) if spec.rank_by == "rbo" else (m.spearman, m.rbo)
+        return (-(first.scaled_mean if first.scaled_mean is not None else -2),
+                -(second.scaled_mean if second.scaled_mean is not None else -2), m.method)
+
     methods.sort(key=key)
     for i, m in enumerate(methods, 1):
         m.rank = i
@@ -163,18 +182,21 @@ def reference_result(proto: Protocol, tid: str, effects: Effects, tables: dict[s
     claims = [_claim(c, label_table, eff, ranks, proto) for c in spec.claims]
     order = [m.method for m in methods]
     under = [m for m in methods if not m.is_baseline]
-    reading = (f"closest agreement with the causal ranking: {under[0].method} (mean ρ "
-               f"{under[0].spearman.mean:.3f})" if under and under[0].spearman.mean is not None else "")
+    best = under[0] if under else None
+    reading = (f"closest agreement with the causal ranking: {best.method} (scaled RBO {best.rbo.scaled_mean:.3f}, "
+               f"Spearman ρ {best.spearman.mean:.3f})"
+               if best is not None and best.rbo.scaled_mean is not None and best.spearman.mean is not None else "")
     return ReferenceResult(reference=REFERENCE_TEXT, task=tid, n_subjects=len(effects.subject_ids),
                            n_regions=int(round(float(np.isfinite(eff).sum(1).mean()))) if eff.size else 0,
-                           percentile=spec.percentile, rbo_depth=spec.rbo_depth, rbo_p=spec.rbo_p,
+                           percentile=spec.percentile, rbo_depth=spec.rbo_depth, rbo_p=spec.rbo_p, rank_by=spec.rank_by,
                            criteria=criteria_text(spec), order=order, methods=methods, top_regions=top,
                            claims=claims, reading=reading)
 
 
 def _summary(a: Agreement, proto: Protocol) -> MetricSummary:
     return MetricSummary(mean=a.mean, ci_low=a.ci_low, ci_high=a.ci_high, ci_method=proto.statistics.ci_method,
-                         ci_level=proto.statistics.ci_level, n=a.n, chance=a.chance)
+                         ci_level=proto.statistics.ci_level, n=a.n, chance=a.chance, oracle_mean=a.max,
+                         scaled_mean=a.scaled_mean, scaled_ci_low=a.scaled_ci_low, scaled_ci_high=a.scaled_ci_high)
 
 
 FACTS = {
@@ -182,7 +204,8 @@ FACTS = {
                           help="Spearman's ρ between the method's ranking of the atlas regions and the model's causal "
                                "atlas-occlusion ranking, per subject (a reference, not a ground truth)"),
     RBO: MetricFacts(higher_is_better=True, best=1.0, chance="the expected overlap of a random region ranking",
-                     help="rank-biased overlap of the method's top regions with the causal atlas-occlusion top regions"),
+                     help="rank-biased overlap of the method's top regions with the causal atlas-occlusion top regions "
+                          "(scale: 0 = a random ranking, 1 = the occlusion ranking)"),
 }
 
 
@@ -198,9 +221,13 @@ def assemble_reference(proto: Protocol, prov: dict, tasks: dict, models: dict, r
     rr = reference_result(proto, tid, effects, tables, perf, label_table)
     by = {m.method: m for m in rr.methods}
     spec_by = {m.key: m for m in proto.methods}
+    first = RBO if reference_settings(proto).rank_by == "rbo" else SPEARMAN
     method_out = [MethodResult(task=tid, method=k, name=spec_by[k].name, params=spec_by[k].params,
                                is_baseline=by[k].is_baseline, role=role(spec_by[k].name),
-                               metrics={SPEARMAN: _summary(by[k].spearman, proto), RBO: _summary(by[k].rbo, proto)},
+                               # the ranking measure first: the verdict tables show a method's first metric
+                               metrics=dict(sorted({SPEARMAN: _summary(by[k].spearman, proto),
+                                                    RBO: _summary(by[k].rbo, proto)}.items(),
+                                                   key=lambda kv: kv[0] != first)),
                                criteria=[], verdict=by[k].verdict, verdict_reason=by[k].verdict_reason)
                   for k in rr.order]
     non_base = [m for m in method_out if not m.is_baseline]

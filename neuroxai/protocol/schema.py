@@ -338,12 +338,13 @@ class ReferenceSpec(_Strict):
     region, the study's ranking. Per subject: Spearman's ρ over all regions and rank-biased overlap
     of the top ``rbo_depth``; bootstrap CIs over subjects (``statistics``).
 
-    Verdict per method: PASS when the lower CI bound of the mean ρ is ≥ ``min_spearman`` (and of
-    the mean RBO ≥ ``min_rbo`` when set), FAIL when an upper bound is below its threshold,
-    INCONCLUSIVE when an interval straddles it, with fewer than ``min_subjects`` subjects, when the
-    model is at chance or when no occlusion moves its output. A claim is supported when the region
-    ranks in the causal top ``top_k`` and the lower CI bound of its effect minus the subject's
-    median regional effect is > 0."""
+    Verdict per method: PASS when the lower CI bound of the mean RBO on the chance (0) → identical
+    ranking (1) scale is ≥ ``min_rbo`` (and of the mean ρ ≥ ``min_spearman`` when set), FAIL when
+    an upper bound is below its threshold, INCONCLUSIVE when an interval straddles it, with fewer
+    than ``min_subjects`` subjects, when the model is at chance or when no occlusion moves its
+    output. The methods are ranked by ``rank_by``. A claim is supported when the region ranks in
+    the causal top ``top_k`` and the lower CI bound of its effect minus the subject's median
+    regional effect is > 0."""
 
     n_subjects: Optional[int] = Field(None, ge=1, description="scored test subjects (the first ones; "
                                       "default: all, or run.n_test_subjects)")
@@ -351,15 +352,26 @@ class ReferenceSpec(_Strict):
                               "of its map inside the region (the study's ranking)")
     rbo_depth: int = Field(10, ge=1, description="rank-biased overlap of the top this many regions")
     rbo_p: float = Field(1.0, gt=0, le=1, description="RBO persistence; 1 = the average overlap (the study's)")
-    min_spearman: float = Field(0.3, ge=-1, le=1, allow_inf_nan=False,
-                                description="PASS needs the lower CI bound of the mean Spearman ρ ≥ this")
-    min_rbo: Optional[float] = Field(None, ge=0, le=1, allow_inf_nan=False,
-                                     description="and, when set, the lower CI bound of the mean RBO ≥ this")
+    min_rbo: Optional[float] = Field(0.2, ge=0, le=1, allow_inf_nan=False,
+                                     description="PASS needs the lower CI bound of the mean RBO on the chance (0) → "
+                                     "identical ranking (1) scale ≥ this (null: not a criterion)")
+    min_spearman: Optional[float] = Field(None, ge=-1, le=1, allow_inf_nan=False,
+                                          description="and, when set, the lower CI bound of the mean Spearman ρ ≥ "
+                                          "this (ρ over every region is dominated by the regions the model ignores: "
+                                          "protocols/README.md section 11)")
+    rank_by: Literal["rbo", "spearman"] = Field("rbo", description="the measure the methods are ranked by")
     min_subjects: int = Field(5, ge=2, description="fewer scored subjects: INCONCLUSIVE")
     top_k: int = Field(5, ge=1, description="a claimed region must rank in the causal top k")
     claims: list[ClaimSpec] = Field(default_factory=list, description="claims 'the model relies on region X'")
     batch_regions: Optional[int] = Field(None, ge=1, description="occluded copies per forward pass "
                                          "(default: the chunk planner)")
+
+    @model_validator(mode="after")
+    def _a_criterion(self):
+        if self.min_rbo is None and self.min_spearman is None:
+            raise ValueError("reference: min_rbo and min_spearman are both null: a method could never be judged; "
+                             "set at least one (e.g. min_rbo: 0.2)")
+        return self
 
 
 class RunSpec(_Strict):

@@ -100,9 +100,9 @@ REFERENCE_MEANING = {
                      "straddling the threshold, a model at chance): see each method's reason."),
 }
 
-REFERENCE_COLUMNS = ["rank", "task", "method", "name", "baseline", "verdict", "spearman_mean", "spearman_ci_low",
-                     "spearman_ci_high", "rbo_mean", "rbo_ci_low", "rbo_ci_high", "rbo_chance", "rbo_max", "n",
-                     "verdict_reason"]
+REFERENCE_COLUMNS = ["rank", "task", "method", "name", "baseline", "verdict", "rbo_scaled_mean", "rbo_scaled_ci_low",
+                     "rbo_scaled_ci_high", "spearman_mean", "spearman_ci_low", "spearman_ci_high", "rbo_mean",
+                     "rbo_ci_low", "rbo_ci_high", "rbo_chance", "rbo_max", "n", "verdict_reason"]
 
 
 def reference_rows(results: Results) -> list[dict]:
@@ -112,7 +112,8 @@ def reference_rows(results: Results) -> list[dict]:
     if ref is None:
         return []
     return [{"rank": m.rank, "task": ref.task, "method": m.method, "name": m.name, "baseline": m.is_baseline,
-             "verdict": m.verdict, "spearman_mean": m.spearman.mean, "spearman_ci_low": m.spearman.ci_low,
+             "verdict": m.verdict, "rbo_scaled_mean": m.rbo.scaled_mean, "rbo_scaled_ci_low": m.rbo.scaled_ci_low,
+             "rbo_scaled_ci_high": m.rbo.scaled_ci_high, "spearman_mean": m.spearman.mean, "spearman_ci_low": m.spearman.ci_low,
              "spearman_ci_high": m.spearman.ci_high, "rbo_mean": m.rbo.mean, "rbo_ci_low": m.rbo.ci_low,
              "rbo_ci_high": m.rbo.ci_high, "rbo_chance": m.rbo.chance, "rbo_max": m.rbo.max, "n": m.spearman.n,
              "verdict_reason": m.verdict_reason} for m in ref.methods]

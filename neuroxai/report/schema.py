@@ -436,6 +436,10 @@ class Agreement(_Closed):
     n: int = Field(0, ge=0)
     chance: Num = Field(None, description="its value for a random ranking (Spearman: 0)")
     max: Num = Field(None, description="its value for the occlusion ranking itself")
+    scaled_mean: Num = Field(None, description="mean of (value − chance) / (max − chance) per subject: 0 = a "
+                             "random ranking, 1 = the occlusion ranking (Spearman: the value itself)")
+    scaled_ci_low: Num = None
+    scaled_ci_high: Num = None
 
 
 class ReferenceMethod(_Closed):
@@ -445,7 +449,7 @@ class ReferenceMethod(_Closed):
     method: str = Field(description="the method's key (label or registry name)")
     name: str = Field(description="METHODS registry key")
     is_baseline: bool = False
-    rank: int = Field(ge=1, description="1 = the closest agreement with the causal ranking (by mean Spearman)")
+    rank: int = Field(ge=1, description="1 = the closest agreement with the causal ranking (reference.rank_by)")
     spearman: Agreement
     rbo: Agreement
     verdict: Verdict
@@ -487,6 +491,7 @@ class ReferenceResult(_Closed):
     percentile: float
     rbo_depth: int
     rbo_p: float
+    rank_by: str = "rbo"
     criteria: list[str] = Field(default_factory=list, description="the verdict rules in words")
     order: list[str] = Field(default_factory=list, description="method keys, closest agreement first")
     methods: list[ReferenceMethod] = Field(default_factory=list, description="in the order of `order`")

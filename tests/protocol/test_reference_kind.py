@@ -246,3 +246,80 @@ def test_the_shipped_reference_protocol_loads():
     p = load_protocol("reference")
     assert p.kind == "reference" and p.tasks[0].type == "user_label" and not p.metrics and not p.acceptance
     assert {m.name for m in p.methods} >= {"gradient", "smoothgrad", "gradcam", "lrp", "random"}
+
+
+# ------------------------------------------------------------------------------ verdict rules
+
+
+def _judge(tables: dict, eff: np.ndarray | None = None, at_chance=False, **spec):
+    from neuroxai.protocol.causal_reference import reference_result
+    from neuroxai.protocol.stages.occlusion_reference import Effects
+    from neuroxai.report.schema import ModelPerf
+
+    proto = load_protocol("reference").model_copy(deep=True)
+    proto.reference = proto.reference.model_copy(update={"claims": [], **spec})
+    proto.statistics = proto.statistics.model_copy(update={"bootstrap": 500, "ci_method": "percentile"})
+    proto.methods = [m.model_copy(update={"name": "gradient", "label": k}) for k, m in zip(tables, proto.methods)]
+    n = len(next(iter(tables.values())))
+    if eff is None:
+        eff = np.tile(np.r_[np.nan, np.linspace(1, 0.1, 9)], (n, 1))
+    tbl = {k: pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "spearman": v, "rbo": v,
+                            "rbo_chance": 0.0, "rbo_max": 1.0}) for k, v in tables.items()}
+    return reference_result(proto, "t", Effects([f"s{i}" for i in range(n)], eff, "k"), tbl,
+                            ModelPerf(at_chance=at_chance), {f"r{i}": i for i in range(1, 10)})
+
+
+def test_verdicts_follow_the_ci_against_the_threshold():
+    g = np.random.default_rng(0)
+    r = _judge({"good": 0.9 + 0.01 * g.normal(size=20), "poor": 0.05 + 0.01 * g.normal(size=20),
+                "open": np.r_[np.zeros(10), 0.5 * np.ones(10)]})
+    by = {m.method: m for m in r.methods}
+    assert by["good"].verdict == "PASS" and by["poor"].verdict == "FAIL" and by["open"].verdict == "INCONCLUSIVE"
+    assert "upper CI bound" in by["poor"].verdict_reason and "reaches below 0.2" in by["open"].verdict_reason
+    assert r.order == ["good", "open", "poor"] and [m.rank for m in r.methods] == [1, 2, 3]
+    assert by["open"].rbo.scaled_ci_low < 0.2 < by["open"].rbo.scaled_ci_high
+
+
+def test_rbo_is_judged_on_the_chance_to_identical_scale():
+    from neuroxai.protocol.causal_reference import _agreement, _ci
+
+    t = pd.DataFrame({"rbo": [0.5, 0.7], "rbo_chance": [0.25, 0.4], "rbo_max": [1.0, 1.0]})
+    a = _agreement(t, "rbo", load_protocol("reference"))
+    assert a.scaled_mean == pytest.approx((1 / 3 + 0.5) / 2) and a.mean == pytest.approx(0.6)
+    assert a.chance == pytest.approx(0.325) and _ci(np.array([1.0]), load_protocol("reference"))[1] is None
+
+
+def test_undecidable_runs_are_inconclusive():
+    good = {"good": np.full(20, 0.9)}
+    assert "chance" in _judge(good, at_chance=True).methods[0].verdict_reason
+    few = _judge({"good": np.full(3, 0.9)})
+    assert few.methods[0].verdict == "INCONCLUSIVE" and "too few subjects" in few.methods[0].verdict_reason
+    still = _judge(good, eff=np.tile(np.r_[np.nan, np.zeros(9)], (20, 1)))
+    assert still.methods[0].verdict == "INCONCLUSIVE" and "no atlas occlusion moves" in still.methods[0].verdict_reason
+    # a threshold on Spearman alone
+    assert _judge(good, min_rbo=None, min_spearman=0.95).methods[0].verdict == "FAIL"
+
+
+def test_claims_read_the_causal_effects():
+    g = np.random.default_rng(1)
+    eff = 0.1 + 0.01 * g.random((12, 10))
+    eff[:, 0] = np.nan
+    eff[:, 5] += 1.0  # the region the model relies on
+    eff[:, 9] = np.nan  # absent from every subject
+    proto_claims = [{"region": "r5"}, {"region": "r2"}, {"region": 9}]
+    from neuroxai.protocol.schema import ClaimSpec
+
+    r = _judge({"m": np.full(12, 0.5)}, eff=eff, claims=[ClaimSpec(**c) for c in proto_claims], top_k=3)
+    c5, c2, c9 = r.claims
+    assert (c5.supported, c5.causal_rank, c5.label) == (True, 1, 5) and c5.excess_ci_low > 0.9
+    assert c5.effect_mean == pytest.approx(eff[:, 5].mean())
+    assert c2.supported is False and c2.causal_rank > 1
+    assert c9.supported is None and c9.causal_rank is None and "cannot tell" in c9.reading
+    assert r.top_regions[0].region == "r5" and len(r.top_regions) == 3
+
+
+def test_a_reference_without_any_criterion_is_refused(tmp_path):
+    p = tmp_path / "none.yaml"
+    p.write_text(BASE.replace("reference: {n_subjects: 5,", "reference: {min_rbo: null, n_subjects: 5,", 1))
+    with pytest.raises(ConfigError, match="min_rbo and min_spearman are both null"):
+        load_protocol(p)

@@ -113,11 +113,14 @@ def _agreement(table: pd.DataFrame, col: str, proto: Protocol) -> Agreement:
 
 
 def _region(label: int, name: str, eff: np.ndarray, ranks: np.ndarray, proto: Protocol) -> dict:
+    """A region's effect over the subjects (0 where a subject lacks it, as its rank counts it;
+    ``n``: the subjects that have it)."""
     col = eff[:, label] if label < eff.shape[1] else np.full(len(eff), np.nan)
-    est, lo, hi = _ci(col, proto)
+    n = int(np.isfinite(col).sum())
+    est, lo, hi = _ci(np.nan_to_num(col), proto) if n else (None, None, None)
     r = int(ranks[label]) if label < len(ranks) and ranks[label] > 0 else None
     return {"region": name, "label": int(label), "causal_rank": r, "effect_mean": est, "effect_ci_low": lo,
-            "effect_ci_high": hi, "n": int(np.isfinite(col).sum())}
+            "effect_ci_high": hi, "n": n}
 
 
 def _claim(c, table: dict[str, int], eff: np.ndarray, ranks: np.ndarray, proto: Protocol) -> ReferenceClaim:
@@ -128,7 +131,7 @@ def _claim(c, table: dict[str, int], eff: np.ndarray, ranks: np.ndarray, proto: 
     label = resolve_regions(c.region, table)[0]
     names = {v: k for k, v in table.items()}
     base = _region(label, names.get(label, str(c.region)), eff, ranks, proto)
-    ex = (excess_over_median(torch.as_tensor(eff), label).numpy() if label < eff.shape[1]
+    ex = (excess_over_median(torch.as_tensor(eff), label).numpy() if label < eff.shape[1] and base["n"]
           else np.full(len(eff), np.nan))
     est, lo, hi = _ci(ex, proto)
     out = ReferenceClaim(**base, excess_mean=est, excess_ci_low=lo, excess_ci_high=hi, top_k=spec.top_k)

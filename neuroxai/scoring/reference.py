@@ -152,11 +152,12 @@ def rbo_chance(a: torch.Tensor, b: torch.Tensor, depth: int = 10, p: float = 1.0
 
 def causal_ranks(effects: torch.Tensor) -> torch.Tensor:
     """Rank (1 = largest) of each label's cohort-mean effect among the labels present in any
-    subject of ``effects: (N, L)`` (NaN = absent); 0 for a label present nowhere. Ties by
-    ascending label. ``(L,)`` long."""
+    subject of ``effects: (N, L)`` (NaN = absent); 0 for a label present nowhere. A subject
+    without the label counts as effect 0 (occluding nothing moves nothing), so a region present in
+    two subjects cannot outrank one present in all by the noise of two values. Ties by ascending
+    label. ``(L,)`` long."""
     present = (~effects.isnan()).any(0)
-    mean = torch.where(present, torch.nan_to_num(effects.to(_F64)).sum(0)
-                       / (~effects.isnan()).sum(0).clamp_min(1), float("nan"))
+    mean = torch.where(present, torch.nan_to_num(effects.to(_F64)).mean(0), float("nan"))
     ids, _ = ranked(mean.view(1, -1))
     rank = torch.zeros(effects.shape[1], dtype=torch.long, device=effects.device)
     rank[ids[0]] = torch.arange(1, effects.shape[1] + 1, device=effects.device)
@@ -164,12 +165,13 @@ def causal_ranks(effects: torch.Tensor) -> torch.Tensor:
 
 
 def excess_over_median(effects: torch.Tensor, label: int) -> torch.Tensor:
-    """Per subject, the effect of ``label`` minus the median effect of the subject's present
-    regions (numpy's median): how much more the output moves per voxel when that region is
-    occluded than when a typical region is. ``(N,)`` float64, NaN where the label is absent."""
+    """Per subject, the effect of ``label`` (0 where the subject lacks it, as in
+    :func:`causal_ranks`) minus the median effect of the subject's present regions (numpy's
+    median): how much more the output moves per voxel when that region is occluded than when a
+    typical region is. ``(N,)`` float64."""
     e = effects.to(_F64)
     med = torch.nanquantile(e, 0.5, dim=1)
-    return e[:, int(label)] - med
+    return torch.nan_to_num(e[:, int(label)]) - med
 
 
 __all__ = ["causal_ranks", "excess_over_median", "ranked", "rbo_chance", "rbo_max", "region_rbo",

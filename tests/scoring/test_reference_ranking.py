@@ -113,3 +113,11 @@ def test_mismatched_vectors_are_refused():
         region_spearman(torch.zeros(2, 5), torch.zeros(2, 6))
     with pytest.raises(ScoringError, match="atlas"):
         region_vector(torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 1, 4, 4, 5, dtype=torch.long))
+
+
+def test_a_region_few_subjects_have_counts_zero_where_absent():
+    nan = float("nan")
+    eff = torch.tensor([[nan, 0.3, 0.5], [nan, 0.3, nan]], dtype=torch.float64)
+    # label 2: 0.5 in one subject, absent (0) in the other → mean 0.25 < label 1's 0.3
+    assert causal_ranks(eff).tolist() == [0, 1, 2]
+    assert torch.allclose(excess_over_median(eff, 2), torch.tensor([0.1, -0.3], dtype=torch.float64))

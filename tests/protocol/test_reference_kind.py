@@ -260,11 +260,14 @@ def _judge(tables: dict, eff: np.ndarray | None = None, at_chance=False, **spec)
     proto.reference = proto.reference.model_copy(update={"claims": [], **spec})
     proto.statistics = proto.statistics.model_copy(update={"bootstrap": 500, "ci_method": "percentile"})
     proto.methods = [m.model_copy(update={"name": "gradient", "label": k}) for k, m in zip(tables, proto.methods)]
-    n = len(next(iter(tables.values())))
+    first = next(iter(tables.values()))
+    n = len(first[0] if isinstance(first, tuple) else first)
     if eff is None:
         eff = np.tile(np.r_[np.nan, np.linspace(1, 0.1, 9)], (n, 1))
-    tbl = {k: pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "spearman": v, "rbo": v,
-                            "rbo_chance": 0.0, "rbo_max": 1.0}) for k, v in tables.items()}
+    # a value is both measures' per-subject column, or a pair (spearman, rbo)
+    pairs = {k: v if isinstance(v, tuple) else (v, v) for k, v in tables.items()}
+    tbl = {k: pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)], "spearman": sp, "rbo": rb,
+                            "rbo_chance": 0.0, "rbo_max": 1.0}) for k, (sp, rb) in pairs.items()}
     return reference_result(proto, "t", Effects([f"s{i}" for i in range(n)], eff, "k"), tbl,
                             ModelPerf(at_chance=at_chance), {f"r{i}": i for i in range(1, 10)})
 
@@ -323,3 +326,20 @@ def test_a_reference_without_any_criterion_is_refused(tmp_path):
     p.write_text(BASE.replace("reference: {n_subjects: 5,", "reference: {min_rbo: null, n_subjects: 5,", 1))
     with pytest.raises(ConfigError, match="min_rbo and min_spearman are both null"):
         load_protocol(p)
+
+
+def test_methods_rank_by_the_chosen_measure():
+    g = np.random.default_rng(2)
+    hi, lo = 0.8 + 0.01 * g.normal(size=10), 0.5 + 0.01 * g.normal(size=10)
+    tables = {"a": (lo, hi), "b": (hi, lo)}  # a: better RBO, b: better ρ
+    assert _judge(tables).order == ["a", "b"]
+    r = _judge(tables, rank_by="spearman")
+    assert r.order == ["b", "a"] and r.rank_by == "spearman" and [m.rank for m in r.methods] == [1, 2]
+
+
+def test_export_is_refused_for_a_reference_run(tmp_path):
+    p = tmp_path / "ref.yaml"
+    p.write_text(EMBEDDED)
+    with pytest.raises(ConfigError, match="no ground-truth masks to export"):
+        run_protocol(p, tmp_path / "run", export=tmp_path / "exp")
+    assert not (tmp_path / "run").exists()

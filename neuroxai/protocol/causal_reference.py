@@ -164,8 +164,8 @@ def reference_result(proto: Protocol, tid: str, effects: Effects, tables: dict[s
     for mspec in proto.methods:
         t = tables[mspec.key]
         sp, rb = _agreement(t, "spearman", proto), _agreement(t, "rbo", proto)
-        aggs = [(name, a, thr) for name, a, thr in (("scaled RBO", rb, spec.min_rbo), ("Spearman ρ", sp, spec.min_spearman))
-                if thr is not None]
+        aggs = [(name, a, thr) for name, a, thr in (("scaled RBO", rb, spec.min_rbo),
+                                                    ("Spearman ρ", sp, spec.min_spearman)) if thr is not None]
         verdict, reason = _decide(aggs, len(t), spec, perf, moved)
         methods.append(ReferenceMethod(method=mspec.key, name=mspec.name, is_baseline=is_baseline(mspec.name), rank=1,
                                        spearman=sp, rbo=rb, verdict=verdict, verdict_reason=reason))

@@ -204,7 +204,8 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     if proto.kind == "reference" and export is not None:
         raise ConfigError(f"{proto.id!r} is a reference protocol: it has no ground-truth masks to export",
                           expected="no --export", found=f"--export {export}",
-                          fix="drop --export (the per-subject values are in RUN/stages/reference_ranking/*/subjects.csv)")
+                          fix="drop --export (the per-subject values are in "
+                              "RUN/stages/reference_ranking/*/subjects.csv)")
     if not checkpoint:
         _check_trusted(proto, trust_modules)
     proto = _overridden(proto, manifest=manifest, checkpoint=checkpoint, weights=weights, model_kwargs=model_kwargs,

@@ -113,7 +113,8 @@ def reference_rows(results: Results) -> list[dict]:
         return []
     return [{"rank": m.rank, "task": ref.task, "method": m.method, "name": m.name, "baseline": m.is_baseline,
              "verdict": m.verdict, "rbo_scaled_mean": m.rbo.scaled_mean, "rbo_scaled_ci_low": m.rbo.scaled_ci_low,
-             "rbo_scaled_ci_high": m.rbo.scaled_ci_high, "spearman_mean": m.spearman.mean, "spearman_ci_low": m.spearman.ci_low,
+             "rbo_scaled_ci_high": m.rbo.scaled_ci_high, "spearman_mean": m.spearman.mean,
+             "spearman_ci_low": m.spearman.ci_low,
              "spearman_ci_high": m.spearman.ci_high, "rbo_mean": m.rbo.mean, "rbo_ci_low": m.rbo.ci_low,
              "rbo_ci_high": m.rbo.ci_high, "rbo_chance": m.rbo.chance, "rbo_max": m.rbo.max, "n": m.spearman.n,
              "verdict_reason": m.verdict_reason} for m in ref.methods]

@@ -461,7 +461,8 @@ class ReferenceRegion(_Closed):
 
     region: str
     label: int
-    causal_rank: Optional[int] = Field(None, description="rank of its cohort-mean effect among the regions (1 = largest)")
+    causal_rank: Optional[int] = Field(None, description="rank of its cohort-mean effect among the regions "
+                                       "(1 = largest)")
     effect_mean: Num = Field(None, description="output change per voxel of the region, mean over subjects")
     effect_ci_low: Num = None
     effect_ci_high: Num = None

@@ -138,7 +138,8 @@ def occlusion_effects(ctx: RunContext, tid: str, task, tm, store: SubjectStore) 
 
     def work(sids, f):
         _, x, target, atlas, valid = _inputs(ctx, task, tm, store, sids)
-        occ = attribute(tm.model, x, target, REFERENCE_METHOD, atlas=atlas, mean_image=train_mean_image(ctx, task, store),
+        occ = attribute(tm.model, x, target, REFERENCE_METHOD, atlas=atlas,
+                        mean_image=train_mean_image(ctx, task, store),
                         batch_regions=reference_settings(p).batch_regions).float()
         # constant inside each region, so its mean there is the region's effect
         n_lab = int(atlas.max()) + 1
@@ -178,6 +179,11 @@ def method_agreement(ctx: RunContext, tid: str, task, tm, store: SubjectStore, m
     if not ctx.rd.is_done("reference_ranking", key):
         n = len(chunks(ids, p.run.batch_size))
         sids, vec = _read(d, n, "regions")
+        if sids != ids:  # both stages chunk the same subject list: a mismatch is a corrupted folder
+            from ...errors import RunError
+
+            raise RunError("the method's region vectors do not match the occlusion reference's subjects", path=d,
+                           expected=ids[:5], found=sids[:5], fix="delete this stage folder and rerun with --resume")
         L = max(vec.shape[1], effects.values.shape[1])
         a = torch.as_tensor(_pad([vec, np.full((0, L), np.nan)]), dtype=torch.float64)
         r = torch.as_tensor(_pad([effects.values, np.full((0, L), np.nan)]), dtype=torch.float64)

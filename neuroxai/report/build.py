@@ -544,11 +544,11 @@ def build_report(results: Results | dict, figures: dict | None, out_dir: str | P
             stale.unlink()
     atomic_write(out / "results.json", text)
     atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
+    if results.reference is not None:  # kind: reference — the methods against the causal occlusion
+        atomic_write(out / "reference.csv", _csv(reference_rows(results), REFERENCE_COLUMNS))
     atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
     if results.scores:
         atomic_write(out / "scores.csv", scores_csv(results.scores))
-    if results.reference is not None:
-        atomic_write(out / "reference.csv", _csv(reference_rows(results), REFERENCE_COLUMNS))
     html = render_html(results, sections)
     atomic_write(out / "index.html", html)
     log.info("report written to %s", out / "index.html")

@@ -331,6 +331,8 @@ def methods_paragraph(results: Results) -> str:
     ]
     if results.kind == "reference" and results.reference is not None:
         ref = results.reference
+        src = ("a checkpoint" if model.get("checkpoint")
+               else f"a {model.get('architecture', 'CNN')} trained on the label")
         parts[1:3] = [f"Task: {tasks}, the data's own label with no known signal location. The model was {src}.",
                       f"Explanation methods: {meths}. For each of {ref.n_subjects} test subjects, each method's "
                       f"ranking of the atlas regions (the {ref.percentile:g}th percentile of its map inside each "
@@ -338,7 +340,10 @@ def methods_paragraph(results: Results) -> str:
                       f"rank-biased overlap (top {ref.rbo_depth}, p = {ref.rbo_p:g}); this is a causal reference, "
                       "not a ground truth."]
     if results.kind != "audit":
-        parts.insert(3, explained_output_text((spec.get("run") or {}).get("target", "label")))
+        what = explained_output_text((spec.get("run") or {}).get("target", "label"))
+        if results.kind == "reference":  # no score table: the per-subject values are the stages' subjects.csv
+            what = what.split("; scores.csv")[0] + "."
+        parts.insert(3, what)
     if st and results.kind == "reference":
         parts.append(f"Means carry {fmt(st.get('ci_level', 0.95), 2)} bootstrap confidence intervals "
                      f"({st.get('ci_method', '?')}, {st.get('bootstrap', '?')} resamples over subjects).")

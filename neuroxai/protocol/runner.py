@@ -23,6 +23,7 @@ from .distributed import init_distributed, rank0_first
 from .provenance import now, provenance
 from .rundir import RunDir, atomic_write_json, read_json
 from .schema import Protocol, load_protocol
+from ..report.figure_inputs import FigureInputs
 from ..report.scores import SCORES_FILE, ScoreTable
 from .stages.attribute import attribute_and_score, profiles, write_scores
 from .stages.data import data_info, load_store, prepare_data
@@ -120,6 +121,31 @@ def _seed_runs(ctx: RunContext, tasks: dict, store, stop_after: str | None) -> l
     return runs
 
 
+def _reference_run(ctx: RunContext, tasks: dict, store, prov: dict, t0: float, *, stop_after: str | None,
+                   report: bool) -> RunResult:
+    """``kind: reference``: train (or load) the model of the data's own label, then the causal
+    atlas occlusion and each method's agreement with it (:mod:`.stages.occlusion_reference`), judged
+    by :mod:`.causal_reference`. No ground truth, so no validity, randomization or null model."""
+    from ..tasks.regions import label_table
+    from .causal_reference import assemble_reference
+    from .stages.occlusion_reference import reference_stage
+
+    models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
+    ctx.models = models
+    check_models_fit(ctx, tasks, models, store)
+    if stop_after == "train":
+        return RunResult(ctx.rd.root, None, None, 0)
+    ref = rank0_first(ctx, lambda: reference_stage(ctx, tasks, models, store))
+    if stop_after == "attribute":
+        return RunResult(ctx.rd.root, None, None, 0)
+    ctx.timings["total_s"] = time.perf_counter() - t0
+    prov["finished"] = now()
+    prov["timings_s"] = ctx.timings
+    results = assemble_reference(ctx.protocol, prov, tasks, models, ref, data_info=data_info(ctx),
+                                 label_table=label_table(ctx.manifest))
+    return write_results(ctx.rd.root, results, report=report, write=ctx.rank == 0, figures=FigureInputs)
+
+
 def _validation_protocol(protocol: Protocol | str | Path) -> Protocol:
     """The protocol to validate with, its settings checked; an audit protocol is refused."""
     proto = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
@@ -177,6 +203,11 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
             (BIDS derivatives, :mod:`neuroxai.protocol.export`) into this folder, for ``neuroxai audit``.
     """
     proto = _validation_protocol(protocol)
+    if proto.kind == "reference" and export is not None:
+        raise ConfigError(f"{proto.id!r} is a reference protocol: it has no ground-truth masks to export",
+                          expected="no --export", found=f"--export {export}",
+                          fix="drop --export (the per-subject values are in "
+                              "RUN/stages/reference_ranking/*/subjects.csv)")
     if not checkpoint:
         _check_trusted(proto, trust_modules)
     proto = _overridden(proto, manifest=manifest, checkpoint=checkpoint, weights=weights, model_kwargs=model_kwargs,
@@ -188,6 +219,10 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     torch.manual_seed(proto.run.seed)
     t0 = time.perf_counter()
     prepare_data(ctx)
+    if proto.kind == "reference":
+        from .stages.occlusion_reference import check_claims
+
+        check_claims(ctx)  # the data's own atlas names, before a model is trained
     prov = provenance(dev, protocol_hash=proto.content_hash(), manifest_hash=ctx.manifest_hash,
                       seeds={"run": proto.run.seed, "statistics": proto.statistics.seed,
                              "cohort": proto.data.cohort.seed})
@@ -204,6 +239,8 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     store = rank0_first(ctx, lambda: load_store(ctx, tasks))
     if stop_after == "store":
         return RunResult(ctx.rd.root, None, None, 0)
+    if proto.kind == "reference":
+        return _reference_run(ctx, tasks, store, prov, t0, stop_after=stop_after, report=report)
     runs = _seed_runs(ctx, tasks, store, stop_after)
     if stop_after in ("train", "attribute"):
         return RunResult(ctx.rd.root, None, None, 0)

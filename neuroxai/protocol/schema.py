@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
 
@@ -321,6 +321,59 @@ class Criterion(_Strict):
         return "maps change under model-parameter randomization"
 
 
+class ClaimSpec(_Strict):
+    """A published claim "the model relies on region X" (``kind: reference``): checked against the
+    causal effect of occluding X (:mod:`neuroxai.protocol.stages.occlusion_reference`)."""
+
+    region: str | int = Field(description="an atlas region: a label name (the segmentation's dseg.tsv, "
+                              "AAL3) or its number, e.g. Hippocampus_L")
+
+
+class ReferenceSpec(_Strict):
+    """``kind: reference``: a model trained on the data's own labels has no ground truth, so every
+    method's ranking of the atlas regions is compared with the model's *causal* ranking, Siegel et
+    al. 2025's AtlasOcclusion: each region set to the training mean image, the output change
+    divided by the region's size. A method's regions are ranked by the ``percentile``-th
+    percentile of its map (as the scoring reads it: ``scoring.polarity`` / ``sign``) inside each
+    region, the study's ranking. Per subject: Spearman's ρ over all regions and rank-biased overlap
+    of the top ``rbo_depth``; bootstrap CIs over subjects (``statistics``).
+
+    Verdict per method: PASS when the lower CI bound of the mean RBO on the chance (0) → identical
+    ranking (1) scale is ≥ ``min_rbo`` (and of the mean ρ ≥ ``min_spearman`` when set), FAIL when
+    an upper bound is below its threshold, INCONCLUSIVE when an interval straddles it, with fewer
+    than ``min_subjects`` subjects, when the model is at chance or when no occlusion moves its
+    output. The methods are ranked by ``rank_by``. A claim is supported when the region ranks in
+    the causal top ``top_k`` and the lower CI bound of its effect minus the subject's median
+    regional effect is > 0."""
+
+    n_subjects: Optional[int] = Field(None, ge=1, description="scored test subjects (the first ones; "
+                                      "default: all, or run.n_test_subjects)")
+    percentile: float = Field(99.0, ge=0, le=100, description="a method's region score: this percentile "
+                              "of its map inside the region (the study's ranking)")
+    rbo_depth: int = Field(10, ge=1, description="rank-biased overlap of the top this many regions")
+    rbo_p: float = Field(1.0, gt=0, le=1, description="RBO persistence; 1 = the average overlap (the study's)")
+    min_rbo: Optional[float] = Field(0.2, ge=0, le=1, allow_inf_nan=False,
+                                     description="PASS needs the lower CI bound of the mean RBO on the chance (0) → "
+                                     "identical ranking (1) scale ≥ this (null: not a criterion)")
+    min_spearman: Optional[float] = Field(None, ge=-1, le=1, allow_inf_nan=False,
+                                          description="and, when set, the lower CI bound of the mean Spearman ρ ≥ "
+                                          "this (ρ over every region is dominated by the regions the model ignores: "
+                                          "protocols/README.md section 11)")
+    rank_by: Literal["rbo", "spearman"] = Field("rbo", description="the measure the methods are ranked by")
+    min_subjects: int = Field(5, ge=2, description="fewer scored subjects: INCONCLUSIVE")
+    top_k: int = Field(5, ge=1, description="a claimed region must rank in the causal top k")
+    claims: list[ClaimSpec] = Field(default_factory=list, description="claims 'the model relies on region X'")
+    batch_regions: Optional[int] = Field(None, ge=1, description="occluded copies per forward pass "
+                                         "(default: the chunk planner)")
+
+    @model_validator(mode="after")
+    def _a_criterion(self):
+        if self.min_rbo is None and self.min_spearman is None:
+            raise ValueError("reference: min_rbo and min_spearman are both null: a method could never be judged; "
+                             "set at least one (e.g. min_rbo: 0.2)")
+        return self
+
+
 class RunSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(8, ge=1)
@@ -345,32 +398,39 @@ class RunSpec(_Strict):
 class Protocol(_Strict):
     id: str
     version: str
-    kind: Literal["validate", "audit"] = Field("validate", description="'audit': criteria for `neuroxai audit` "
-                                               "of saved maps (no data, tasks or model; methods = baselines)")
+    kind: Literal["validate", "audit", "reference"] = Field(
+        "validate", description="'audit': criteria for `neuroxai audit` of saved maps (no data, tasks or model; "
+        "methods = baselines); 'reference': a model of the data's own labels (no known signal), its methods "
+        "compared with its causal atlas occlusion (see `reference:`)")
     title: str = ""
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
     tasks: list[TaskSpec] = Field(default_factory=list)
     model: ModelSpec = Field(default_factory=ModelSpec)
     methods: list[MethodSpec] = Field(default_factory=list)
-    metrics: list[MetricSpec]
+    metrics: list[MetricSpec] = Field(default_factory=list)  # required (≥ 1) unless kind: reference
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     sanity: SanitySpec = Field(default_factory=SanitySpec)
     validity: ValiditySpec = Field(default_factory=ValiditySpec)
-    acceptance: list[Criterion]
+    acceptance: list[Criterion] = Field(default_factory=list)  # required unless kind: reference
+    reference: Optional[ReferenceSpec] = None  # kind: reference only
     run: RunSpec = Field(default_factory=RunSpec)
 
-    @field_validator("metrics")
-    @classmethod
-    def _non_empty(cls, v):
-        if not v:
-            raise ValueError("must list at least one entry")
-        return v
+    @model_validator(mode="after")
+    def _non_empty(self):
+        # a reference protocol has no ground truth to score (protocol/settings.py refuses metrics there)
+        if self.kind != "reference":
+            for name in ("metrics", "acceptance"):
+                if name not in self.model_fields_set:
+                    raise ValueError(f"{name}: required in a {self.kind} protocol")
+            if not self.metrics:
+                raise ValueError("metrics: must list at least one entry")
+        return self
 
     @model_validator(mode="after")
     def _validate_needs_tasks(self):
-        if self.kind == "validate":
+        if self.kind in ("validate", "reference"):
             for name in ("tasks", "methods"):
                 if not getattr(self, name):
                     raise ValueError(f"{name}: must list at least one entry (a validation protocol)")
@@ -410,7 +470,10 @@ class Protocol(_Strict):
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of the validated protocol (key order, defaults filled)."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        d = self.model_dump(mode="json")
+        if d.get("reference") is None:  # absent unless used: the hashes of protocols before it stay
+            d.pop("reference", None)
+        canon = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()
 
 

@@ -55,6 +55,7 @@ def check_settings(proto, path: str | Path | None = None) -> None:
     for section in ("methods", "metrics"):
         for i, m in enumerate(getattr(proto, section)):
             _check_params(reg[section], m.name, m.params, f"{section}.{i}.params", path)
+    _check_kind(proto, reg["tasks"], path)
     if proto.kind == "audit":
         return
     _check_training(proto, path)
@@ -233,6 +234,71 @@ def _check_regions(params, key: str, path) -> None:
             except NeuroXAIError as exc:
                 raise ConfigError(f"{key}.{pname}: {exc.args[0].splitlines()[0]}", path=path, expected=exc.expected,
                                   found=exc.found, fix=exc.fix) from None
+
+
+# ---------------------------------------------------------------- kind: reference
+
+#: ``scoring:`` keys a reference protocol reads: how a map's sign is taken before its regions are
+#: ranked. The others (smoothing, cutoffs, ground-truth dilation) act on a ground truth it lacks.
+REFERENCE_SCORING = ("polarity", "sign")
+
+
+def _refuse(key: str, found, expected: str, fix: str, path) -> None:
+    raise ConfigError(f"{key}: not a setting of a reference protocol", path=path, expected=expected,
+                      found=found, fix=fix)
+
+
+def _check_kind(proto, tasks, path) -> None:
+    """Settings that make no sense for the protocol's kind: a known-signal-free task (``user_label``)
+    or a ``reference:`` section outside ``kind: reference``; inside it, everything that needs a
+    ground truth (metrics, acceptance criteria, validity, sanity checks, the oracle map), a null
+    control, several model seeds, more than one task, and claimed regions the atlas lacks."""
+    if proto.kind != "reference":
+        for i, t in enumerate(proto.tasks):
+            if t.type in tasks and tasks.facts(t.type).get("known_signal", True) is False:
+                raise ConfigError(f"tasks.{i}.type: {t.type!r} has no known signal to validate against",
+                                  path=path, expected="a known-signal task (region_volume, lesion, …)",
+                                  found=f"{t.type} in a kind: {proto.kind} protocol",
+                                  fix="use kind: reference, which compares the methods with the model's causal "
+                                      "atlas occlusion instead of a ground truth")
+        if proto.reference is not None:
+            _refuse("reference", "a reference: section", "kind: reference", f"set kind: reference, or remove "
+                    f"the reference: section from this {proto.kind} protocol", path)
+        return
+    fix_gt = "remove it: a reference protocol has no ground truth (its criteria are under reference:)"
+    if proto.metrics:
+        _refuse("metrics", [m.key for m in proto.metrics], "no metrics (nothing is scored against a mask)",
+                fix_gt, path)
+    if proto.acceptance:
+        _refuse("acceptance", [c.kind for c in proto.acceptance], "no acceptance criteria",
+                "remove them and set reference.min_spearman / reference.min_rbo", path)
+    for key in ("validity", "sanity"):
+        if key in proto.model_fields_set:
+            _refuse(key, "a " + key + ": section", "none (its checks need a ground truth)", fix_gt, path)
+    extra = sorted(proto.scoring.model_fields_set - set(REFERENCE_SCORING))
+    if extra:
+        _refuse(f"scoring.{extra[0]}", extra, f"only {list(REFERENCE_SCORING)} (how a map's sign is read)",
+                f"remove scoring.{', scoring.'.join(extra)}", path)
+    if len(proto.tasks) != 1:
+        raise ConfigError("tasks: a reference protocol judges one model, on one label", path=path,
+                          expected="exactly one task (e.g. type: user_label)", found=[t.id for t in proto.tasks],
+                          fix="keep one task; run one protocol per label")
+    t = proto.tasks[0]
+    if "null_control" in t.model_fields_set and t.null_control:
+        _refuse("tasks.0.null_control", True, "false (no random-label floor: the reference is the model's own "
+                "occlusion)", "remove null_control", path)
+    from ..attribution.baselines import needs
+
+    for i, m in enumerate(proto.methods):
+        if "mask" in needs(m.name):
+            _refuse(f"methods.{i}.name", m.name, "a method that needs no ground-truth mask",
+                    f"remove {m.name!r} (it is the ground truth used as a map)", path)
+    if "seeds" in proto.model.training:
+        _refuse("model.training.seeds", proto.model.training["seeds"], "one model (training.seed)",
+                "train one model per protocol run", path)
+    if proto.data.source == "embedded" and proto.reference is not None:
+        for i, c in enumerate(proto.reference.claims):
+            _check_regions({"region": c.region}, f"reference.claims.{i}", path)
 
 
 # ---------------------------------------------------------------- model and training

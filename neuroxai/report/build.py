@@ -94,6 +94,36 @@ VERDICT_MEANING = {
 }
 
 
+#: The overall verdict of a ``kind: reference`` run, in words (no ground truth was involved).
+REFERENCE_MEANING = {
+    "PASS": ("Every method under test ranks the atlas regions as the model's causal atlas occlusion does "
+             "(a reference, not a ground truth): its maps follow what this model's output depends on."),
+    "FAIL": ("At least one method ranks the regions unlike the model's causal atlas occlusion: its maps do not "
+             "show what this model's output depends on. Do not read such a map as the model's reasons."),
+    "INCONCLUSIVE": ("No method disagreed, but at least one could not be decided (too few subjects, an interval "
+                     "straddling the threshold, a model at chance): see each method's reason."),
+}
+
+REFERENCE_COLUMNS = ["rank", "task", "method", "name", "baseline", "verdict", "rbo_scaled_mean", "rbo_scaled_ci_low",
+                     "rbo_scaled_ci_high", "spearman_mean", "spearman_ci_low", "spearman_ci_high", "rbo_mean",
+                     "rbo_ci_low", "rbo_ci_high", "rbo_chance", "rbo_max", "n", "verdict_reason"]
+
+
+def reference_rows(results: Results) -> list[dict]:
+    """``reference.csv``: one row per method of a ``kind: reference`` run, closest agreement with
+    the causal occlusion ranking first."""
+    ref = results.reference
+    if ref is None:
+        return []
+    return [{"rank": m.rank, "task": ref.task, "method": m.method, "name": m.name, "baseline": m.is_baseline,
+             "verdict": m.verdict, "rbo_scaled_mean": m.rbo.scaled_mean, "rbo_scaled_ci_low": m.rbo.scaled_ci_low,
+             "rbo_scaled_ci_high": m.rbo.scaled_ci_high, "spearman_mean": m.spearman.mean,
+             "spearman_ci_low": m.spearman.ci_low,
+             "spearman_ci_high": m.spearman.ci_high, "rbo_mean": m.rbo.mean, "rbo_ci_low": m.rbo.ci_low,
+             "rbo_ci_high": m.rbo.ci_high, "rbo_chance": m.rbo.chance, "rbo_max": m.rbo.max, "n": m.spearman.n,
+             "verdict_reason": m.verdict_reason} for m in ref.methods]
+
+
 # ---------------------------------------------------------------- formatting
 
 
@@ -323,9 +353,25 @@ def methods_paragraph(results: Results) -> str:
         f"Explanation methods: {meths}. Each map was scored against each test subject's ground truth "
         f"with {metrics}.",
     ]
+    if results.kind == "reference" and results.reference is not None:
+        ref = results.reference
+        src = ("a checkpoint" if model.get("checkpoint")
+               else f"a {model.get('architecture', 'CNN')} trained on the label")
+        parts[1:3] = [f"Task: {tasks}, the data's own label with no known signal location. The model was {src}.",
+                      f"Explanation methods: {meths}. For each of {ref.n_subjects} test subjects, each method's "
+                      f"ranking of the atlas regions (the {ref.percentile:g}th percentile of its map inside each "
+                      f"region) was compared with the model's {ref.reference.split(':')[0]} by Spearman's ρ and "
+                      f"rank-biased overlap (top {ref.rbo_depth}, p = {ref.rbo_p:g}); this is a causal reference, "
+                      "not a ground truth."]
     if results.kind != "audit":
-        parts.insert(3, explained_output_text((spec.get("run") or {}).get("target", "label")))
-    if st:
+        what = explained_output_text((spec.get("run") or {}).get("target", "label"))
+        if results.kind == "reference":  # no score table: the per-subject values are the stages' subjects.csv
+            what = what.split("; scores.csv")[0] + "."
+        parts.insert(3, what)
+    if st and results.kind == "reference":
+        parts.append(f"Means carry {fmt(st.get('ci_level', 0.95), 2)} bootstrap confidence intervals "
+                     f"({st.get('ci_method', '?')}, {st.get('bootstrap', '?')} resamples over subjects).")
+    elif st:
         parts.append(
             f"Means carry {fmt(st.get('ci_level', 0.95), 2)} bootstrap confidence intervals "
             f"({st.get('ci_method', '?')}, {st.get('bootstrap', '?')} resamples over subjects); "
@@ -489,7 +535,8 @@ def render_html(results: Results, sections: list[dict]) -> str:
     n_placements = (vals[0].n_placements or "several") if vals else "several"
     return env.get_template("report.html.j2").render(
         r=results, rows=verdict_rows(results), sections=sections, fmt=fmt, fmt_p=fmt_p,
-        prov=provenance_rows(results), meaning=VERDICT_MEANING.get(results.overall.verdict, ""),
+        prov=provenance_rows(results), meaning=(REFERENCE_MEANING if results.kind == "reference"
+                                                else VERDICT_MEANING).get(results.overall.verdict, ""),
         methods_text=methods_paragraph(results), help_rows=help_rows, at_chance=at_chance,
         stats=spec.get("statistics", {}) or {}, main=results.main_metric(), n_placements=n_placements,
         ordered=lambda metrics: _ordered_metrics(results, metrics), inspect=inspect_rows(results),
@@ -530,6 +577,8 @@ def build_report(results: Results | dict, figures: FigureInputs | dict | None, o
         text = results.to_json()
     atomic_write(out / "results.json", text)
     atomic_write(out / "results.schema.json", json.dumps(json_schema(), indent=1) + "\n")
+    if results.reference is not None:  # kind: reference — the methods against the causal occlusion
+        atomic_write(out / "reference.csv", _csv(reference_rows(results), REFERENCE_COLUMNS))
     atomic_write(out / "summary.csv", _csv(summary_rows(results), SUMMARY_COLUMNS))
     if table is not None:
         write_scores_csv(table, out / "scores.csv")

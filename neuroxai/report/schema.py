@@ -41,6 +41,8 @@ from .scores import ScoresRef, ScoreTable
 # 2.0: the per-subject score table leaves results.json for scores.parquet beside it (Results.scores
 #      is a ScoresRef; neuroxai.report.scores); the comparison with the chance map is keyed
 #      "chance_map" (1.x: random). A 1.x results.json is read through neuroxai.compat.
+#      Also new in 2.0: kind "reference" (Results.reference: the methods against the model's causal
+#      atlas occlusion)
 SCHEMA_VERSION = "2.0"
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Num = Optional[float]
@@ -428,10 +430,91 @@ class AuditInfo(_Closed):
     atlas: Optional[AtlasInfo] = None
 
 
+# ---------------------------------------------------------------- kind: reference (1.7)
+
+
+class Agreement(_Closed):
+    """One method's agreement with the causal ranking, over the subjects: the mean of a per-subject
+    measure with its bootstrap CI."""
+
+    mean: Num = None
+    ci_low: Num = None
+    ci_high: Num = None
+    n: int = Field(0, ge=0)
+    chance: Num = Field(None, description="its value for a random ranking (Spearman: 0)")
+    max: Num = Field(None, description="its value for the occlusion ranking itself")
+    scaled_mean: Num = Field(None, description="mean of (value − chance) / (max − chance) per subject: 0 = a "
+                             "random ranking, 1 = the occlusion ranking (Spearman: the value itself)")
+    scaled_ci_low: Num = None
+    scaled_ci_high: Num = None
+
+
+class ReferenceMethod(_Closed):
+    """A method of a ``kind: reference`` run: how its ranking of the atlas regions agrees with the
+    model's causal atlas-occlusion ranking (per subject, then over the subjects)."""
+
+    method: str = Field(description="the method's key (label or registry name)")
+    name: str = Field(description="METHODS registry key")
+    is_baseline: bool = False
+    rank: int = Field(ge=1, description="1 = the closest agreement with the causal ranking (reference.rank_by)")
+    spearman: Agreement
+    rbo: Agreement
+    verdict: Verdict
+    verdict_reason: str = ""
+
+
+class ReferenceRegion(_Closed):
+    """An atlas region's causal effect: ``|Δ output| / |region|`` when it is set to the mean image."""
+
+    region: str
+    label: int
+    causal_rank: Optional[int] = Field(None, description="rank of its cohort-mean effect among the regions "
+                                       "(1 = largest)")
+    effect_mean: Num = Field(None, description="output change per voxel of the region, mean over subjects")
+    effect_ci_low: Num = None
+    effect_ci_high: Num = None
+    n: int = Field(0, ge=0)
+
+
+class ReferenceClaim(ReferenceRegion):
+    """A claim "the model relies on region X", read against the causal reference."""
+
+    excess_mean: Num = Field(None, description="its effect minus the subject's median regional effect, mean")
+    excess_ci_low: Num = None
+    excess_ci_high: Num = None
+    top_k: int = Field(1, ge=1)
+    supported: Optional[bool] = Field(None, description="in the causal top k and the excess's lower CI bound > 0; "
+                                      "None: cannot tell (too few subjects, region absent)")
+    reading: str = ""
+
+
+class ReferenceResult(_Closed):
+    """``kind: reference``: the methods ranked by their agreement with the model's causal atlas
+    occlusion (Siegel et al. 2025's AtlasOcclusion) — a causal reference, not a ground truth."""
+
+    reference: str = Field(description="what the reference is, in words")
+    task: str
+    n_subjects: int = Field(ge=0)
+    n_regions: int = Field(0, ge=0, description="atlas regions present, mean over the subjects")
+    percentile: float
+    rbo_depth: int
+    rbo_p: float
+    rank_by: str = "rbo"
+    criteria: list[str] = Field(default_factory=list, description="the verdict rules in words")
+    order: list[str] = Field(default_factory=list, description="method keys, closest agreement first")
+    methods: list[ReferenceMethod] = Field(default_factory=list, description="in the order of `order`")
+    top_regions: list[ReferenceRegion] = Field(default_factory=list, description="the causal top k regions")
+    claims: list[ReferenceClaim] = Field(default_factory=list)
+    reading: str = ""
+
+
 class Results(_Closed):
     schema_version: str
-    kind: Literal["validate", "audit"] = Field("validate", description="a validation run, or an audit of "
-                                               "a prior study's saved maps (no model)")
+    kind: Literal["validate", "audit", "reference"] = Field(
+        "validate", description="a validation run, an audit of a prior study's saved maps (no model), or a "
+        "reference run (a model of the data's own labels, judged against its causal atlas occlusion)")
+    reference: Optional[ReferenceResult] = Field(None, description="kind: reference: agreement of each "
+                                                 "method with the causal occlusion ranking")
     audit: Optional[AuditInfo] = None
     protocol: ProtocolInfo
     provenance: Provenance

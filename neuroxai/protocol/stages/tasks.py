@@ -24,7 +24,7 @@ def build_tasks(ctx: RunContext) -> dict[str, Any]:
     for spec in ctx.protocol.tasks:
         task = build_task(spec.type, ctx.manifest, seed=ctx.protocol.run.seed, **spec.params)
         out[spec.id] = task
-        if spec.null_control:
+        if spec.null_control and ctx.protocol.kind != "reference":  # the reference is the model's own occlusion
             out[f"{spec.id}__null"] = build_task("null_control", ctx.manifest, seed=ctx.protocol.run.seed,
                                                  base=spec.type, permutation_seed=ctx.protocol.run.seed + 1,
                                                  **spec.params)

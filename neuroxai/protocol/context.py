@@ -1,5 +1,5 @@
-"""What every stage of a run shares: the protocol, the run directory, the device, the rank, and
-the results gathered so far (:class:`RunContext`); what a run returns (:class:`RunResult`)."""
+"""What every stage of a run shares (:class:`RunContext`, immutable: a stage hands what it made
+back as its return value, and the runner passes it on) and what a run returns (:class:`RunResult`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +22,15 @@ class RunResult:
     exit_code: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
+    """The protocol, the run directory, the device and the rank; after the data stage (which
+    returns a new context, :func:`~neuroxai.protocol.stages.data.prepare_data`) the manifest, its
+    hash and the model grid. Its fields are never reassigned. Two members are written by design:
+    ``timings`` (the run's clock: each stage adds its seconds, reported in the provenance) and
+    ``train_means`` (a memo of each task's training-split mean image, the ``baseline:
+    train_mean`` of DeepLift and integrated gradients: ``stages.attribute.train_mean_image``)."""
+
     protocol: Protocol
     rd: RunDir
     device: torch.device
@@ -34,11 +41,6 @@ class RunContext:
     rank: int = 0
     world: int = 1
     timings: dict = field(default_factory=dict)
-    models: dict = field(default_factory=dict)
-    #: {task: {method: (relevance_share (N,K), volume_share (N,K))}}, read with the chunks' scores
-    profiles: dict = field(default_factory=dict)
-    #: {task: its training-split mean image (1,1,D,H,W)}: the ``baseline: train_mean`` of DeepLift
-    #: and integrated gradients (``stages.attribute.train_mean_image``)
     train_means: dict = field(default_factory=dict)
 
 

@@ -23,12 +23,13 @@ from ..errors import ManifestError, RunError
 from ..outdir import claim_dir
 from ..safepath import inside, own_dir, safe_name
 from ..attribution.baselines import is_baseline
-from .stages.attribute import attribute_key
 from .stages.tasks import is_null, scored_subjects
 
 
-def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
-    """Write every non-null task's maps, ground-truth masks and brain masks under ``out_dir``."""
+def export_run(ctx, tasks: dict, store, out_dir: str | Path, attributed) -> Path:
+    """Write every non-null task's maps, ground-truth masks and brain masks under ``out_dir``
+    (``attributed``: the attribute stage's :class:`~neuroxai.protocol.stages.attribute.Attributed`,
+    whose folders hold the maps)."""
     if ctx.protocol.run.save_maps != "npz16":
         raise RunError("exporting maps needs the maps saved in the run", expected="run.save_maps: npz16",
                        found=f"run.save_maps: {ctx.protocol.run.save_maps}",
@@ -58,7 +59,7 @@ def export_run(ctx, tasks: dict, store, out_dir: str | Path) -> Path:
         for mspec in ctx.protocol.methods:
             if is_baseline(mspec.name):
                 continue
-            d = ctx.rd.stage("attribute", attribute_key(ctx, tid, task, mspec, ctx.models[tid]))
+            d = attributed.folder(tid, mspec.key)
             for f in sorted(d.glob("chunk_*.npz")):
                 z = np.load(f)
                 for sid, m in zip(z["subject_id"], z["maps"]):

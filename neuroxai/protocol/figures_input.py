@@ -5,11 +5,10 @@ import numpy as np
 import torch
 
 from ..report.figure_inputs import FigureInputs, SubjectFigures, TaskFigures
-from .stages.attribute import attribute_key
 from .stages.tasks import is_null, scored_subjects
 
 
-def figure_inputs(ctx, tasks: dict, store, scores: dict) -> FigureInputs:
+def figure_inputs(ctx, tasks: dict, store, attributed) -> FigureInputs:
     """The report's :class:`~neuroxai.report.figure_inputs.FigureInputs`, one entry per task.
 
     ``image``: mean image of the scored subjects; ``mask``: fraction of them with ground truth at
@@ -39,8 +38,8 @@ def figure_inputs(ctx, tasks: dict, store, scores: dict) -> FigureInputs:
                             spacing=tuple(store.spacing),
                             example=SubjectFigures(subject_id=ids[0], image=first[0], mask=first[1]))
         for mspec in ctx.protocol.methods:
-            d = ctx.rd.stage("attribute", attribute_key(ctx, tid, task, mspec, ctx.models[tid]))
-            chunks = sorted(d.glob("chunk_*.npz"))
+            d = attributed.folder(tid, mspec.key)
+            chunks = sorted(d.glob("chunk_*.npz")) if d is not None else []
             if not chunks:
                 continue
             total, n = None, 0

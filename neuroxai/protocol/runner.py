@@ -95,7 +95,6 @@ def _models_to_scores(ctx: RunContext, tasks: dict, store, stop_after: str | Non
     model-randomization and false-positive perturbation stages: ``(models, validity, scores,
     sanity, off_target)``, or None when the run stops after ``train`` or ``attribute``."""
     models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
-    ctx.models = models
     check_models_fit(ctx, tasks, models, store)  # outputs vs classes, NaN outputs, LRP on TorchScript: named now
     if stop_after == "train":
         return None
@@ -114,7 +113,7 @@ def _seed_runs(ctx: RunContext, tasks: dict, store, stop_after: str | None) -> l
     proto, runs = ctx.protocol, []
     for seed in proto.model.seeds or [None]:
         c = ctx if seed is None else replace(ctx, protocol=proto.model_copy(
-            update={"model": proto.model.for_seed(seed)}), models={}, profiles={})
+            update={"model": proto.model.for_seed(seed)}))
         run = _models_to_scores(c, tasks, store, stop_after)
         if run is not None:
             runs.append(SeedRun(seed, c, *run))
@@ -131,7 +130,6 @@ def _reference_run(ctx: RunContext, tasks: dict, store, prov: dict, t0: float, *
     from .stages.occlusion_reference import reference_stage
 
     models = {tid: train_stage(ctx, tid, t, store) for tid, t in tasks.items()}
-    ctx.models = models
     check_models_fit(ctx, tasks, models, store)
     if stop_after == "train":
         return RunResult(ctx.rd.root, None, None, 0)
@@ -144,6 +142,24 @@ def _reference_run(ctx: RunContext, tasks: dict, store, prov: dict, t0: float, *
     results = assemble_reference(ctx.protocol, prov, tasks, models, ref, data_info=data_info(ctx),
                                  label_table=label_table(ctx.manifest))
     return write_results(ctx.rd.root, results, report=report, write=ctx.rank == 0, figures=FigureInputs)
+
+
+def _conclude(ctx: RunContext, tasks: dict, store, runs: list[SeedRun], prov: dict, *, report: bool) -> RunResult:
+    """Stream the score table from the attribute chunks beside results.json, judge it (the seeds
+    pooled), and write the results and the report (the tail the audit shares), rank 0 writing."""
+    first = runs[0]
+    path = ctx.rd.root / SCORES_FILE
+    table = rank0_first(ctx, lambda: write_scores(path, [(r.seed, r.attributed) for r in runs])
+                        if ctx.rank == 0 else ScoreTable(path))
+    profs = profiles(first.ctx, tasks, first.attributed)
+    if len(runs) == 1:
+        results = assemble_results(ctx.protocol, prov, tasks, first.models, table, first.sanity,
+                                   data_info=data_info(ctx), validity=first.validity, profiles=profs,
+                                   off_target=first.off_target)
+    else:
+        results = assemble_seeded(ctx.protocol, prov, tasks, runs, table, data_info=data_info(ctx), profiles=profs)
+    return write_results(ctx.rd.root, results, report=report, write=ctx.rank == 0,
+                         figures=lambda: figure_inputs(first.ctx, tasks, store, first.attributed))
 
 
 def _validation_protocol(protocol: Protocol | str | Path) -> Protocol:
@@ -218,7 +234,7 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     ctx = RunContext(proto, RunDir(out_dir), dev, progress or Progress(), rank=rank, world=world)
     torch.manual_seed(proto.run.seed)
     t0 = time.perf_counter()
-    prepare_data(ctx)
+    ctx = prepare_data(ctx)
     if proto.kind == "reference":
         from .stages.occlusion_reference import check_claims
 
@@ -244,26 +260,12 @@ def run_protocol(protocol: Protocol | str | Path, out_dir: str | Path, *, manife
     runs = _seed_runs(ctx, tasks, store, stop_after)
     if stop_after in ("train", "attribute"):
         return RunResult(ctx.rd.root, None, None, 0)
-    first = runs[0].ctx
     ctx.timings["total_s"] = time.perf_counter() - t0
     prov["finished"] = now()
     prov["timings_s"] = ctx.timings
-    # the per-subject score table, streamed from the attribute chunks beside results.json
-    path = ctx.rd.root / SCORES_FILE
-    table = rank0_first(ctx, lambda: write_scores(path, [(r.seed, r.scores) for r in runs])
-                        if ctx.rank == 0 else ScoreTable(path))
-    if len(runs) == 1:
-        r = runs[0]
-        results = assemble_results(proto, prov, tasks, r.models, table, r.sanity, data_info=data_info(ctx),
-                                   validity=r.validity, profiles=profiles(first, tasks), off_target=r.off_target)
-    else:
-        results = assemble_seeded(proto, prov, tasks, runs, table, data_info=data_info(ctx),
-                                  profiles=profiles(first, tasks))
-    # the tail the audit shares: results.json and the report, written by rank 0
-    res = write_results(ctx.rd.root, results, report=report, write=rank == 0,
-                        figures=lambda: figure_inputs(first, tasks, store, runs[0].scores))
+    res = _conclude(ctx, tasks, store, runs, prov, report=report)
     if export is not None and rank == 0:
         from .export import export_run
 
-        export_run(first, tasks, store, export)
+        export_run(runs[0].ctx, tasks, store, export, runs[0].attributed)
     return res

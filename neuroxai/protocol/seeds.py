@@ -22,6 +22,7 @@ import numpy as np
 
 from ..report.schema import ModelPerf, Results, Sanity, Validity
 from ..report.scores import ScoreTable
+from .stages.attribute import Attributed
 from .context import RunContext
 from .schema import Protocol
 from .verdict import assemble_results
@@ -35,7 +36,7 @@ class SeedRun:
     ctx: RunContext
     models: dict
     validity: dict
-    scores: dict
+    attributed: Attributed  # the attribute stage's chunk folders and profiles
     sanity: dict
     off_target: dict = field(default_factory=dict)
 
@@ -97,7 +98,7 @@ def assemble_seeded(proto: Protocol, prov: dict, tasks: dict, runs: list[SeedRun
     per_seed = [assemble_results(r.ctx.protocol, prov, tasks, r.models, scores.for_seed(r.seed), r.sanity,
                                  data_info=data_info, validity=r.validity, profiles=profiles,
                                  off_target=r.off_target) for r in runs]
-    task_ids = list(runs[0].scores)
+    task_ids = list(runs[0].attributed.chunks)
     models = {tid: PooledModel(pooled_metrics([r.models[tid].metrics for r in runs]))
               for tid in runs[0].models}
     validity = {tid: _pooled_validity([r.validity.get(tid) for r in runs]) for tid in runs[0].validity}

@@ -13,6 +13,7 @@ missing chunk. Under torchrun the chunks are sharded across ranks.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,25 @@ def attribute_key(ctx: RunContext, task_id: str, task, mspec, tm) -> str:
                         p.run.target])
 
 
-def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> dict:
+@dataclass(frozen=True)
+class Attributed:
+    """What the attribute stage hands on: ``chunks[task]``, each method's ``(key, stage folder,
+    number of chunks)`` (read by :func:`write_scores`, the figures and the export: the one place
+    the stage's keys are computed), and ``profiles[task][method]`` the cohort's relevance-by-distance
+    profile ``(relevance (1,K), volume (1,K))``."""
+
+    chunks: dict
+    profiles: dict
+
+    def folder(self, task_id: str, method_key: str) -> Path | None:
+        """The stage folder of ``method_key`` on ``task_id`` (None if it did not run there)."""
+        return next((d for k, d, _ in self.chunks.get(task_id, []) if k == method_key), None)
+
+
+def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> Attributed:
     """Attribute and score every method on every task (null tasks included), chunk by chunk into
-    the stage folders. Returns ``{task_id: [(method key, stage folder, number of chunks)]}``, read
-    by :func:`write_scores` into the run's score table; collects the distance profiles into
-    ``ctx.profiles``."""
-    out = {}
+    the stage folders (:class:`Attributed`)."""
+    out, profs = {}, {}
     for task_id, task in tasks.items():
         tm = models[task_id]
         ids = scored_subjects(ctx, task)
@@ -81,20 +95,20 @@ def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: Subje
                 barrier(ctx)
             prof = _read_profiles(d, len(batches))
             if prof is not None:
-                ctx.profiles.setdefault(task_id, {})[mspec.key] = prof
+                profs.setdefault(task_id, {})[mspec.key] = prof
             done.append((mspec.key, d, len(batches)))
         out[task_id] = done
-    return out
+    return Attributed(out, profs)
 
 
-def write_scores(path: Path, runs: list[tuple[int | None, dict]]) -> ScoreTable:
+def write_scores(path: Path, runs: list[tuple[int | None, Attributed]]) -> ScoreTable:
     """Stream the attribute chunks of every ``(seed, attribute_and_score's output)`` into the score
     table at ``path`` (a chunk at a time: the table is never held whole) and return it; a
     several-seed run's rows carry their ``seed``."""
     seeded = len(runs) > 1
     with ScoreWriter(path, SUBJECT_COLUMNS + (("seed",) if seeded else ())) as w:
-        for seed, per_task in runs:
-            for task_id, done in per_task.items():
+        for seed, attributed in runs:
+            for task_id, done in attributed.chunks.items():
                 for key, d, n_chunks in done:
                     for ci in range(n_chunks):
                         df = chunk_frame(d / f"chunk_{ci:05d}.npz", key).assign(task=task_id)
@@ -302,10 +316,10 @@ def _read_profiles(d: Path, n_chunks: int) -> tuple | None:
 SUBJECT_COLUMNS = ("label", "prediction", "target")
 
 
-def profiles(ctx: RunContext, tasks: dict) -> dict:
-    """Cohort-mean relevance-by-distance profile per task (``ctx.profiles``, read with the scores):
+def profiles(ctx: RunContext, tasks: dict, attributed: Attributed) -> dict:
+    """Cohort-mean relevance-by-distance profile per task (read with the chunks):
     ``{task: DistanceProfile}``."""
     from ..verdict import cohort_profile
 
-    return {tid: cohort_profile(ctx.protocol.scoring.profile_distances_mm, ctx.profiles.get(tid, {}))
+    return {tid: cohort_profile(ctx.protocol.scoring.profile_distances_mm, attributed.profiles.get(tid, {}))
             for tid in tasks if not is_null(tid)}

@@ -9,6 +9,7 @@ content hash, the grid and the arrays the tasks need), read per batch by the lat
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..context import RunContext
@@ -21,8 +22,8 @@ from ..store import SubjectStore, write_store
 STORE_FORMAT = 2
 
 
-def prepare_data(ctx: RunContext) -> None:
-    """Set ``ctx.manifest``, ``ctx.manifest_hash`` and ``ctx.grid`` (generating the cohort first
+def prepare_data(ctx: RunContext) -> RunContext:
+    """``ctx`` with its ``manifest``, ``manifest_hash`` and ``grid`` (generating the cohort first
     when the protocol's data source is ``embedded``)."""
     from ...data.manifest import discover_bids, load_manifest, manifest_hash
 
@@ -45,15 +46,15 @@ def prepare_data(ctx: RunContext) -> None:
             cohort_dir, n=d.cohort.n, spacing=d.cohort.spacing_mm, seed=d.cohort.seed, progress=_cb,
             **d.cohort.options))
         ctx.timings["cohort_s"] = time.perf_counter() - t
-        ctx.manifest = load_manifest(path)
+        manifest = load_manifest(path)
     elif d.source == "bids":
-        ctx.manifest = discover_bids(d.manifest)
+        manifest = discover_bids(d.manifest)
     else:
-        ctx.manifest = load_manifest(d.manifest)
-    ctx.manifest_hash = manifest_hash(ctx.manifest)
+        manifest = load_manifest(d.manifest)
     spacing = d.spacing_mm if d.spacing_mm else (d.cohort.spacing_mm if d.source == "embedded" else None)
-    ctx.grid = {"spacing_mm": spacing, "shape": list(d.shape) if d.shape else None,
-                "normalize": d.normalize, "mask_threshold": d.mask_threshold}
+    return replace(ctx, manifest=manifest, manifest_hash=manifest_hash(manifest),
+                   grid={"spacing_mm": spacing, "shape": list(d.shape) if d.shape else None,
+                         "normalize": d.normalize, "mask_threshold": d.mask_threshold})
 
 
 def data_info(ctx: RunContext) -> dict:

@@ -15,6 +15,37 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 
+class AtomicStream:
+    """A file written over time (a table appended chunk by chunk) that appears at ``path`` at once:
+    :meth:`tmp` is the temporary file to write; :meth:`commit` renames it into place, :meth:`abort`
+    removes it (a killed run leaves nothing under the final name)."""
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _named(exc, self.path) from exc
+        self.tmp = _temp_path(self.path)
+        if self.tmp.is_symlink() or self.tmp.exists():
+            self.tmp.unlink()
+
+    def commit(self) -> Path:
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            named = _named(exc, self.path)
+            if named is exc:
+                raise
+            raise named from exc
+        return self.path
+
+    def abort(self) -> None:
+        if self.tmp.is_symlink() or self.tmp.exists():
+            self.tmp.unlink()
+
+
 def _temp_path(path: Path) -> Path:
     ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
     return path.with_name(f".{path.name}.{os.getpid()}.tmp{ext}")

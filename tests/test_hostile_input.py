@@ -321,7 +321,7 @@ def test_resume_after_the_model_file_changed_recomputes(tmp_path, small):
     proto, model, _ = small
     m = tmp_path / "model.pt"
     shutil.copy(model, m)
-    first = run_protocol(proto, tmp_path / "run", checkpoint=str(m), report=False)
+    first = _scores(run_protocol(proto, tmp_path / "run", checkpoint=str(m), report=False))
     obj = torch.load(m, weights_only=True)  # a different model at the same path
     torch.manual_seed(1)
     obj["state_dict"] = {k: v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v
@@ -330,7 +330,7 @@ def test_resume_after_the_model_file_changed_recomputes(tmp_path, small):
     resumed = run_protocol(proto, tmp_path / "run", checkpoint=str(m), report=False)
     fresh = run_protocol(proto, tmp_path / "fresh", checkpoint=str(m), report=False)
     assert _scores(resumed) == _scores(fresh)
-    assert _scores(resumed) != _scores(first)
+    assert _scores(resumed) != first
 
 
 def test_resume_after_image_contents_changed_recomputes(tmp_path, small):
@@ -339,6 +339,7 @@ def test_resume_after_image_contents_changed_recomputes(tmp_path, small):
     proto, model, manifest = small
     man = _copy_cohort(manifest, tmp_path / "data")
     first = run_protocol(proto, tmp_path / "run", manifest=str(man), checkpoint=str(model), report=False)
+    first_scores = _scores(first)  # the resume below replaces the run's scores.parquet
     df = pd.read_csv(man)
     for rel in df["image"]:  # same paths, new voxels
         path = (man.parent / rel) if not Path(rel).is_absolute() else Path(rel)
@@ -349,7 +350,7 @@ def test_resume_after_image_contents_changed_recomputes(tmp_path, small):
     resumed = run_protocol(proto, tmp_path / "run", manifest=str(man), checkpoint=str(model), report=False)
     fresh = run_protocol(proto, tmp_path / "fresh", manifest=str(man), checkpoint=str(model), report=False)
     assert _scores(resumed) == _scores(fresh)
-    assert _scores(resumed) != _scores(first)
+    assert _scores(resumed) != first_scores
     assert resumed.results.provenance.manifest_hash != first.results.provenance.manifest_hash
 
 
@@ -443,11 +444,15 @@ def test_model_file_that_is_a_pickle_is_refused(tmp_path, small):
 
 
 # ------------------------------------------------------------------ what the outputs hold
-def test_formula_like_subject_ids_are_escaped_in_csv():
-    from neuroxai.report.build import scores_csv
+def test_formula_like_subject_ids_are_escaped_in_csv(tmp_path):
+    from neuroxai.report.build import write_scores_csv
+    from neuroxai.report.scores import ScoreTable
 
-    text = scores_csv({"subject_id": ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "sub-01"],
-                       "method": ["m"] * 5, "metric": ["auroc"] * 5, "value": [0.5, -0.25, 1.0, 0.0, 0.75]})
+    table = ScoreTable.from_frame(pd.DataFrame(
+        {"subject_id": ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "sub-01"],
+         "method": ["m"] * 5, "metric": ["auroc"] * 5, "value": [0.5, -0.25, 1.0, 0.0, 0.75]}))
+    write_scores_csv(table, tmp_path / "scores.csv")
+    text = (tmp_path / "scores.csv").read_text()
     rows = list(pd.read_csv(__import__("io").StringIO(text), dtype=str).itertuples(index=False))
     assert [r.subject_id for r in rows] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "sub-01"]
     assert [r.value for r in rows] == ["0.5", "-0.25", "1.0", "0.0", "0.75"]  # numbers untouched

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -270,17 +269,19 @@ def write_scores_csv(table, path: Path) -> None:
     """The long score table as CSV, written a batch at a time (atomically): ``task, subject_id,
     method, metric, value`` then the table's per-subject columns."""
     cols = list(table.columns)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(cols)
-        for b in table.batches():
-            arrays = [b[c].to_numpy() for c in cols]
-            for row in zip(*arrays):
-                w.writerow([csv_cell(str(v)) if c in _TEXT_COLUMNS else
-                            ("" if math.isnan(v) else float(v)) if c == "value" else _number_cell(v)
-                            for c, v in zip(cols, row)])
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(cols)
+            for b in table.batches():
+                arrays = [b[c].to_numpy() for c in cols]
+                for row in zip(*arrays):
+                    w.writerow([csv_cell(str(v)) if c in _TEXT_COLUMNS else
+                                ("" if math.isnan(v) else float(v)) if c == "value" else _number_cell(v)
+                                for c, v in zip(cols, row)])
+
+    atomic_write(path, write=write)
 
 
 _TEXT_COLUMNS = ("task", "subject_id", "method", "metric")
@@ -602,9 +603,7 @@ def _table_beside(results: Results, out: Path):
     if table.path is not None and table.path.resolve() == dest.resolve():
         return table
     if table.path is not None and table.ref() is not None:
-        tmp = dest.with_name(dest.name + ".partial")
-        shutil.copyfile(table.path, tmp)
-        os.replace(tmp, dest)
+        atomic_write(dest, write=lambda tmp: shutil.copyfile(table.path, tmp))
         results.scores = table.ref().model_copy(update={"file": SCORES_FILE})
     else:
         results.scores = table.write(dest)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Iterator, Literal, Optional
@@ -30,6 +29,7 @@ import pandas as pd
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..atomic import AtomicStream
 from ..errors import RunError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def _typed(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 
 class ScoreWriter:
     """Append a score table to a Parquet file chunk by chunk; on :meth:`close` the file appears at
-    ``path`` at once (written as ``path.partial``, then renamed): a killed run never leaves half a
+    ``path`` at once (written to a temporary file, then renamed: :class:`~neuroxai.atomic.AtomicStream`): a killed run never leaves half a
     table under the final name. Use as a context manager.
 
     ``extra``: which of :data:`EXTRA_COLUMNS` the table has. Rows are buffered up to
@@ -88,7 +88,8 @@ class ScoreWriter:
     def __init__(self, path: str | Path, extra=(), *, row_group_rows: int = 1 << 14):
         self.path = Path(path)
         self.columns = _columns(extra)
-        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._out = AtomicStream(self.path)
+        self._tmp = self._out.tmp
         self._rows = row_group_rows
         self._buf: list[pd.DataFrame] = []
         self._n_buf = 0
@@ -147,14 +148,14 @@ class ScoreWriter:
         self._w.add_key_value_metadata({_KEYS_META: json.dumps(self._keys).encode(),
                                         _GROUPS_META: json.dumps(self._groups).encode()})
         self._w.close()
-        os.replace(self._tmp, self.path)
+        self._out.commit()
         return ScoresRef(file=self.path.name, n_rows=self.n_rows, columns=list(self.columns),
                          sha256=file_sha256(self.path))
 
     def abort(self) -> None:
         if self._w is not None:
             self._w.close()
-        self._tmp.unlink(missing_ok=True)
+        self._out.abort()
 
 
 class ScoresRef(BaseModel):

@@ -93,12 +93,12 @@ def _peak() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--subjects", type=int, default=45000)
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=None, help="run folder (default: a temporary one)")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     out = a.out or Path(tempfile.mkdtemp(prefix="bench-results-"))
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -128,6 +128,7 @@ def main() -> None:
           f"results.json + report {t3 - t2:.1f} s; results.json {size['results.json']:.2f} MB, "
           f"scores.parquet {size[SCORES_FILE]:.1f} MB, scores.csv {size['report/scores.csv']:.1f} MB; "
           f"peak RSS {peak:.0f} MiB (after the table {peaks[0]:.0f}, after the statistics {peaks[1]:.0f}); verdicts {[(m.method, m.verdict) for m in res.methods]}")
+    return res, out
 
 
 if __name__ == "__main__":

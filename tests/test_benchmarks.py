@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -13,6 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def _main(name):
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # a dataclass looks its module up while the module is being run
     spec.loader.exec_module(mod)
     return mod.main
 
@@ -74,3 +76,20 @@ def test_attribution_benchmark_quick_times_the_study_methods_beside_their_refere
     # the LRP-through-architecture rows are compared with Zennit (a diff is printed) on their own floor
     assert {r[0] for r in rows if r[6]} >= {"lrp epsilon_plus_flat DenseNet (toy)",
                                            "lrp epsilon_plus_flat torchvision-style ResNet", "gradcam layer 4"}
+
+
+def test_results_stage_benchmark_judges_a_streamed_table_into_a_small_results_json(tmp_path, capsys):
+    """The synthetic study of ``bench_results_stage`` at CI size: the table is written chunk by
+    chunk beside a results.json that holds no per-subject row, and the verdicts follow the
+    synthetic levels (SmoothGrad and the gradient well above the threshold, GradCAM below; LRP's
+    level sits at the threshold, which 300 subjects cannot decide)."""
+    import pandas as pd
+
+    res, out = _main("bench_results_stage")(["--subjects", "300", "--bootstrap", "200", "--out", str(tmp_path)])
+    assert {m.method: m.verdict for m in res.methods} == {
+        "gradcam": "FAIL", "lrp": "INCONCLUSIVE", "smoothgrad": "PASS", "gradient": "PASS", "random": "FAIL", "oracle": "PASS"}
+    assert (out / "results.json").stat().st_size < 60_000  # summaries only, whatever the number of subjects
+    assert res.scores.n_rows == 300 * 6 * 9
+    table = pd.read_parquet(out / "scores.parquet")
+    assert len(table) == 300 * 6 * 9 and table["subject_id"].nunique() == 300
+    assert "peak RSS" in capsys.readouterr().out

@@ -22,6 +22,7 @@ from ..data.bids import ANAT_SUFFIX, BRAIN_MASK_DESC, discover_maps, discover_ma
 from ..data.spaces import read_transform
 from ..errors import ConfigError, ManifestError, ScoringError
 from ..report.figure_inputs import FigureInputs
+from ..report.scores import SCORES_FILE, ScoreTable
 from .saved_maps import AuditInputs, NoModel, SavedMapsTask, score_saved_maps
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,17 @@ log = logging.getLogger(__name__)
 NOT_APPLICABLE = "not applicable: no model"
 
 
-def grid_orders(scores: dict[str, pd.DataFrame], methods: list[str], metric: str) -> dict:
+def grid_orders(scores: dict[str, pd.DataFrame | ScoreTable], methods: list[str], metric: str) -> dict:
     """The methods ordered by their mean ``metric`` on each grid (``scores``: ``{grid: score table}``),
     best first: ``{"metric", "order": {grid: [method]}, "means": {grid: {method: mean}}, "same_order"}``.
     Two methods that swap places between the grids are not separable on these data (a user saw
     Saliency and LRP swap between 2 mm masks and 4 mm maps)."""
     means, order = {}, {}
     for g, df in scores.items():
+        if isinstance(df, ScoreTable):
+            df = df.frame(method=methods, metric=metric)
         sel = df[(df["metric"] == metric) & df["method"].isin(methods)]
-        m = sel.groupby("method")["value"].mean()
+        m = sel.groupby("method", observed=True)["value"].mean()
         means[g] = {k: float(v) for k, v in m.items()}
         order[g] = sorted(means[g], key=lambda k: -means[g][k])
     return {"metric": metric, "order": order, "means": means,
@@ -128,7 +131,7 @@ def _audit_protocol(proto, inp: AuditInputs, maps_dir):
     return proto.model_copy(update={"methods": methods})
 
 
-def _grid_check(inp, proto, res, *, grid: str, **score_kw) -> dict | None:
+def _grid_check(inp, proto, res, *, grid: str, out: Path, **score_kw) -> dict | None:
     """With maps on another grid than the masks: does the method order depend on which grid scores
     them? Scored once more on the other grid (:func:`grid_orders`; the verdicts use ``grid``)."""
     from ..report.schema import main_metric
@@ -137,12 +140,15 @@ def _grid_check(inp, proto, res, *, grid: str, **score_kw) -> dict | None:
         return None
     other = "map" if grid == "mask" else "mask"
     metric = main_metric([c.metric for c in proto.acceptance], [m.name for m in proto.metrics])
+    scratch = out / f".scores-{other}-grid.parquet"  # the check's own table, removed after it
     try:
-        res_other = score_saved_maps(inp, proto, grid=other, **score_kw)
+        res_other = score_saved_maps(inp, proto, grid=other, table=scratch, **score_kw)
         return grid_orders({grid: res.scores, other: res_other.scores}, sorted(inp.maps), metric)
     except ScoringError as exc:  # e.g. a mask empty on a coarse map grid: the check only, not the audit
         return {"metric": metric, "order": {}, "means": {}, "same_order": None,
                 "note": f"not comparable on the {other} grid: {exc.args[0]}"}
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def _audit_info(inp, res, inputs: pd.DataFrame, inputs_hash: str, *, atlas, atlas_labels, names):
@@ -172,7 +178,7 @@ def _data_info(proto, res, inputs_hash, *, grid, threshold, labels, transform, o
                  "mask_threshold": None if labels else threshold, "labels": labels,
                  "transform": str(transform) if transform is not None else None,
                  "n_maps_resampled": res.n_resampled, "orders": orders}
-    return {"source": "audit", "n_subjects": int(res.scores["subject_id"].nunique()), "manifest_hash": inputs_hash,
+    return {"source": "audit", "n_subjects": len(res.subject_ids), "manifest_hash": inputs_hash,
             "grid": grid_info, "maps": str(maps_dir), "masks": str(masks_dir),
             "brain_mask": str(brain_mask) if brain_mask else None,
             "restricted_to_brain": bool(brain_mask) and proto.scoring.restrict_to_brain}
@@ -210,18 +216,19 @@ def run_audit(maps_dir, masks_dir, out_dir, *, protocol="audit", brain_mask=None
     proto = _audit_protocol(proto, inp, maps_dir)
     score_kw = dict(transform=read_transform(transform) if transform is not None else None, mask_threshold=threshold,
                     labels=labels, lateral_pairs=_lateral_pairs(proto, inp.atlas, names), device=device)
-    res = score_saved_maps(inp, proto, grid=grid, progress=progress, **score_kw)
-    orders = _grid_check(inp, proto, res, grid=grid, **score_kw) if check_grid else None
+    res = score_saved_maps(inp, proto, grid=grid, progress=progress, table=out / SCORES_FILE, task_id=task_id,
+                           **score_kw)
+    orders = _grid_check(inp, proto, res, grid=grid, out=out, **score_kw) if check_grid else None
     inputs = _digest_table(res.files)
     inputs_hash = stable_hash(inputs[["bytes", "blake2b"]].to_dict(orient="list"))
     atomic_write(out / "inputs.csv", inputs.to_csv(index=False))
-    sids = sorted(res.scores["subject_id"].unique())
+    sids = sorted(res.subject_ids)
     task = SavedMapsTask(subject_ids=sids, info={"audit": True, "maps_layout": inp.layout, "mask_kind": inp.mask_kind,
                                                  "n_methods": len(inp.maps), "methods": sorted(inp.maps)})
     prov = provenance(torch.device(device), protocol_hash=proto.content_hash(), manifest_hash=inputs_hash,
                       seeds={"statistics": proto.statistics.seed})
     prov["finished"] = now()
-    return conclude(out, proto, prov, {task_id: task}, {task_id: NoModel()}, {task_id: res.scores},
+    return conclude(out, proto, prov, {task_id: task}, {task_id: NoModel()}, res.scores,
                     figures=lambda: FigureInputs({task_id: res.figures}), report=report, kind="audit",
                     data_info=_data_info(proto, res, inputs_hash, grid=grid, threshold=threshold, labels=labels,
                                          transform=transform, orders=orders, maps_dir=maps_dir, masks_dir=masks_dir,

@@ -27,6 +27,7 @@ from ..data.spaces import check_overlap
 from ..data.transforms import resample_to_grid
 from ..data.volume import Grid, load_volume
 from ..errors import ConfigError, ScoringError
+from ..report.scores import ScoreTable, ScoreWriter
 from ..report.figure_inputs import SubjectFigures, TaskFigures
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,13 @@ class NoModel:
 
 @dataclass
 class SavedMapScores:
-    """What scoring the saved maps gives: the long score table, per-method distance profiles
-    ``{method: (relevance (N,K), volume (N,K))}``, the flags, every file read, the figure inputs,
-    and per subject the atlas region(s) taken as the true region."""
+    """What scoring the saved maps gives: the long score table (streamed to a file: a
+    :class:`~neuroxai.report.scores.ScoreTable`), the scored subjects, per-method cohort distance
+    profiles ``{method: (relevance (1,K), volume (1,K))}``, the flags, every file read, the figure
+    inputs, and per subject the atlas region(s) taken as the true region."""
 
-    scores: pd.DataFrame
+    scores: ScoreTable
+    subject_ids: list[str]
     profiles: dict
     flags: list[dict]
     files: list[Path]
@@ -374,10 +377,12 @@ def _subjects(inp: AuditInputs) -> list[str]:
 def score_saved_maps(inp: AuditInputs, proto, *, grid: str = "mask", transform: np.ndarray | None = None,
                      mask_threshold: float = 0.5, labels: list[int] | None = None,
                      lateral_pairs: dict[int, int] | None = None, device: str = "cpu",
-                     progress=None) -> SavedMapScores:
+                     progress=None, table: Path, task_id: str = "audit") -> SavedMapScores:
     """Score every subject's maps (and the protocol's random and oracle baselines) one subject at a
-    time, on ``device``, with the protocol's metrics and scoring. ``lateral_pairs``: left/right
-    atlas label pairs (``scoring.contralateral``, merged region rankings)."""
+    time, on ``device``, with the protocol's metrics and scoring, the rows streamed to the score
+    table ``table`` (task ``task_id``) every :data:`ROWS_BATCH` subjects: never held whole.
+    ``lateral_pairs``: left/right atlas label pairs (``scoring.contralateral``, merged region
+    rankings)."""
     from ..scoring.chunk import score_chunk
     from ..scoring.localization import metric_params
 
@@ -387,32 +392,61 @@ def score_saved_maps(inp: AuditInputs, proto, *, grid: str = "mask", transform: 
     subjects = _subjects(inp)
     reader = _Reader(inp, grid=grid, transform=transform, mask_threshold=mask_threshold, labels=labels)
     reader.flags = coverage_flags([], inp, subjects)  # masks without maps, named
-    rows, profiles, true_regions, figs, n_resampled = [], {}, {}, _FigureMeans(), 0
-    for i, sid in enumerate(subjects):
-        subj = reader.subject(sid)
-        n_resampled += subj.n_resampled
-        atlas = None if subj.atlas is None else subj.atlas[None, None].to(dev)
-        if atlas is not None:
-            true_regions[sid] = subj.true_region
-        metrics = metric_params(specs, sc, atlas=atlas, true_region=subj.true_region, lateral_pairs=lateral_pairs)
-        mask = subj.mask[None, None].to(dev)
-        brain = None if subj.brain is None else subj.brain[None, None].to(dev)
-        maps = {**subj.maps, **_baseline_maps(proto, subj, i, dev)}
-        unit = {}
-        for method, a in maps.items():
-            out = score_chunk(a[None, None].to(dev), mask, {k: dict(v) for k, v in metrics.items()}, sc, brain=brain,
-                              spacing=subj.grid.spacing, atlas=atlas, true_region=subj.true_region,
-                              lateral_pairs=lateral_pairs)
-            rows += [(sid, method, k, float(v[0])) for k, v in out.scores.items()]
-            prof = profiles.setdefault(method, ([], []))
-            prof[0].append(out.profile_relevance[0].cpu().numpy())
-            prof[1].append(out.profile_volume[0].cpu().numpy())
-            unit[method] = out.mean_map_sum.cpu().numpy()
-        figs.add(sid, subj, maps, unit, reader.anat(sid, subj.grid))
-        if progress is not None:
-            progress(i + 1, len(subjects))
+    rows, profiles, true_regions, figs, n_resampled = [], _Profiles(), {}, _FigureMeans(), 0
+    with ScoreWriter(table) as writer:
+        for i, sid in enumerate(subjects):
+            subj = reader.subject(sid)
+            n_resampled += subj.n_resampled
+            atlas = None if subj.atlas is None else subj.atlas[None, None].to(dev)
+            if atlas is not None:
+                true_regions[sid] = subj.true_region
+            metrics = metric_params(specs, sc, atlas=atlas, true_region=subj.true_region, lateral_pairs=lateral_pairs)
+            mask = subj.mask[None, None].to(dev)
+            brain = None if subj.brain is None else subj.brain[None, None].to(dev)
+            maps = {**subj.maps, **_baseline_maps(proto, subj, i, dev)}
+            unit = {}
+            for method, a in maps.items():
+                out = score_chunk(a[None, None].to(dev), mask, {k: dict(v) for k, v in metrics.items()}, sc,
+                                  brain=brain, spacing=subj.grid.spacing, atlas=atlas, true_region=subj.true_region,
+                                  lateral_pairs=lateral_pairs)
+                rows += [(task_id, sid, method, k, float(v[0])) for k, v in out.scores.items()]
+                profiles.add(method, out.profile_relevance.cpu().numpy(), out.profile_volume.cpu().numpy())
+                unit[method] = out.mean_map_sum.cpu().numpy()
+            figs.add(sid, subj, maps, unit, reader.anat(sid, subj.grid))
+            if (i + 1) % ROWS_BATCH == 0 or i + 1 == len(subjects):
+                writer.write(pd.DataFrame(rows, columns=["task", "subject_id", "method", "metric", "value"]))
+                rows = []
+            if progress is not None:
+                progress(i + 1, len(subjects))
     return SavedMapScores(
-        scores=pd.DataFrame(rows, columns=["subject_id", "method", "metric", "value"]),
-        profiles={k: (np.stack(r), np.stack(v)) for k, (r, v) in profiles.items()}, flags=reader.flags,
+        scores=ScoreTable(table), subject_ids=list(subjects), profiles=profiles.means(), flags=reader.flags,
         files=reader.files, figures=figs.inputs(), n_subjects=len(subjects), n_resampled=n_resampled,
         n_on_common_grid=figs.n, true_regions=true_regions)
+
+
+#: subjects whose score rows are written to the table together (row groups of ~256 × 9 rows)
+ROWS_BATCH = 256
+
+
+class _Profiles:
+    """Each method's cohort distance profile, accumulated subject by subject (as the attribute
+    stage's ``_read_profiles``): the mean relevance share over the subjects whose map has positive
+    relevance, the mean volume share over all, as ``(1, K)`` rows for :func:`cohort_profile`."""
+
+    def __init__(self):
+        self._sums: dict = {}
+
+    def add(self, method: str, rel: np.ndarray, vol: np.ndarray) -> None:
+        r, v = rel.astype(np.float64), vol.astype(np.float64)
+        ok = ~np.isnan(r).any(1)
+        s = self._sums.setdefault(method, [0.0, 0, 0.0, 0])
+        s[0], s[1] = s[0] + r[ok].sum(0), s[1] + int(ok.sum())
+        s[2], s[3] = s[2] + v.sum(0), s[3] + len(v)
+
+    def means(self) -> dict:
+        out = {}
+        for m, (r, n_r, v, n_v) in self._sums.items():
+            vol = np.atleast_1d(v / max(n_v, 1))
+            rel = np.atleast_1d(r / n_r) if n_r else np.full_like(vol, np.nan)
+            out[m] = (rel[None], vol[None])
+        return out

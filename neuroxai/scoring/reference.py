@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ScoringError
 from .localization import average_ranks
+from .sanity import pearson_masked
 from .siegel2025 import rbo_weights, region_percentiles
 
 _F64 = torch.float64
@@ -70,14 +71,8 @@ def region_spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     float64."""
     _check_pair(a, b)
     v = ~a.isnan() & ~b.isnan()
-    x = average_ranks(torch.nan_to_num(a.to(_F64)), v)
-    y = average_ranks(torch.nan_to_num(b.to(_F64)), v)
-    w = v.to(_F64)
-    n = w.sum(1, keepdim=True).clamp_min(1)
-    xc = (x - (x * w).sum(1, keepdim=True) / n) * w
-    yc = (y - (y * w).sum(1, keepdim=True) / n) * w
-    den = xc.norm(dim=1) * yc.norm(dim=1)
-    return torch.where(den > 0, (xc * yc).sum(1) / torch.where(den > 0, den, 1.0), 0.0)
+    return pearson_masked(average_ranks(torch.nan_to_num(a.to(_F64)), v),
+                          average_ranks(torch.nan_to_num(b.to(_F64)), v), v)
 
 
 def _depths(a: torch.Tensor, b: torch.Tensor, depth: int) -> torch.Tensor:

@@ -29,7 +29,9 @@ def _prep(a, b, mask):
     return x, y, v
 
 
-def _pearson_masked(x, y, v):
+def pearson_masked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Pearson's r per row of ``x, y: (B, K)`` over the entries where ``v`` (bool) holds; a
+    constant row gives 0. ``(B,)``."""
     w = v.to(_F64)
     n = w.sum(1, keepdim=True).clamp_min(1)
     xc = (x - (x * w).sum(1, keepdim=True) / n) * w
@@ -42,7 +44,7 @@ def _pearson_masked(x, y, v):
 def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Pearson correlation of the raw maps per volume (over ``mask`` voxels)."""
     x, y, v = _prep(a, b, mask)
-    return _pearson_masked(x, y, v)
+    return pearson_masked(x, y, v)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -50,7 +52,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None)
     maps, since randomization may flip signs): the Pearson correlation of average ranks (ties
     share their mean rank, = ``scipy.stats.spearmanr``), ranks taken among ``mask`` voxels only."""
     x, y, v = _prep(a, b, mask)
-    return _pearson_masked(average_ranks(x.abs(), v), average_ranks(y.abs(), v), v)
+    return pearson_masked(average_ranks(x.abs(), v), average_ranks(y.abs(), v), v)
 
 
 def ssim3d(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:

@@ -279,18 +279,9 @@ class ScoreTable:
         are never decoded at once)."""
         methods = None if method is None else ([method] if isinstance(method, str) else list(method))
         if self.path is None:
-            df = self._frame
-            sel = np.ones(len(df), bool)
-            if task is not None:
-                sel &= (df["task"] == task).to_numpy()
-            if methods is not None:
-                sel &= df["method"].isin(methods).to_numpy()
-            if metric is not None:
-                sel &= (df["metric"] == metric).to_numpy()
-            if self._seed is not None:
-                sel &= (df["seed"] == self._seed).to_numpy()
-            if sel.any():
-                yield df[sel].drop(columns=["seed"] if self._seed is not None else []).reset_index(drop=True)
+            df = self._selected(self._frame, task, methods, metric)
+            if df is not None:
+                yield df
             return
         self._check_unchanged()
         _, pq = _arrow()
@@ -300,22 +291,27 @@ class ScoreTable:
         if groups is None:  # a file without the row-group index: every row group, filtered
             groups = range(pf.metadata.num_row_groups)
         for g in groups:
-            df = pf.read_row_group(g, use_threads=False).to_pandas()
-            sel = np.ones(len(df), bool)
-            if task is not None:
-                sel &= (df["task"] == task).to_numpy()
-            if methods is not None:
-                sel &= df["method"].isin(methods).to_numpy()
-            if metric is not None:
-                sel &= (df["metric"] == metric).to_numpy()
-            if self._seed is not None:
-                sel &= (df["seed"] == self._seed).to_numpy()
-            if sel.any():
-                df = df[sel] if not sel.all() else df
-                yield (df.drop(columns=["seed"]) if self._seed is not None else df).reset_index(drop=True)
+            df = self._selected(pf.read_row_group(g, use_threads=False).to_pandas(), task, methods, metric)
+            if df is not None:
+                yield df
         release_arrow_memory()
 
-
+    def _selected(self, df: pd.DataFrame, task, methods, metric) -> pd.DataFrame | None:
+        """The rows of ``df`` of ``task``, ``methods``, ``metric`` (and this table's seed, whose
+        column is dropped); None when there are none."""
+        sel = np.ones(len(df), bool)
+        if task is not None:
+            sel &= (df["task"] == task).to_numpy()
+        if methods is not None:
+            sel &= df["method"].isin(methods).to_numpy()
+        if metric is not None:
+            sel &= (df["metric"] == metric).to_numpy()
+        if self._seed is not None:
+            sel &= (df["seed"] == self._seed).to_numpy()
+        if not sel.any():
+            return None
+        df = df[sel] if not sel.all() else df
+        return (df.drop(columns=["seed"]) if self._seed is not None else df).reset_index(drop=True)
     def _check_unchanged(self) -> None:
         """A later run in the same folder replaces scores.parquet: never read it as this one's."""
         if _stat(self.path) != self._stat:
@@ -341,10 +337,9 @@ class ScoreTable:
         self._check_unchanged()
         _, pq = _arrow()
         for b in pq.ParquetFile(self.path).iter_batches(batch_size=rows):
-            df = b.to_pandas()
-            if self._seed is not None:
-                df = df[df["seed"] == self._seed].drop(columns=["seed"])
-            yield df
+            df = self._selected(b.to_pandas(), None, None, None)
+            if df is not None:
+                yield df
 
     def write(self, path: str | Path) -> "ScoresRef":
         """This table as a Parquet file at ``path`` (copied in batches)."""

@@ -28,6 +28,7 @@ from ..data.transforms import resample_to_grid
 from ..data.volume import Grid, load_volume
 from ..errors import ConfigError, ScoringError
 from ..report.scores import ScoreTable, ScoreWriter
+from ..scoring.profile import ProfileMeans
 from ..report.figure_inputs import SubjectFigures, TaskFigures
 
 log = logging.getLogger(__name__)
@@ -392,7 +393,7 @@ def score_saved_maps(inp: AuditInputs, proto, *, grid: str = "mask", transform: 
     subjects = _subjects(inp)
     reader = _Reader(inp, grid=grid, transform=transform, mask_threshold=mask_threshold, labels=labels)
     reader.flags = coverage_flags([], inp, subjects)  # masks without maps, named
-    rows, profiles, true_regions, figs, n_resampled = [], _Profiles(), {}, _FigureMeans(), 0
+    rows, profiles, true_regions, figs, n_resampled = [], ProfileMeans(), {}, _FigureMeans(), 0
     with ScoreWriter(table) as writer:
         for i, sid in enumerate(subjects):
             subj = reader.subject(sid)
@@ -427,26 +428,3 @@ def score_saved_maps(inp: AuditInputs, proto, *, grid: str = "mask", transform: 
 #: subjects whose score rows are written to the table together (row groups of ~256 × 9 rows)
 ROWS_BATCH = 256
 
-
-class _Profiles:
-    """Each method's cohort distance profile, accumulated subject by subject (as the attribute
-    stage's ``_read_profiles``): the mean relevance share over the subjects whose map has positive
-    relevance, the mean volume share over all, as ``(1, K)`` rows for :func:`cohort_profile`."""
-
-    def __init__(self):
-        self._sums: dict = {}
-
-    def add(self, method: str, rel: np.ndarray, vol: np.ndarray) -> None:
-        r, v = rel.astype(np.float64), vol.astype(np.float64)
-        ok = ~np.isnan(r).any(1)
-        s = self._sums.setdefault(method, [0.0, 0, 0.0, 0])
-        s[0], s[1] = s[0] + r[ok].sum(0), s[1] + int(ok.sum())
-        s[2], s[3] = s[2] + v.sum(0), s[3] + len(v)
-
-    def means(self) -> dict:
-        out = {}
-        for m, (r, n_r, v, n_v) in self._sums.items():
-            vol = np.atleast_1d(v / max(n_v, 1))
-            rel = np.atleast_1d(r / n_r) if n_r else np.full_like(vol, np.nan)
-            out[m] = (rel[None], vol[None])
-        return out

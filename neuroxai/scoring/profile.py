@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -140,3 +141,30 @@ def _squared_distance_mm(mask: torch.Tensor, spacing: Sequence[float], d_max: fl
             torch.minimum(down, g.narrow(dim, o, n - o) + step, out=down)
         g = out
     return g
+
+
+class ProfileMeans:
+    """Each method's cohort distance profile, accumulated a batch of subjects at a time (memory
+    flat in their number): the mean relevance share per distance over the subjects whose map has
+    positive relevance (a NaN row has no profile), the mean volume share over all of them.
+    :meth:`means` gives ``{method: (relevance (1,K), volume (1,K))}`` (relevance NaN when no subject
+    has a profile), the rows ``verdict.cohort_profile`` averages."""
+
+    def __init__(self):
+        self._sums: dict = {}
+
+    def add(self, method: str, relevance, volume) -> None:
+        """``relevance, volume: (N, K)`` share per subject and distance (arrays)."""
+        r, v = np.asarray(relevance, np.float64), np.asarray(volume, np.float64)
+        ok = ~np.isnan(r).any(1)
+        s = self._sums.setdefault(method, [0.0, 0, 0.0, 0])
+        s[0], s[1] = s[0] + r[ok].sum(0), s[1] + int(ok.sum())
+        s[2], s[3] = s[2] + v.sum(0), s[3] + len(v)
+
+    def means(self) -> dict:
+        out = {}
+        for m, (r, n_r, v, n_v) in self._sums.items():
+            vol = np.atleast_1d(v / max(n_v, 1))
+            rel = np.atleast_1d(r / n_r) if n_r else np.full_like(vol, np.nan)
+            out[m] = (rel[None], vol[None])
+        return out

@@ -26,6 +26,7 @@ from ..distributed import barrier
 from ..rundir import atomic_savez, stable_hash
 from ..store import SubjectStore
 from ...report.scores import ScoreTable, ScoreWriter
+from ...scoring.profile import ProfileMeans
 from ...attribution.baselines import BASELINES as BASELINE_METHODS, is_baseline, needs  # noqa: F401 (re-exported)
 from .tasks import explained, is_null, predictions, scored_subjects
 
@@ -65,7 +66,8 @@ class Attributed:
 def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: SubjectStore) -> Attributed:
     """Attribute and score every method on every task (null tasks included), chunk by chunk into
     the stage folders (:class:`Attributed`)."""
-    out, profs = {}, {}
+    out: dict = {}
+    profs: dict[str, ProfileMeans] = {}
     for task_id, task in tasks.items():
         tm = models[task_id]
         ids = scored_subjects(ctx, task)
@@ -93,12 +95,10 @@ def attribute_and_score(ctx: RunContext, tasks: dict, models: dict, store: Subje
                 if ctx.rank == 0:
                     ctx.rd.mark_done("attribute", key, {"n_chunks": len(batches)})
                 barrier(ctx)
-            prof = _read_profiles(d, len(batches))
-            if prof is not None:
-                profs.setdefault(task_id, {})[mspec.key] = prof
+            _read_profiles(d, len(batches), mspec.key, profs.setdefault(task_id, ProfileMeans()))
             done.append((mspec.key, d, len(batches)))
         out[task_id] = done
-    return Attributed(out, profs)
+    return Attributed(out, {tid: p.means() for tid, p in profs.items()})
 
 
 def write_scores(path: Path, runs: list[tuple[int | None, Attributed]]) -> ScoreTable:
@@ -289,25 +289,12 @@ def _numeric(v: np.ndarray) -> np.ndarray:
     return pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(np.float64)
 
 
-def _read_profiles(d: Path, n_chunks: int) -> tuple | None:
-    """The chunks' cohort distance profile, accumulated a chunk at a time: ``(relevance (1,K),
-    volume (1,K))``, the means over the subjects (relevance over those whose map has positive
-    relevance: a NaN row has no profile; NaN when none has), as :func:`cohort_profile` reads them;
-    None if the chunks hold none."""
-    rel = vol = None
-    n_rel = n_vol = 0
+def _read_profiles(d: Path, n_chunks: int, key: str, into: ProfileMeans) -> None:
+    """Add the chunks' distance profiles of method ``key`` to ``into``, a chunk at a time."""
     for ci in range(n_chunks):
         z = np.load(d / f"chunk_{ci:05d}.npz")
-        if "profile_relevance" not in z.files:
-            continue
-        r, v = z["profile_relevance"].astype(np.float64), z["profile_volume"].astype(np.float64)
-        ok = ~np.isnan(r).any(1)
-        rel = r[ok].sum(0) if rel is None else rel + r[ok].sum(0)
-        vol = v.sum(0) if vol is None else vol + v.sum(0)
-        n_rel, n_vol = n_rel + int(ok.sum()), n_vol + len(v)
-    if rel is None:
-        return None
-    return (rel / n_rel if n_rel else np.full_like(rel, np.nan))[None], (vol / max(n_vol, 1))[None]
+        if "profile_relevance" in z.files:
+            into.add(key, z["profile_relevance"], z["profile_volume"])
 
 
 #: per-subject columns of the score table: the true label, the model's prediction (class, or the

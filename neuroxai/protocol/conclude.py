@@ -8,7 +8,6 @@ from typing import Callable
 from ..atomic import atomic_write
 from ..report.figure_inputs import FigureInputs
 from ..report.schema import Results
-from ..report.scores import SCORES_FILE, ScoreTable
 from .context import RunResult
 from .verdict import assemble_results
 
@@ -22,10 +21,9 @@ def write_results(out: Path, results: Results, *, figures: Callable[[], FigureIn
     ``write=False`` (a torchrun rank other than 0) writes nothing and returns the results."""
     if not write:
         return RunResult(out, None, results, results.overall.exit_code)
-    table = results.score_table()
-    if table is not None and (table.path is None or table.path.resolve() != (out / SCORES_FILE).resolve()):
-        results.scores = table.write(out / SCORES_FILE)  # a table held in memory (the audit's), or elsewhere
-        results.with_table(ScoreTable(out / SCORES_FILE), out)
+    from ..report.build import place_score_table  # here: the report module loads matplotlib
+
+    place_score_table(results, out)  # already there when the runner or the audit streamed it
     atomic_write(out / "results.json", results.to_json())
     report_dir = None
     if report:

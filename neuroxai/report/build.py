@@ -573,7 +573,7 @@ def build_report(results: Results | dict, figures: FigureInputs | dict | None, o
     for stale in fig_dir.glob("*.png"):  # a rebuild must not leave figures of an older run
         if stale.name not in names:
             stale.unlink()
-    table = _table_beside(results, out)
+    table = place_score_table(results, out)
     if table is not None:
         text = results.to_json()
     atomic_write(out / "results.json", text)
@@ -591,9 +591,11 @@ def build_report(results: Results | dict, figures: FigureInputs | dict | None, o
     return out / "index.html"
 
 
-def _table_beside(results: Results, out: Path):
-    """Put the score table in the report folder beside its results.json (the run's file copied
-    byte for byte, a table held in memory written) and point ``results.scores`` at it."""
+def place_score_table(results: Results, out: Path):
+    """Put the score table in ``out`` beside the results.json written there (a run's file copied
+    byte for byte, a table held in memory written; nothing to do when it is there already) and
+    point ``results.scores`` at it; a stale table there is removed when the results have none.
+    Returns the table now in ``out`` (None without one)."""
     table = results.score_table()
     if table is None:
         (out / SCORES_FILE).unlink(missing_ok=True)

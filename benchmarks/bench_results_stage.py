@@ -27,7 +27,7 @@ from neuroxai.protocol.conclude import write_results
 from neuroxai.protocol.schema import Protocol
 from neuroxai.protocol.verdict import assemble_results
 from neuroxai.report.figure_inputs import FigureInputs
-from neuroxai.report.scores import SCORES_FILE, ScoreWriter
+from neuroxai.report.scores import SCORES_FILE, ScoreTable, ScoreWriter
 
 METHODS = {"gradcam": 0.05, "lrp": 0.10, "smoothgrad": 0.35, "gradient": 0.30, "random": 0.02, "oracle": 1.0}
 METRICS = {"relevance_mass_accuracy": 0.02, "relevance_rank_accuracy": 0.02, "auroc": 0.5}
@@ -110,7 +110,6 @@ def main(argv=None):
                 w.write(chunk(rng, c0, min(CHUNK, a.subjects - c0), m))
     t1 = time.perf_counter()
     peaks = [_peak()]
-    from neuroxai.report.scores import ScoreTable
 
     perf = {"auroc": 0.9, "auroc_ci_low": 0.89, "auroc_ci_high": 0.91, "accuracy": 0.85, "at_chance": False,
             "n_test": a.subjects}

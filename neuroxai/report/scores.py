@@ -42,8 +42,8 @@ BASE_COLUMNS = ("task", "subject_id", "method", "metric", "value")
 #: class), and a several-seed run's model seed; all numeric (NaN: none).
 EXTRA_COLUMNS = ("label", "prediction", "target", "seed")
 _STRINGS = ("task", "subject_id", "method", "metric")
-_KEYS_META = b"neuroxai.keys"
-#: the (task, method) of each row group, in order: a reader reads just a method's row groups
+#: the (task, method) of each row group, in order: a reader reads just a method's row groups (and
+#: the table's keys are these, in order of first appearance)
 _GROUPS_META = b"neuroxai.row_groups"
 
 
@@ -94,7 +94,6 @@ class ScoreWriter:
         self._buf: list[pd.DataFrame] = []
         self._n_buf = 0
         self._key = None
-        self._keys: list[list[str]] = []
         self._groups: list[list[str]] = []
         self._w = None
         self.n_rows = 0
@@ -119,8 +118,6 @@ class ScoreWriter:
             if key != self._key or self._n_buf >= self._rows:
                 self._flush()
                 self._key = key
-                if key not in self._keys:
-                    self._keys.append(key)
             self._buf.append(part)
             self._n_buf += len(part)
 
@@ -145,8 +142,7 @@ class ScoreWriter:
         if self._w is None:  # no rows: an empty table with the columns
             self._tmp.parent.mkdir(parents=True, exist_ok=True)
             self._w = pq.ParquetWriter(self._tmp, _schema(self.columns), compression="zstd")
-        self._w.add_key_value_metadata({_KEYS_META: json.dumps(self._keys).encode(),
-                                        _GROUPS_META: json.dumps(self._groups).encode()})
+        self._w.add_key_value_metadata({_GROUPS_META: json.dumps(self._groups).encode()})
         self._w.close()
         self._out.commit()
         return ScoresRef(file=self.path.name, n_rows=self.n_rows, columns=list(self.columns),
@@ -250,9 +246,9 @@ class ScoreTable:
         """The ``(task, method)`` pairs the table holds, in writing order."""
         if self.path is None:
             return list(dict.fromkeys(zip(self._frame["task"], self._frame["method"])))
-        raw = (self._meta.metadata or {}).get(_KEYS_META)
+        raw = (self._meta.metadata or {}).get(_GROUPS_META)
         if raw is not None:
-            return [tuple(k) for k in json.loads(raw)]
+            return list(dict.fromkeys(tuple(k) for k in json.loads(raw)))
         keys: dict = {}
         for df in self.parts():
             keys.update(dict.fromkeys(zip(df["task"].astype(str), df["method"].astype(str))))
